@@ -1,0 +1,72 @@
+"""A stack of pre-norm MetaFormer blocks with a final norm (Transformer++ with the default parts).
+
+Initialisation follows GPT-2 / nanoGPT: every ``nn.Linear`` ~ N(0, 0.02), residual output projections
+(``out``, ``down``) scaled by ``1/sqrt(2 L)``. Parts that define their own initialisation (e.g. TokenFormer
+Pattention) are left alone because only ``nn.Linear`` modules are touched.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from alt_arch.block import MetaFormerBlock
+from alt_arch.linear import dense
+from alt_arch.mlp import SwiGLU
+from alt_arch.norms import RMSNorm
+
+RESIDUAL_PROJECTIONS = ("out", "down")
+
+
+class Stack(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        causal: bool,
+        mixer,
+        linear=dense,
+        n_layers: int = 2,
+        mlp=SwiGLU,
+        norm=RMSNorm,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"backbone: n_layers must be >= 1, got {n_layers}")
+        self.dim = dim
+        self.causal = causal
+        self.blocks = nn.ModuleList(
+            MetaFormerBlock(dim, mixer=mixer(dim, causal=causal, linear=linear), mlp=mlp(dim, linear=linear),
+                            norm=norm)
+            for _ in range(n_layers)
+        )
+        self.norm = norm(dim)
+        self._init_linear(init_std, n_layers)
+
+    def _init_linear(self, std: float, n_layers: int) -> None:
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                scale = 1 / math.sqrt(2 * n_layers) if name.rsplit(".", 1)[-1] in RESIDUAL_PROJECTIONS else 1.0
+                nn.init.normal_(module.weight, std=std * scale)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward_context(self, x: torch.Tensor):
+        """Context stream of the two-stream AR EBT: output and one key/value cache per layer."""
+        caches = []
+        for block in self.blocks:
+            x, cache = block.forward_context(x)
+            caches.append(cache)
+        return self.norm(x), caches
+
+    def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:
+        """Candidate stream: each row attends to its own context (via ``caches``) and itself."""
+        for block, cache in zip(self.blocks, caches, strict=True):
+            y = block.forward_candidates(y, cache)
+        return self.norm(y)

@@ -1,0 +1,37 @@
+"""The MetaFormer block (Yu et al., 2022): ``x + Mixer(Norm(x))`` then ``x + MLP(Norm(x))``.
+
+Any mixer fits; the channel MLP and the norm are factories as well.
+"""
+
+import torch
+from torch import nn
+
+from alt_arch.errors import MixerCapabilityError
+
+
+class MetaFormerBlock(nn.Module):
+    def __init__(self, dim: int, *, mixer: nn.Module, mlp: nn.Module, norm) -> None:
+        super().__init__()
+        self.norm1 = norm(dim)
+        self.mixer = mixer
+        self.norm2 = norm(dim)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def forward_context(self, x: torch.Tensor):
+        if not hasattr(self.mixer, "forward_candidates"):
+            raise MixerCapabilityError(
+                f"mixer {type(self.mixer).__name__} cannot run the two-stream autoregressive EBT "
+                "(it has no forward_context/forward_candidates); use an attention-type mixer "
+                "(model/mixer=attention or moh) or a whole-target task"
+            )
+        h, cache = self.mixer.forward_context(self.norm1(x))
+        x = x + h
+        return x + self.mlp(self.norm2(x)), cache
+
+    def forward_candidates(self, y: torch.Tensor, cache) -> torch.Tensor:
+        y = y + self.mixer.forward_candidates(self.norm1(y), cache)
+        return y + self.mlp(self.norm2(y))

@@ -1,0 +1,1 @@
+"""Token mixers: each maps (B, N, C) -> (B, N, C) under the same constructor contract."""

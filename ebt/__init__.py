@@ -1,0 +1,1 @@
+"""Energy-based transformers: objectives, tasks, the Lightning module and the training entry point."""

@@ -1,0 +1,17 @@
+"""Errors a user can act on. Entry points print them as one line (set HYDRA_FULL_ERROR=1 for a traceback)."""
+
+
+class UserError(Exception):
+    """Bad input: the message names the problem and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """An option or a combination of options that cannot work."""
+
+
+class DataError(UserError, ValueError):
+    """Missing, empty or unusable data."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, corrupt, or from an incompatible configuration."""

@@ -1,0 +1,1 @@
+"""Objectives: how predictions are made and trained (``model/objective=...``)."""

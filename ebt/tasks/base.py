@@ -1,0 +1,65 @@
+"""The task protocol every data source implements.
+
+A task is deterministic: ``make_batch(split, index, batch_size)`` always returns the same tensors for
+the same ``(seed, split, index)``, which makes training streams resumable and evaluation sets fixed.
+
+Two kinds of task exist:
+
+* ``kind = "tokens"``: batches hold ``input_ids`` (B, T) and ``targets`` (B, T) with ``IGNORE_INDEX``
+  where no prediction is scored; predictions are logits (B, T, V).
+* ``kind = "continuous"``: batches hold ``inputs`` (B, N, F_in) and ``targets`` (B, N, F_out);
+  predictions have the shape of ``targets``.
+"""
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+SPLIT_IDS = {"train": 0, "val": 1, "ood": 2, "test": 3}
+
+
+class Task(ABC):
+    kind: ClassVar[Literal["tokens", "continuous"]]
+    metric: ClassVar[str]  # the headline metric, a key of ``metrics()``
+    metric_mode: ClassVar[Literal["max", "min"]]
+    causal: bool  # predictions at position t may only depend on inputs <= t
+    vocab_size: int | None = None  # tokens tasks
+    input_dim: int | None = None  # continuous tasks
+    output_dim: int | None = None
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """Splits evaluated during validation, in order (``val`` first)."""
+        return ("val", "ood")
+
+    def rng(self, split: str, index: int) -> np.random.Generator:
+        """Independent, reproducible random stream for one batch."""
+        if split not in SPLIT_IDS:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_IDS)}")
+        return np.random.default_rng([self.seed, SPLIT_IDS[split], index])
+
+    @abstractmethod
+    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        """The batch number ``index`` of ``split``."""
+
+    @abstractmethod
+    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Task metrics (scalars) of a prediction, including ``self.metric``."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def token_accuracy_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Exact match (every scored token of a sequence right) and per-token accuracy."""
+    scored = targets != IGNORE_INDEX
+    correct = (logits.argmax(-1) == targets) & scored
+    exact = (correct | ~scored).all(dim=-1).float().mean()
+    tok_acc = correct.sum().float() / scored.sum().clamp_min(1)
+    return {"acc": exact, "tok_acc": tok_acc}
