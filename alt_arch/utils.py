@@ -1,5 +1,6 @@
 """Helpers a researcher wants: parameter counts and FLOPs per token."""
 
+import torch
 from torch import nn
 
 
@@ -29,3 +30,15 @@ def forward_flops_per_token(module: nn.Module, *, seq_len: int) -> int:
         if callable(extra) and m is not module:
             flops += int(extra(seq_len))
     return flops
+
+
+def collect_aux(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Auxiliary losses (summed over modules) and metrics (averaged) left by the last forward pass."""
+    losses: dict[str, torch.Tensor] = {}
+    metrics: dict[str, list[torch.Tensor]] = {}
+    for m in module.modules():
+        for name, value in (getattr(m, "aux_losses", None) or {}).items():
+            losses[name] = losses[name] + value if name in losses else value
+        for name, value in (getattr(m, "aux_metrics", None) or {}).items():
+            metrics.setdefault(name, []).append(torch.as_tensor(value, dtype=torch.float32))
+    return losses, {k: torch.stack(v).mean() for k, v in metrics.items()}

@@ -16,10 +16,9 @@ def build_task(cfg: DictConfig) -> Task:
 
 
 def build_objective(model_cfg: DictConfig, task: Task) -> Objective:
-    """``objective(task, backbone=partial(backbone, mixer=..., linear=...), dim=model.dim)``."""
-    mixer = instantiate(model_cfg.mixer)
-    linear = instantiate(model_cfg.linear)
-    backbone = partial(instantiate(model_cfg.backbone), mixer=mixer, linear=linear)
+    """``objective(task, backbone=partial(backbone, mixer=..., mlp=..., linear=...), dim=model.dim)``."""
+    parts = {name: instantiate(model_cfg[name]) for name in ("mixer", "mlp", "linear")}
+    backbone = partial(instantiate(model_cfg.backbone), **parts)
     return instantiate(model_cfg.objective)(task=task, backbone=backbone, dim=model_cfg.dim)
 
 

@@ -5,8 +5,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ebt.errors import UserError
 from alt_arch.errors import MixerCapabilityError
+from ebt.errors import UserError
 
 
 def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:

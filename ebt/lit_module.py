@@ -48,18 +48,20 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
 class LitModel(L.LightningModule):
     def __init__(self, objective: Objective, *, lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1,
-                 config: dict | None = None) -> None:
+                 schedule_steps: int | None = None, config: dict | None = None) -> None:
         super().__init__()
         self.objective = objective
         self.task = objective.task
         self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas),
-                      "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio}
+                      "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
+                      "schedule_steps": schedule_steps}
         self.save_hyperparameters({"config": config, "optim": self.optim})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logs = self.objective.loss(batch)
         bs = next(iter(batch.values())).shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         for name, value in logs.items():
             self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == self.task.metric)
         return loss
@@ -75,7 +77,8 @@ class LitModel(L.LightningModule):
         o = self.optim
         opt = torch.optim.AdamW(optimizer_groups(self.objective, o["weight_decay"], o["lr"]), lr=o["lr"],
                                 betas=o["betas"])
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else 10**9
+        total = o["schedule_steps"] or self.trainer.max_steps
+        total = total if total and total > 0 else 10**9
         schedule = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, warmup_steps=o["warmup_steps"], total_steps=total,
                                          min_lr_ratio=o["min_lr_ratio"]))

@@ -26,19 +26,24 @@ class Stack(nn.Module):
         causal: bool,
         mixer,
         linear=dense,
-        n_layers: int = 2,
         mlp=SwiGLU,
+        n_layers: int = 2,
         norm=RMSNorm,
         init_std: float = 0.02,
+        spatial_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"backbone: n_layers must be >= 1, got {n_layers}")
-        self.dim = dim
+        self.dim = self.out_dim = dim
         self.causal = causal
         self.blocks = nn.ModuleList(
-            MetaFormerBlock(dim, mixer=mixer(dim, causal=causal, linear=linear), mlp=mlp(dim, linear=linear),
-                            norm=norm)
+            MetaFormerBlock(
+                dim,
+                mixer=mixer(dim, causal=causal, linear=linear, spatial_shape=spatial_shape),
+                mlp=mlp(dim, linear=linear),
+                norm=norm,
+            )
             for _ in range(n_layers)
         )
         self.norm = norm(dim)

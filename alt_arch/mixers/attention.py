@@ -32,6 +32,7 @@ class Attention(nn.Module):
         n_heads: int = 4,
         rope: bool = True,
         rope_base: float = 10000.0,
+        spatial_shape: tuple[int, ...] | None = None,  # tokens are flattened; RoPE runs over the flat index
     ) -> None:
         super().__init__()
         if dim % n_heads:

@@ -21,9 +21,13 @@ def input_encoder(task: Task, dim: int) -> nn.Module:
     return nn.Linear(task.input_dim, dim)
 
 
+def output_size(task: Task) -> int:
+    return {"tokens": task.vocab_size, "classes": task.num_classes, "continuous": task.output_dim}[task.kind]
+
+
 def output_head(task: Task, dim: int) -> nn.Linear:
-    """Linear map to vocabulary logits (tokens) or to the target features (continuous)."""
-    head = nn.Linear(dim, task.vocab_size if task.kind == "tokens" else task.output_dim, bias=False)
+    """Linear map to vocabulary logits (tokens), class logits (classes) or target features (continuous)."""
+    head = nn.Linear(dim, output_size(task), bias=False)
     nn.init.normal_(head.weight, std=0.02)
     return head
 
@@ -38,6 +42,8 @@ def prediction_loss(task: Task, prediction: torch.Tensor, batch: dict[str, torch
     targets = batch["targets"]
     if task.kind == "tokens":
         return F.cross_entropy(prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+    if task.kind == "classes":
+        return F.cross_entropy(prediction.float(), targets)
     if continuous_loss == "mse":
         return F.mse_loss(prediction.float(), targets.float())
     if continuous_loss == "smooth_l1":

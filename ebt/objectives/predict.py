@@ -1,11 +1,13 @@
 """The baseline objective: one forward pass from context to prediction ("Transformer++" predictor).
 
 Tokens: ``logits = head(backbone(embed(x)))`` trained with next-token cross-entropy on scored positions.
+Classes: ``logits = head(mean_tokens(backbone(W_in x)))`` trained with cross-entropy.
 Continuous: ``y = head(backbone(W_in x))`` trained with MSE (or SmoothL1).
 """
 
 import torch
 
+from alt_arch.utils import collect_aux
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective, input_encoder, output_head, prediction_loss, task_inputs
 from ebt.tasks.base import Task
@@ -16,8 +18,8 @@ class Predict(Objective):
                  continuous_loss: str = "mse") -> None:
         super().__init__(task=task)
         self.encoder = input_encoder(task, dim)
-        self.backbone = backbone(dim, causal=task.causal)
-        self.head = output_head(task, dim)
+        self.backbone = backbone(dim, causal=task.causal, spatial_shape=task.spatial_shape)
+        self.head = output_head(task, self.backbone.out_dim)
         self.continuous_loss = continuous_loss
         if tie_embeddings:
             if task.kind != "tokens":
@@ -25,11 +27,16 @@ class Predict(Objective):
             self.head.weight = self.encoder.weight
 
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.backbone(self.encoder(task_inputs(self.task, batch))))
+        features = self.backbone(self.encoder(task_inputs(self.task, batch)))  # (B, N, out_dim)
+        if self.task.kind == "classes":
+            features = features.mean(dim=1)  # (B, out_dim)
+        return self.head(features)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         prediction = self.predict(batch)
         loss = prediction_loss(self.task, prediction, batch, self.continuous_loss)
+        aux_losses, aux_metrics = collect_aux(self.backbone)
         with torch.no_grad():
-            logs = dict(self.task.metrics(prediction.detach(), batch))
-        return loss, logs
+            logs = dict(self.task.metrics(prediction.detach(), batch)) | aux_metrics
+        logs |= {name: value.detach() for name, value in aux_losses.items()}
+        return loss + sum(aux_losses.values()), logs

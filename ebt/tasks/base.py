@@ -3,12 +3,14 @@
 A task is deterministic: ``make_batch(split, index, batch_size)`` always returns the same tensors for
 the same ``(seed, split, index)``, which makes training streams resumable and evaluation sets fixed.
 
-Two kinds of task exist:
+Three kinds of task exist:
 
 * ``kind = "tokens"``: batches hold ``input_ids`` (B, T) and ``targets`` (B, T) with ``IGNORE_INDEX``
   where no prediction is scored; predictions are logits (B, T, V).
 * ``kind = "continuous"``: batches hold ``inputs`` (B, N, F_in) and ``targets`` (B, N, F_out);
   predictions have the shape of ``targets``.
+* ``kind = "classes"``: batches hold ``inputs`` (B, N, F_in) and integer ``targets`` (B,); predictions are
+  logits (B, num_classes) made from the mean over tokens (image classification).
 """
 
 from abc import ABC, abstractmethod
@@ -22,13 +24,15 @@ SPLIT_IDS = {"train": 0, "val": 1, "ood": 2, "test": 3}
 
 
 class Task(ABC):
-    kind: ClassVar[Literal["tokens", "continuous"]]
+    kind: ClassVar[Literal["tokens", "continuous", "classes"]]
     metric: ClassVar[str]  # the headline metric, a key of ``metrics()``
     metric_mode: ClassVar[Literal["max", "min"]]
     causal: bool  # predictions at position t may only depend on inputs <= t
     vocab_size: int | None = None  # tokens tasks
-    input_dim: int | None = None  # continuous tasks
+    num_classes: int | None = None  # classes tasks
+    input_dim: int | None = None  # continuous and classes tasks
     output_dim: int | None = None
+    spatial_shape: tuple[int, ...] | None = None  # token grid of image tasks, e.g. (H, W)
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -63,3 +67,8 @@ def token_accuracy_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[
     exact = (correct | ~scored).all(dim=-1).float().mean()
     tok_acc = correct.sum().float() / scored.sum().clamp_min(1)
     return {"acc": exact, "tok_acc": tok_acc}
+
+
+def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Top-1 accuracy of (B, num_classes) logits."""
+    return {"acc": (logits.argmax(-1) == targets).float().mean()}

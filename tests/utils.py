@@ -1,0 +1,39 @@
+"""Helpers shared by the tests: compose configs in-process and run the CLI in a subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+TEST_WITH = re.compile(r"^#\s*test-with:\s*(.*)$", re.MULTILINE)
+
+
+def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
+    """The config ``scripts/train.py`` would see, with outputs under ``output_dir``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+def group_options(group: str) -> list[str]:
+    """Every option of a config group, e.g. ``group_options("model/mixer") == ["attention", ...]``."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def declared_overrides(group: str, option: str) -> list[str]:
+    """Extra overrides an option declares it needs in tests (a ``# test-with: a=b c=d`` line)."""
+    match = TEST_WITH.search((CONFIG_DIR / group / f"{option}.yaml").read_text())
+    return match.group(1).split() if match else []
+
+
+def run_cli(script: str, *args: str, cwd: Path, timeout: int = 300, env: dict | None = None):
+    """Run ``python scripts/<script> args...`` and return the completed process (never raises on failure)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
