@@ -2,13 +2,27 @@
 
 from functools import partial
 
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from alt_arch.errors import MixerCapabilityError
 from ebt.data import TaskDataModule
+from ebt.errors import UserError
 from ebt.lit_module import LitModel
 from ebt.objectives.base import Objective
 from ebt.tasks.base import Task
+
+
+def instantiate(config, *args, **kwargs):
+    """``hydra.utils.instantiate`` that lets our own clear errors through instead of wrapping them."""
+    try:
+        return hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, UserError | MixerCapabilityError):
+            raise cause from None
+        raise
 
 
 def build_task(cfg: DictConfig) -> Task:

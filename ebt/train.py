@@ -7,14 +7,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from alt_arch.utils import forward_flops_per_token, num_params
-from ebt.build import build_datamodule, build_lit_model, build_task
+from ebt.build import build_datamodule, build_lit_model, build_task, instantiate
 from ebt.checkpoint import AtomicCheckpointIO, atomic_write_text, check_compatible, load_checkpoint
 from ebt.errors import ConfigError
 

@@ -33,6 +33,7 @@ class Attention(nn.Module):
         rope: bool = True,
         rope_base: float = 10000.0,
         spatial_shape: tuple[int, ...] | None = None,  # tokens are flattened; RoPE runs over the flat index
+        out_proj: bool = True,  # False: identity output projection (MemoryFormer removes W_o)
     ) -> None:
         super().__init__()
         if dim % n_heads:
@@ -43,7 +44,7 @@ class Attention(nn.Module):
         self.q = linear(dim, dim)
         self.k = linear(dim, dim)
         self.v = linear(dim, dim)
-        self.out = linear(dim, dim)
+        self.out = linear(dim, dim) if out_proj else nn.Identity()
         self.rotary = Rotary(self.head_dim, base=rope_base) if rope else None
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):

@@ -1,12 +1,12 @@
 """Byte-level next-token language modelling over local text files (vocab 256, no tokenizer).
 
-``data.path`` is a file or a folder (read recursively, ``data.glob`` selects files). By default the corpus is
+``data.task.path`` is a file or a folder (read recursively, ``data.task.glob`` selects files). By default the corpus is
 the Python standard library's ``.py`` sources, which every machine has (installed packages under
 ``site-packages`` are skipped in any folder). Files are memory-mapped and windows
 are read on demand, so a multi-GB corpus never loads into RAM. Bytes are bytes: any encoding works.
 
 Splits: a folder is split by file (a stable hash of the relative path sends ~1 in ``val_every`` files to
-``val``); a single file keeps its last ``val_fraction`` of bytes for ``val``. ``data.ood_path`` (optional) is
+``val``); a single file keeps its last ``val_fraction`` of bytes for ``val``. ``data.task.ood_path`` (optional) is
 a second corpus evaluated as the ``ood`` split. Metric: bits per byte, ``mean cross-entropy / ln 2``.
 """
 
@@ -35,8 +35,8 @@ class ByteCorpus:
         usable = [(p, s, e) for p, s, e in files if e - s >= window]
         if not usable:
             raise DataError(
-                f"{what}: no file has at least {window} bytes (data.seq_len + 1); "
-                "lower data.seq_len or add more text"
+                f"{what}: no file has at least {window} bytes (data.task.seq_len + 1); "
+                "lower data.task.seq_len or add more text"
             )
         self.files = usable
         weights = np.array([e - s - window + 1 for _, s, e in usable], dtype=np.float64)
@@ -72,7 +72,7 @@ def _list_files(path: Path, pattern: str, what: str) -> list[Path]:
         if p.is_file() and INSTALLED_PACKAGES.isdisjoint(p.relative_to(path).parts)
     )
     if not files:
-        raise DataError(f"{what}={path} holds no files matching data.glob={pattern!r}")
+        raise DataError(f"{what}={path} holds no files matching data.task.glob={pattern!r}")
     return files
 
 
@@ -97,7 +97,7 @@ class Text(Task):
         super().__init__(seed=seed)
         self.seq_len = seq_len
         root = Path(path).expanduser() if path else default_corpus()
-        files = _list_files(root, glob, "data.path")
+        files = _list_files(root, glob, "data.task.path")
         window = seq_len + 1
         if len(files) == 1:
             size = files[0].stat().st_size
@@ -109,12 +109,12 @@ class Text(Task):
                 is_val[-1] = True
             train = [(f, 0, f.stat().st_size) for f, v in zip(files, is_val, strict=True) if not v]
             val = [(f, 0, f.stat().st_size) for f, v in zip(files, is_val, strict=True) if v]
-        self.corpora = {"train": ByteCorpus(train, window, f"data.path={root} (train)"),
-                        "val": ByteCorpus(val, window, f"data.path={root} (val)")}
+        self.corpora = {"train": ByteCorpus(train, window, f"data.task.path={root} (train)"),
+                        "val": ByteCorpus(val, window, f"data.task.path={root} (val)")}
         if ood_path:
             ood_root = Path(ood_path).expanduser()
-            ood_files = [(f, 0, f.stat().st_size) for f in _list_files(ood_root, glob, "data.ood_path")]
-            self.corpora["ood"] = ByteCorpus(ood_files, window, f"data.ood_path={ood_root}")
+            ood_files = [(f, 0, f.stat().st_size) for f in _list_files(ood_root, glob, "data.task.ood_path")]
+            self.corpora["ood"] = ByteCorpus(ood_files, window, f"data.task.ood_path={ood_root}")
         self.root = root
 
     @property

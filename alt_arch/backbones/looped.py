@@ -1,0 +1,219 @@
+"""Looped transformer backbone: AlgoFormer (Gao et al., 2024) with the training tricks of Yang et al. (ICLR 2024).
+
+Papers: "On the Expressive Power of a Variant of the Looped Transformer" (Gao, Zheng, Zhang, Li, Lin, Wang, 2024;
+AlgoFormer) and "Looped Transformers are Better at Learning Learning Algorithms" (Yang, Lee, Nowak,
+Papailiopoulos, ICLR 2024).
+
+Equations implemented (every block is a pre-norm MetaFormer block from ``alt_arch.block``)::
+
+    p   = Pre(x)                               # pre_depth blocks (identity when pre_depth = 0)
+    h_0 = 0
+    h_t = Loop(h_{t-1} + p),  t = 1..T         # loop_depth blocks, the SAME weights every iteration;
+                                               # "+ p" is Yang et al.'s input injection
+    y   = Norm(Post(h_T))                      # post_depth blocks, then the final norm
+
+``T = loops`` in training mode and ``T = eval_loops`` in evaluation mode (``module.training`` decides), so a
+model can be trained with few iterations and evaluated with more; ``eval_loops`` is a settable attribute
+(``model.backbone.eval_loops = 12``) for sweeps such as ``scripts/think.py``.
+
+Truncated backpropagation (Yang et al., Sec. 4): in training mode only the last ``W = train_window`` iterations
+are differentiated; iterations ``1..T-W`` run under ``torch.no_grad`` (``W = None``: all of them).
+
+Loop-count curriculum (optional): with ``curriculum_start = T0`` and ``curriculum_steps = S`` the training
+loop count is ``T0 + floor((loops - T0) * min(1, step / S))``. ``step`` is the ``progress`` buffer (saved in
+checkpoints): every training-mode ``forward`` / ``forward_context`` adds one to it, and ``set_progress(step)``
+overwrites it (a trainer that calls ``set_progress(global_step)`` before each step makes it exact).
+
+Initialisation: the GPT-2 scheme of ``alt_arch.backbones.stack`` (reused, not copied) with the *unrolled*
+depth ``pre_depth + loop_depth * loops + post_depth`` in the ``1/sqrt(2 L)`` residual scaling.
+
+Deviations from the papers:
+
+* Yang et al. average the loss over the read-outs of the last ``W`` iterations; a backbone returns one tensor,
+  so here the loss is on the last iteration only and ``W`` only truncates the gradient.
+  ``forward_iterates`` returns the per-iteration outputs for an objective that wants the averaged loss.
+* AlgoFormer's pre/loop/post transformers are standard (post-norm, GPT-2) transformers; here they are the
+  repository's pre-norm MetaFormer blocks (any mixer / MLP / linear part), with one final norm.
+* Both papers read out a linear map of the last hidden state; the read-out head belongs to the objective.
+"""
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from alt_arch.backbones.stack import Stack
+from alt_arch.block import MetaFormerBlock
+from alt_arch.linear import dense
+from alt_arch.mlp import SwiGLU
+from alt_arch.norms import RMSNorm
+from alt_arch.utils import matmul_params
+
+
+def _check_positive(name: str, value: int | None, minimum: int, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or value < minimum:
+        raise ValueError(f"looped backbone: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+class Looped(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        causal: bool,
+        mixer,
+        mlp=SwiGLU,
+        linear=dense,
+        spatial_shape: tuple[int, ...] | None = None,
+        pre_depth: int = 1,
+        loop_depth: int = 1,
+        post_depth: int = 1,
+        loops: int = 4,
+        eval_loops: int | None = None,
+        train_window: int | None = None,
+        curriculum_start: int | None = None,
+        curriculum_steps: int = 0,
+        norm=RMSNorm,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        _check_positive("pre_depth", pre_depth, 0)
+        _check_positive("loop_depth", loop_depth, 1)
+        _check_positive("post_depth", post_depth, 0)
+        _check_positive("loops", loops, 1)
+        _check_positive("train_window", train_window, 1, allow_none=True)
+        _check_positive("curriculum_start", curriculum_start, 1, allow_none=True)
+        _check_positive("curriculum_steps", curriculum_steps, 0)
+        if curriculum_start is not None and (curriculum_start > loops or curriculum_steps < 1):
+            raise ValueError(f"looped backbone: curriculum_start ({curriculum_start}) must be <= loops ({loops}) "
+                             f"and curriculum_steps ({curriculum_steps}) >= 1; or set curriculum_start=null")
+        self.dim = self.out_dim = dim
+        self.causal = causal
+        self.loops = loops
+        self.eval_loops = eval_loops  # validated by the property setter
+        self.train_window = train_window
+        self.curriculum_start, self.curriculum_steps = curriculum_start, curriculum_steps
+
+        def blocks(n: int) -> nn.ModuleList:
+            return nn.ModuleList(
+                MetaFormerBlock(dim, mixer=mixer(dim, causal=causal, linear=linear, spatial_shape=spatial_shape),
+                                mlp=mlp(dim, linear=linear), norm=norm)
+                for _ in range(n)
+            )
+
+        self.pre, self.loop, self.post = blocks(pre_depth), blocks(loop_depth), blocks(post_depth)
+        self.norm = norm(dim)
+        self.register_buffer("progress", torch.zeros((), dtype=torch.long))
+        Stack._init_linear(self, init_std, pre_depth + loop_depth * loops + post_depth)
+
+    # ----- loop counts -------------------------------------------------------------------------------------------
+    @property
+    def eval_loops(self) -> int:
+        """Iterations in evaluation mode (defaults to ``loops``); assign to change it, ``None`` resets it."""
+        return self._eval_loops if self._eval_loops is not None else self.loops
+
+    @eval_loops.setter
+    def eval_loops(self, value: int | None) -> None:
+        _check_positive("eval_loops", value, 1, allow_none=True)
+        self._eval_loops = value
+
+    def set_progress(self, step: int) -> None:
+        """Tell the loop-count curriculum the current training step."""
+        self.progress.fill_(int(step))
+
+    def train_loops(self) -> int:
+        """Iterations in training mode at the current curriculum step."""
+        if self.curriculum_start is None:
+            return self.loops
+        frac = min(1.0, int(self.progress) / self.curriculum_steps)
+        return self.curriculum_start + int((self.loops - self.curriculum_start) * frac)
+
+    def current_loops(self) -> int:
+        return self.train_loops() if self.training else self.eval_loops
+
+    def _schedule(self) -> tuple[int, int]:
+        """(iterations, of which the first ``n_frozen`` run without gradient); advances the curriculum counter."""
+        loops = self.current_loops()
+        if not self.training:
+            return loops, 0
+        self.progress += 1
+        window = loops if self.train_window is None else min(self.train_window, loops)
+        return loops, loops - window
+
+    # ----- forward -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _run(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            x = block(x)
+        return x
+
+    def forward_iterates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``Norm(Post(h_t))`` for every differentiated iteration ``t`` (the last one is ``forward(x)``)."""
+        loops, n_frozen = self._schedule()
+        p = self._run(self.pre, x)  # (B, N, C)
+        h = torch.zeros_like(p)
+        outputs = []
+        for t in range(loops):
+            with torch.no_grad() if t < n_frozen else nullcontext():
+                h = self._run(self.loop, h + p)  # (B, N, C), input injection
+            if t >= n_frozen:
+                outputs.append(h)
+        return [self.norm(self._run(self.post, h)) for h in outputs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        loops, n_frozen = self._schedule()
+        p = self._run(self.pre, x)  # (B, N, C)
+        h = torch.zeros_like(p)
+        for t in range(loops):
+            with torch.no_grad() if t < n_frozen else nullcontext():
+                h = self._run(self.loop, h + p)
+        return self.norm(self._run(self.post, h))
+
+    # ----- two-stream autoregressive EBT (see alt_arch/mixers/attention.py) --------------------------------------
+    @staticmethod
+    def _context(blocks: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        caches = []
+        for block in blocks:
+            x, cache = block.forward_context(x)
+            caches.append(cache)
+        return x, caches
+
+    @staticmethod
+    def _candidates(blocks: nn.ModuleList, y: torch.Tensor, caches: list) -> torch.Tensor:
+        for block, cache in zip(blocks, caches, strict=True):
+            y = block.forward_candidates(y, cache)
+        return y
+
+    def forward_context(self, x: torch.Tensor):
+        """Context stream: output and the caches of every pre block, every loop iteration and every post block."""
+        loops, n_frozen = self._schedule()
+        p, pre_caches = self._context(self.pre, x)
+        h, loop_caches = torch.zeros_like(p), []
+        for t in range(loops):
+            with torch.no_grad() if t < n_frozen else nullcontext():
+                h, caches = self._context(self.loop, h + p)
+            loop_caches.append(caches)
+        out, post_caches = self._context(self.post, h)
+        return self.norm(out), (pre_caches, loop_caches, post_caches, n_frozen)
+
+    def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:
+        """Candidate stream with the same recurrence; iteration ``t`` attends to the context of iteration ``t``."""
+        pre_caches, loop_caches, post_caches, n_frozen = caches
+        p = self._candidates(self.pre, y, pre_caches)
+        h = torch.zeros_like(p)
+        for t, step_caches in enumerate(loop_caches):
+            with torch.no_grad() if t < n_frozen else nullcontext():
+                h = self._candidates(self.loop, h + p, step_caches)
+        return self.norm(self._candidates(self.post, h, post_caches))
+
+    # ----- cost ---------------------------------------------------------------------------------------------------
+    def flops_per_token(self, seq_len: int) -> float:
+        """Extra forward FLOPs of iterations 2..T (``forward_flops_per_token`` counts shared weights once)."""
+        per_iteration = 2 * matmul_params(self.loop)
+        for m in self.loop.modules():
+            extra = getattr(m, "flops_per_token", None)
+            if callable(extra):
+                per_iteration += extra(seq_len)
+        return (self.current_loops() - 1) * per_iteration

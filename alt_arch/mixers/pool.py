@@ -1,0 +1,89 @@
+"""Pooling token mixer of PoolFormer ("MetaFormer Is Actually What You Need for Vision", Yu et al., CVPR 2022).
+
+Equation (Eq. 4 of the paper), for a 2-D token grid ``u`` of shape (C, H, W)::
+
+    Pool(u)_{:, i, j} = 1 / (K * K) * sum_{p, q = 1..K} u_{:, i + p - (K+1)/2, j + q - (K+1)/2}  -  u_{:, i, j}
+
+i.e. ``AvgPool2d(K, stride=1, padding=K // 2, count_include_pad=False)(u) - u``: the average runs over the
+window positions that lie inside the grid only (at borders fewer than ``K * K`` tokens), as in the reference
+code. The subtraction of the input is there because the block adds a residual connection around the mixer.
+
+Sequence variants (not in the paper, which is 2-D only; added so the mixer also runs on sequence tasks):
+
+* non-causal 1-D: the centred window ``t - K//2 .. t + K//2`` (``K`` odd), same border rule;
+* causal 1-D: the window ``t - K + 1 .. t`` (the current and ``K - 1`` previous tokens, fewer at the start),
+  minus ``u_t``; output ``t`` depends on inputs ``<= t`` only.
+
+Pooling has no parameters and no projections: the ``linear`` factory of the part contract is accepted and
+unused. Causal pooling over a 2-D grid is undefined (there is no token order a causal mask could respect
+that keeps the window shape) and raises :class:`MixerCapabilityError`. Pooling cannot run the two-stream
+autoregressive EBT (no ``forward_context`` / ``forward_candidates``); the block reports that clearly.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from alt_arch.errors import MixerCapabilityError
+from alt_arch.linear import dense
+
+
+class Pool(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        causal: bool,
+        linear=dense,  # accepted for the part contract; pooling has no projections
+        spatial_shape: tuple[int, ...] | None = None,
+        pool_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if pool_size < 1:
+            raise ValueError(f"pool: pool_size must be >= 1, got {pool_size}")
+        shape = tuple(int(s) for s in spatial_shape) if spatial_shape is not None else None
+        if shape is not None and len(shape) not in (1, 2):
+            raise MixerCapabilityError(
+                f"pool: spatial_shape={shape} has {len(shape)} axes; pooling supports sequences (1 axis) and "
+                "2-D grids (H, W) only"
+            )
+        self.two_d = shape is not None and len(shape) == 2
+        if causal and self.two_d:
+            raise MixerCapabilityError(
+                f"pool: causal pooling over a 2-D grid {shape} is undefined; use a non-causal task (image "
+                "tasks are non-causal) or a sequence task for causal 1-D pooling"
+            )
+        if not causal and pool_size % 2 == 0:
+            raise ValueError(f"pool: a centred window needs an odd pool_size, got {pool_size}; use e.g. 3")
+        self.dim, self.causal, self.pool_size = dim, causal, pool_size
+        self.spatial_shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, N, C)
+        k = self.pool_size
+        if self.spatial_shape is not None and math.prod(self.spatial_shape) != x.shape[1]:
+            raise ValueError(f"pool: got N={x.shape[1]} tokens but spatial_shape={self.spatial_shape}")
+        if self.two_d:
+            h, w = self.spatial_shape
+            grid = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
+            pooled = F.avg_pool2d(grid, k, stride=1, padding=k // 2, count_include_pad=False)
+            return rearrange(pooled, "b c h w -> b (h w) c") - x
+        seq = rearrange(x, "b n c -> b c n")
+        if self.causal:
+            # window sum over t-k+1..t via zero left-padding, then divide by the number of real tokens
+            sums = F.avg_pool1d(F.pad(seq, (k - 1, 0)), k, stride=1) * k  # (B, C, N)
+            counts = torch.arange(1, seq.shape[-1] + 1, device=x.device).clamp(max=k).to(x.dtype)  # (N,)
+            pooled = sums / counts
+        else:
+            pooled = F.avg_pool1d(seq, k, stride=1, padding=k // 2, count_include_pad=False)
+        return rearrange(pooled, "b c n -> b n c") - x
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Window additions plus one division and one subtraction per channel (no matmuls)."""
+        window = self.pool_size**2 if self.two_d else self.pool_size
+        return (window + 1) * self.dim
+
+    def extra_repr(self) -> str:
+        return f"pool_size={self.pool_size}, causal={self.causal}, spatial_shape={self.spatial_shape}"
