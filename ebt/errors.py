@@ -13,5 +13,9 @@ class DataError(UserError, ValueError):
     """Missing, empty or unusable data."""
 
 
+class ThinkingDivergedError(UserError, FloatingPointError):
+    """NaN/Inf energy or energy gradient while thinking."""
+
+
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, corrupt, or from an incompatible configuration."""

@@ -28,7 +28,7 @@ def optimizer_groups(model: nn.Module, weight_decay: float, lr: float) -> list[d
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
+        if id(p) in seen:  # frozen params are kept: some become trainable later (AdamW skips grad-less ones)
             continue
         seen.add(id(p))
         decays = p.ndim >= 2 and id(p) not in no_decay_ids and not getattr(p, "no_weight_decay", False)
@@ -58,6 +58,7 @@ class LitModel(L.LightningModule):
         self.save_hyperparameters({"config": config, "optim": self.optim})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.objective.set_progress(self.global_step)
         loss, logs = self.objective.loss(batch)
         bs = next(iter(batch.values())).shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)

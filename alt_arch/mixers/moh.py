@@ -25,8 +25,10 @@ ones by 0 (what the reference implementation does: no saving). ``"gather"`` comp
 queries that selected it: per (batch, head) the selected query rows are gathered (padded to the largest count in
 the batch), attend to that head's full key/value sequence under the causal mask of their true positions, and are
 scattered back. Keys and values are needed for every token (any later query may select the head), so only the
-query-side ``O(N^2)`` work shrinks, by ``k / E``. ``"auto"`` uses gather from ``gather_min_len`` tokens on (see
-docs/moh_hyena.md for the measured crossover). Both paths agree to float rounding (tested).
+query-side ``O(N^2)`` work shrinks, by ``k / E``. Both paths agree to float rounding (tested). Measured on CPU
+(docs/moh_hyena.md) gather does *not* pay off: the gathered queries need an explicit causal mask, so SDPA takes its
+math path and materialises the (M, N) scores, while the dense path runs the fused causal kernel that already skips
+the masked half. Dense is therefore the default; gather is there to measure on other hardware.
 
 Deviations: routers are always plain ``nn.Linear`` without bias (the ``linear`` factory builds q, k, v and the output
 projection, as in :class:`~alt_arch.mixers.attention.Attention`); the two-stage balance router exists only when both
@@ -48,7 +50,7 @@ from torch import nn
 from alt_arch.linear import dense
 from alt_arch.rope import Rotary
 
-RoutedCompute = Literal["auto", "dense", "gather"]
+RoutedCompute = Literal["dense", "gather"]
 
 
 class MoHAttention(nn.Module):
@@ -65,8 +67,7 @@ class MoHAttention(nn.Module):
         balance_weight: float = 0.01,
         rope: bool = True,
         rope_base: float = 10000.0,
-        routed_compute: RoutedCompute = "auto",
-        gather_min_len: int = 1024,
+        routed_compute: RoutedCompute = "dense",
     ) -> None:
         super().__init__()
         if dim % n_heads:
@@ -76,15 +77,14 @@ class MoHAttention(nn.Module):
         routed = n_heads - shared_heads
         if routed and not 1 <= top_k <= routed:
             raise ValueError(f"moh: top_k={top_k} must lie in [1, n_heads - shared_heads = {routed}]")
-        if routed_compute not in ("auto", "dense", "gather"):
-            raise ValueError(f"moh: routed_compute={routed_compute!r}; use 'auto', 'dense' or 'gather'")
+        if routed_compute not in ("dense", "gather"):
+            raise ValueError(f"moh: routed_compute={routed_compute!r}; use 'dense' or 'gather'")
         self.causal = causal
         self.n_heads, self.shared_heads, self.routed_heads = n_heads, shared_heads, routed
         self.top_k = top_k if routed else 0
         self.head_dim = dim // n_heads
         self.balance_weight = balance_weight
         self.routed_compute = routed_compute
-        self.gather_min_len = gather_min_len
         self.q = linear(dim, dim)
         self.k = linear(dim, dim)
         self.v = linear(dim, dim)
@@ -134,10 +134,8 @@ class MoHAttention(nn.Module):
             q, k = self.rotary(q, positions), self.rotary(k, positions)
         return q, k, v
 
-    def _use_gather(self, n: int) -> bool:
-        if not self.routed_heads or self.top_k == self.routed_heads:
-            return False
-        return self.routed_compute == "gather" or (self.routed_compute == "auto" and n >= self.gather_min_len)
+    def _use_gather(self) -> bool:
+        return self.routed_compute == "gather" and 0 < self.top_k < self.routed_heads
 
     def _routed_gathered(self, q, k, v, gates_r, selected) -> torch.Tensor:
         """Routed heads computed only for the queries that selected them. q, k, v: (B, E, N, D)."""
@@ -164,7 +162,7 @@ class MoHAttention(nn.Module):
         n = x.shape[1]
         gates, selected = self.route(x)
         q, k, v = self._qkv(x, torch.arange(n, device=x.device))  # (B, H, N, D)
-        if self._use_gather(n):
+        if self._use_gather():
             s = self.shared_heads
             shared = F.scaled_dot_product_attention(q[:, :s], k[:, :s], v[:, :s], is_causal=self.causal)
             shared = shared * rearrange(gates[..., :s], "b n h -> b h n 1")

@@ -56,6 +56,12 @@ class Objective(nn.Module):
         super().__init__()
         self.task = task
 
+    def set_progress(self, step: int) -> None:
+        """Called by the trainer before every training step; forwarded to parts that schedule themselves."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_progress") and not isinstance(module, Objective):
+                module.set_progress(step)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 

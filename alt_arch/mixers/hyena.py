@@ -1,0 +1,141 @@
+"""The Hyena operator (Poli et al., "Hyena Hierarchy: Towards Larger Convolutional Language Models", 2023) and its
+N-D form (Zimerman & Wolf, "Multi-Dimensional Hyena for Spatial Inductive Bias", 2023).
+
+Order-``N`` operator (Hyena, Alg. 1-3), for ``x`` (B, L, C)::
+
+    z            = in_proj(x)                               (B, L, (N+1) C)   via the ``linear`` factory
+    z            = short_conv(z)                             depthwise, kernel 3 (causal in 1-D, centred otherwise)
+    x_0..x_{N-1}, v = split(z)
+    for i = N-1 .. 1:  v <- v * x_i;  v <- h_i * v + D_i * v  (long convolution with an implicit filter h_i)
+    y            = out(v * x_0)
+
+The implicit filters, positional features and FFT convolutions live in :mod:`hyena_filter`. In 1-D the long
+convolution is causal (lags ``0..L-1``) or, with ``causal=False``, two-sided: a second filter output covers the
+future lags ``-1..-(L-1)`` (as in the reference's bidirectional option). Positions are normalised by ``l_max``
+(the paper's maximum/training length); ``l_max=None`` uses each input's own length. With a fixed ``l_max`` a
+filter tap depends only on its lag, so longer inputs see the same filter extended (length extrapolation).
+
+Hyena-ND (``dims=2``, needs ``spatial_shape=(S, S)``): tokens are laid out on the square grid, the short filter is a
+depthwise 3x3 convolution and each long convolution is a 2-D FFT convolution zero-padded to ``(2S, 2S)`` with either
+the product filter ``hX(x) hY(y)`` (default, the paper's choice) or a joint 2-D implicit filter; positions are
+normalised by the grid side (as in the reference, ``l_max = S``). Direction handling: the reference's ``4dir`` mode
+runs the operator on four flipped copies of the input and mixes the results; here the four flipped orientations of
+each kernel are mixed with learnable per-channel weights *inside* each long convolution. For order 2 the two are the
+same operator (the gates are pointwise, so flips commute with them) at a quarter of the cost. A 2-D Hyena cannot be
+causal (``MixerCapabilityError``); non-square grids are refused (one positional encoding serves both axes).
+
+Deviations: the filters' decay rates are fixed buffers (the reference trains them with learning rate 0); filter
+dropout is not implemented; the 2-D convolution is exact (the reference's is scaled by ``1/(2S)``).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from alt_arch.errors import MixerCapabilityError
+from alt_arch.linear import dense
+from alt_arch.mixers.hyena_filter import Filter1d, Filter2d, fft_conv1d, fft_conv2d
+
+
+class Hyena(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        causal: bool,
+        linear=dense,
+        spatial_shape: tuple[int, ...] | None = None,
+        order: int = 2,
+        dims: int | None = None,
+        filter_2d: str = "product",
+        filter_width: int = 64,
+        filter_depth: int = 2,
+        emb_dim: int = 33,
+        sine_freq: float = 1.0,
+        l_max: int | None = None,
+        short_kernel: int = 3,
+        fast_decay_pct: float = 0.3,
+        slow_decay_pct: float = 1.5,
+        decay_target: float = 1e-2,
+        decay_shift: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if order < 2:
+            raise ValueError(f"hyena: order must be >= 2 (one long convolution per extra gate), got {order}")
+        if dims is None:
+            dims = 2 if spatial_shape is not None and len(spatial_shape) == 2 else 1
+        if dims not in (1, 2):
+            raise MixerCapabilityError(f"hyena: dims={dims} is not supported; use dims=1 (sequences) or dims=2")
+        if dims == 2:
+            _check_grid(spatial_shape, causal)
+        self.dim, self.order, self.dims, self.causal = dim, order, dims, causal
+        self.side = spatial_shape[0] if dims == 2 else None
+        self.short_kernel = short_kernel
+        inner = (order + 1) * dim
+        self.in_proj = linear(dim, inner)
+        self.out = linear(dim, dim)
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        self.short_conv = conv(inner, inner, short_kernel, groups=inner, padding=0)
+        filter_options = dict(width=filter_width, depth=filter_depth, sine_freq=sine_freq,
+                              fast_decay_pct=fast_decay_pct, slow_decay_pct=slow_decay_pct,
+                              decay_target=decay_target, decay_shift=decay_shift)
+        if dims == 1:
+            self.filter = Filter1d(dim, order - 1, two_sided=not causal, emb_dim=emb_dim, scale=l_max,
+                                   **filter_options)
+        else:
+            self.filter = Filter2d(dim, order - 1, kind=filter_2d, emb_dim=emb_dim, **filter_options)
+        self.D = nn.Parameter(torch.randn(order - 1, dim))  # the filter's skip term ("bias" in the reference)
+
+    def _short_conv(self, z: torch.Tensor) -> torch.Tensor:
+        """Depthwise short convolution: causal (left padding) in 1-D causal mode, centred otherwise."""
+        k = self.short_kernel
+        if self.dims == 1:
+            pad = (k - 1, 0) if self.causal else ((k - 1) // 2, k // 2)
+        else:
+            pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)
+        return self.short_conv(F.pad(z, pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        z = self.in_proj(x)  # (B, N, (order+1) C)
+        if self.dims == 1:
+            z = rearrange(z, "b n c -> b c n")
+            filters = self.filter(n)  # (G, C, L), (G, C, L) | None
+        else:
+            if n != self.side**2:
+                raise MixerCapabilityError(f"hyena: got {n} tokens but spatial_shape is {self.side}x{self.side}")
+            z = rearrange(z, "b (h w) c -> b c h w", h=self.side)
+            filters = self.filter(self.side)  # (G, C, 2S, 2S)
+        *gates, v = self._short_conv(z).split(c, dim=1)  # order + 1 tensors of (B, C, ...)
+        for i, x_i in enumerate(reversed(gates[1:])):
+            v = v * x_i
+            d = self.D[i].view(c, *([1] * self.dims))
+            if self.dims == 1:
+                conv = fft_conv1d(v, filters[0][i], None if filters[1] is None else filters[1][i])
+            else:
+                conv = fft_conv2d(v, filters[i])
+            v = conv + d * v
+        y = v * gates[0]
+        pattern = "b c n -> b n c" if self.dims == 1 else "b c h w -> b (h w) c"
+        return self.out(rearrange(y, pattern))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Estimate of the non-matmul work: per long convolution and channel, two real FFTs of size ``2L``
+        (``~2.5 n log2 n`` flops each) plus the spectral product, spread over ``L`` tokens."""
+        n = 2 * seq_len
+        per_channel = (2 * 2.5 * n * math.log2(n) + 3 * n) / seq_len
+        return (self.order - 1) * self.dim * per_channel
+
+
+def _check_grid(spatial_shape: tuple[int, ...] | None, causal: bool) -> None:
+    if spatial_shape is None or len(spatial_shape) != 2:
+        raise MixerCapabilityError(
+            f"hyena: dims=2 needs a 2-D spatial_shape (an image task), got {spatial_shape}; use dims=1 for sequences")
+    if causal:
+        raise MixerCapabilityError("hyena: a 2-D Hyena cannot be causal; use dims=1 or a non-causal (image) task")
+    if spatial_shape[0] != spatial_shape[1]:
+        raise MixerCapabilityError(
+            f"hyena: Hyena-ND needs a square grid, got {tuple(spatial_shape)}; pad or resize the images to a square")

@@ -1,0 +1,309 @@
+"""Energy-Based Transformer objective: predict by gradient descent on a learned energy.
+
+Gladstone et al., "Energy-Based Transformers are Scalable Learners and Thinkers" (2025); earlier
+"Cognitively Inspired Energy-Based World Models". An EBT assigns a scalar energy ``E_theta(x, y)`` to a
+context ``x`` and a candidate ``y`` and predicts by minimising it ("thinking"):
+
+    y_0 ~ N(0, init_std^2)  (or zeros, or the noisy input for denoising)
+    y_{i+1} = y_i - alpha_i * grad_y E_theta(x, y_i) (+ sigma * xi),   i = 0 .. S-1
+
+and is trained with the task loss of every step's prediction ``y_{i+1}`` (mean over steps, or the last
+only), back-propagated through the gradient (``create_graph=True``: theta receives Hessian-vector terms).
+
+Modes (chosen from the task, no per-mixer special cases):
+
+* autoregressive two-stream (tokens tasks with ``causal=True``): the context stream is a causal pass over
+  the true tokens; the candidate for position t+1 attends to context positions <= t and to itself only,
+  sharing all weights (``backbone.forward_context`` / ``forward_candidates``). The context stream does not
+  depend on the candidate, so it is computed once per batch and its per-layer keys/values are reused at
+  every step (``cache_context=true``; ``false`` recomputes it per step, identical results). Energy per
+  position = ``Linear(D, 1)`` after the backbone's final norm; positions' energies are summed for the
+  gradient (each candidate sees only its own context, so one backward gives every position's gradient).
+* whole-target (classes, continuous, or bidirectional tokens tasks): candidate features are added to the
+  context tokens (per position when aligned with them, broadcast to every token otherwise, e.g. a class
+  distribution), a bidirectional pass of any backbone follows, energy = mean of per-token scalars.
+
+Discrete candidates are logits; the model reads ``softmax(y) @ W`` with ``W`` a ``V -> D`` projection
+(``tie_candidate_projection``: the token embedding). Continuous candidates are read through ``Linear``.
+
+Deviations from the reference implementation: the step-index ("time") embedding is added to the candidate
+stream only (so the context cache stays valid); the uncached path recomputes the context per step instead
+of running a 2T-token sequence with a block mask (same numbers, see tests); energies at evaluation also
+include the energy of the final candidate (one extra forward) for stopping and best-of-N.
+"""
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from alt_arch.utils import collect_aux
+from ebt.errors import ConfigError, ThinkingDivergedError
+from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, task_inputs
+from ebt.objectives.replay import ReplayBuffer
+from ebt.tasks.base import Task
+from ebt.thinking import candidate_update, softmax_embed
+
+
+@dataclass
+class Thought:
+    """The trajectory of one round of thinking."""
+
+    candidates: list[torch.Tensor]  # y_0 .. y_S (y_0 is the initial candidate)
+    energies: list[torch.Tensor]  # E(y_0) .. E(y_{S-1}) (+ E(y_S) when requested); (B, T) or (B,)
+    steps_used: torch.Tensor | None = None  # per energy element, with energy_tol
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class EBT(Objective):
+    def __init__(
+        self,
+        *,
+        task: Task,
+        backbone,
+        dim: int,
+        steps: int = 2,
+        eval_steps: int | None = None,
+        alpha: float = 1.0,
+        learn_alpha: bool = True,
+        alpha_lr_scale: float = 1.0,
+        alpha_jitter: float = 1.0,
+        init: str = "noise",
+        init_std: float = 1.0,
+        loss_on: str = "all",
+        detach_steps: bool = True,
+        truncate: bool = False,
+        langevin_std: float = 0.0,
+        eval_langevin_std: float = 0.0,
+        learn_langevin_after: int | None = None,
+        random_steps: int = 0,
+        replay_size: int = 0,
+        replay_fraction: float = 0.25,
+        grad_clamp: float | None = None,
+        energy_tol: float | None = None,
+        tie_candidate_projection: bool = False,
+        time_embedding: bool = False,
+        cache_context: bool = True,
+        continuous_loss: str = "mse",
+        kernels: str = "torch",
+    ) -> None:
+        super().__init__(task=task)
+        _check_choice("init", init, ("noise", "zeros", "input"))
+        _check_choice("loss_on", loss_on, ("all", "last"))
+        if steps < 1 or (eval_steps is not None and eval_steps < 0):
+            raise ConfigError("model.objective.steps must be >= 1 (training thinks) and eval_steps >= 0")
+        if alpha <= 0:
+            raise ConfigError(f"model.objective.alpha must be > 0, got {alpha}")
+        if alpha_jitter < 1:
+            raise ConfigError("model.objective.alpha_jitter is a scale s >= 1 (alpha drawn from [alpha/s, alpha*s])")
+        if init == "input" and (task.kind != "continuous" or task.input_dim != task.output_dim):
+            raise ConfigError("model.objective.init=input needs a continuous task whose inputs have the targets' shape")
+        self.autoregressive = task.kind == "tokens" and task.causal
+        self.discrete = task.kind in ("tokens", "classes")
+        self.steps, self.eval_steps = steps, eval_steps if eval_steps is not None else 2 * steps
+        self.alpha_jitter, self.init, self.init_std = alpha_jitter, init, init_std
+        self.loss_on, self.detach_steps, self.truncate = loss_on, detach_steps, truncate
+        self.eval_langevin_std, self.learn_langevin_after = eval_langevin_std, learn_langevin_after
+        self.random_steps, self.grad_clamp, self.energy_tol = random_steps, grad_clamp, energy_tol
+        self.cache_context, self.continuous_loss, self.kernels = cache_context, continuous_loss, kernels
+        self.output_size = output_size(task)
+
+        self.log_alpha = nn.Parameter(torch.tensor(float(alpha)).log(), requires_grad=learn_alpha)
+        self.log_alpha.no_weight_decay, self.log_alpha.lr_scale = True, alpha_lr_scale
+        self.langevin = nn.Parameter(torch.tensor(float(langevin_std)), requires_grad=False)
+        self.langevin.no_weight_decay = True
+
+        self.encoder = input_encoder(task, dim)
+        self.backbone = backbone(dim, causal=self.autoregressive, spatial_shape=task.spatial_shape)
+        self.energy_head = nn.Linear(self.backbone.out_dim, 1, bias=False)
+        nn.init.normal_(self.energy_head.weight, std=0.02)
+        if tie_candidate_projection:
+            if task.kind != "tokens":
+                raise ConfigError("model.objective.tie_candidate_projection=true needs a tokens task")
+            self.candidate_proj = None
+        else:
+            self.candidate_proj = nn.Linear(self.output_size, dim, bias=False)
+            nn.init.normal_(self.candidate_proj.weight, std=0.02)
+        max_steps = max(self.steps + random_steps, self.eval_steps, 1) + 1
+        self.time_embedding = nn.Embedding(max_steps, dim) if time_embedding else None
+        if self.time_embedding is not None:
+            nn.init.zeros_(self.time_embedding.weight)
+        self.replay = ReplayBuffer(replay_size) if replay_size else None
+        self.replay_fraction = replay_fraction
+
+    # ----------------------------------------------------------------------------------------------- knobs
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().clamp_min(1e-4)
+
+    def set_progress(self, step: int) -> None:
+        super().set_progress(step)
+        if self.learn_langevin_after is not None and step >= self.learn_langevin_after:
+            self.langevin.requires_grad_(True)
+
+    def _step_sizes(self, energy: torch.Tensor, training: bool) -> torch.Tensor:
+        """alpha, or per-position alpha drawn from [alpha/s, alpha*s] in training; shaped like ``energy``."""
+        alpha = self.alpha.expand_as(energy)
+        if training and self.alpha_jitter > 1:
+            low, high = alpha / self.alpha_jitter, alpha * self.alpha_jitter
+            alpha = low + torch.rand_like(energy) * (high - low)
+        return alpha
+
+    # ------------------------------------------------------------------------------------------- energy
+    def _read_candidate(self, y: torch.Tensor, step: int) -> torch.Tensor:
+        """Candidate features the backbone reads: ``softmax(y) @ W`` (discrete) or ``W y`` (continuous)."""
+        if self.discrete:
+            weight = self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
+            e = softmax_embed(y, weight, backend=self.kernels)
+        else:
+            e = self.candidate_proj(y)
+        if self.time_embedding is not None:
+            index = min(step, self.time_embedding.num_embeddings - 1)
+            e = e + self.time_embedding.weight[index]
+        return e
+
+    def energy_function(self, batch: dict[str, torch.Tensor]):
+        """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
+        context = self.encoder(task_inputs(self.task, batch))  # (B, T, D)
+        if self.autoregressive:
+            caches = self.backbone.forward_context(context)[1] if self.cache_context else None
+
+            def energy(y: torch.Tensor, step: int) -> torch.Tensor:
+                kv = caches if caches is not None else self.backbone.forward_context(context)[1]
+                h = self.backbone.forward_candidates(self._read_candidate(y, step), kv)  # (B, T, D)
+                return self.energy_head(h).squeeze(-1)  # (B, T)
+
+            return energy
+
+        def energy(y: torch.Tensor, step: int) -> torch.Tensor:
+            e = self._read_candidate(y, step)
+            e = e if e.dim() == 3 else e[:, None, :]  # aligned per token, or broadcast to every token
+            h = self.backbone(context + e)  # (B, N', D')
+            return self.energy_head(h).squeeze(-1).mean(dim=1)  # (B,)
+
+        return energy
+
+    def initial_candidate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        targets = batch["targets"]
+        if self.init == "input":
+            return batch["inputs"].float().clone()
+        shape = (*targets.shape, self.output_size) if self.discrete else targets.shape
+        if self.init == "zeros":
+            return torch.zeros(shape, device=targets.device)
+        return torch.randn(shape, device=targets.device) * self.init_std
+
+    # ------------------------------------------------------------------------------------------ thinking
+    def think(
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        steps: int,
+        training: bool = False,
+        langevin_std: float | None = None,
+        energy_tol: float | None = None,
+        final_energy: bool = False,
+        init: torch.Tensor | None = None,
+    ) -> Thought:
+        """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate)."""
+        sigma = self.langevin if langevin_std is None else torch.tensor(langevin_std)
+        y = self.initial_candidate(batch) if init is None else init
+        candidates, energies = [y], []
+        steps_used, active = None, None
+        backend = sdpa_kernel(SDPBackend.MATH) if training else nullcontext()  # fused SDPA: no double backward
+        with torch.enable_grad(), backend:
+            energy_fn = self.energy_function(batch)
+            for i in range(steps):
+                if self.detach_steps or not y.requires_grad:
+                    y = y.detach().requires_grad_()
+                if float(sigma) > 0:
+                    y = y + sigma * torch.randn_like(y)
+                energy = energy_fn(y, i)
+                create_graph = training and (not self.truncate or i == steps - 1)
+                grad = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
+                _check_finite(energy, grad, i, self.alpha)
+                alpha = self._step_sizes(energy, training)
+                if energy_tol is not None:
+                    if active is None:
+                        active = torch.ones_like(energy, dtype=torch.bool)
+                        steps_used = torch.zeros_like(energy)
+                    elif i > 0:
+                        active = active & ((energies[-1] - energy).abs() >= energy_tol)
+                    alpha = alpha * active
+                    steps_used = steps_used + active
+                y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=self.grad_clamp,
+                                     backend=self.kernels if not create_graph else "torch")
+                candidates.append(y)
+                energies.append(energy)
+            if final_energy:
+                energies.append(energy_fn(candidates[-1].detach().requires_grad_(), steps).detach())
+        return Thought(candidates, energies, steps_used, aux=collect_aux(self.backbone)[0] if training else {})
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        init = None
+        if self.replay is not None:
+            batch, init = self.replay.mix(batch, self.initial_candidate(batch), self.replay_fraction)
+        steps = self.steps + (int(torch.randint(0, self.random_steps + 1, ())) if self.random_steps else 0)
+        thought = self.think(batch, steps=steps, training=True, init=init)
+        if self.replay is not None:
+            self.replay.add(batch, thought.candidates[-1].detach())
+        predictions = thought.candidates[1:] if steps else thought.candidates
+        scored = predictions if self.loss_on == "all" and not self.truncate else predictions[-1:]
+        losses = [prediction_loss(self.task, p, batch, self.continuous_loss) for p in scored]
+        loss = torch.stack(losses).mean()
+        logs: dict[str, torch.Tensor] = {"alpha": self.alpha.detach()}
+        with torch.no_grad():
+            for i, energy in enumerate(thought.energies):
+                logs[f"energy_step{i}"] = energy.mean()
+            if thought.energies:
+                logs["energy_gap"] = thought.energies[0].mean() - thought.energies[-1].mean()
+            for name, value in self.task.metrics(predictions[-1].detach(), batch).items():
+                logs[name] = value
+        logs |= {name: value.detach() for name, value in thought.aux.items()}
+        return loss + sum(thought.aux.values()), logs
+
+    # ---------------------------------------------------------------------------------------- evaluation
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.think(batch, steps=self.steps, langevin_std=self.eval_langevin_std).candidates[-1].detach()
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Metrics after ``steps`` (headline) and at every step 0 .. eval_steps (``acc_step{k}`` ...)."""
+        horizon = max(self.eval_steps, self.steps)
+        thought = self.think(batch, steps=horizon, langevin_std=self.eval_langevin_std,
+                             energy_tol=self.energy_tol, final_energy=True)
+        metrics: dict[str, torch.Tensor] = {}
+        for k, candidate in enumerate(thought.candidates):
+            candidate = candidate.detach()
+            step_metrics = self.task.metrics(candidate, batch)
+            step_metrics["loss"] = prediction_loss(self.task, candidate, batch, self.continuous_loss)
+            for name, value in step_metrics.items():
+                metrics[f"{name}_step{k}"] = value
+            metrics[f"energy_step{k}"] = thought.energies[k].detach().mean()
+            if k == self.steps:
+                metrics |= step_metrics
+        metrics["energy_gap"] = metrics["energy_step0"] - metrics[f"energy_step{horizon}"]
+        if thought.steps_used is not None:
+            metrics["steps_used"] = thought.steps_used.float().mean()
+        return metrics
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"model.objective.{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-energy-element step sizes (B, T) or (B,) broadcast over the candidate's trailing dims."""
+    return alpha.reshape(*alpha.shape, *([1] * (y.dim() - alpha.dim())))
+
+
+def _check_finite(energy: torch.Tensor, grad: torch.Tensor, step: int, alpha: torch.Tensor) -> None:
+    if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
+        what = "energy" if not torch.isfinite(energy).all() else "energy gradient"
+        raise ThinkingDivergedError(
+            f"non-finite {what} at thinking step {step} (alpha={float(alpha):.4g}); lower model.objective.alpha "
+            "or set model.objective.grad_clamp"
+        )

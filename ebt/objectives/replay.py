@@ -1,0 +1,38 @@
+"""Replay buffer of final candidates (EBT paper, "S2" training recipe).
+
+Stores (sample, final candidate) pairs from earlier batches; a fraction of each new batch is replaced by
+stored samples that start thinking from their stored candidate instead of fresh noise, so the energy
+landscape is also trained further along the optimisation path. Samples are stored on the batch's device;
+the buffer is not checkpointed (a resumed run starts with it empty).
+"""
+
+import torch
+
+
+class ReplayBuffer:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.samples: dict[str, torch.Tensor] | None = None
+        self.candidates: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.candidates is None else self.candidates.shape[0]
+
+    def add(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> None:
+        if self.candidates is not None and self.candidates.shape[1:] != candidates.shape[1:]:
+            self.samples, self.candidates = None, None  # shapes changed (e.g. another split): start over
+        if self.candidates is None:
+            self.samples = {k: v.detach() for k, v in batch.items()}
+            self.candidates = candidates.detach()
+        else:
+            self.samples = {k: torch.cat([self.samples[k], v.detach()])[-self.size:] for k, v in batch.items()}
+            self.candidates = torch.cat([self.candidates, candidates.detach()])[-self.size:]
+
+    def mix(self, batch: dict[str, torch.Tensor], init: torch.Tensor, fraction: float):
+        """Replace the last ``fraction`` of ``batch`` (and its initial candidates) with stored samples."""
+        n = int(init.shape[0] * fraction)
+        if n == 0 or len(self) < n or self.candidates.shape[1:] != init.shape[1:]:
+            return batch, init
+        pick = torch.randperm(len(self), device=self.candidates.device)[:n]
+        mixed = {k: torch.cat([v[: v.shape[0] - n], self.samples[k][pick]]) for k, v in batch.items()}
+        return mixed, torch.cat([init[: init.shape[0] - n], self.candidates[pick]])

@@ -1,0 +1,20 @@
+"""The per-step operations of thinking, routed through the kernel dispatch (``kernels=auto|torch|triton``).
+
+``softmax_embed(y, W)``: what the model reads for candidate logits, ``softmax(y) @ W``.
+``candidate_update(y, g, alpha)``: the step ``y - alpha * clamp(g)``.
+"""
+
+import torch
+
+
+def softmax_embed(y: torch.Tensor, weight: torch.Tensor, *, backend: str = "torch") -> torch.Tensor:
+    """``softmax(y, -1) @ weight`` for logits (..., V) and a (V, D) weight."""
+    return torch.softmax(y, dim=-1) @ weight
+
+
+def candidate_update(y: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor, *, grad_clamp: float | None = None,
+                     backend: str = "torch") -> torch.Tensor:
+    """``y - alpha * g`` with ``g`` optionally clamped to ``[-grad_clamp, grad_clamp]``."""
+    if grad_clamp is not None:
+        grad = grad.clamp(-grad_clamp, grad_clamp)
+    return y - alpha * grad

@@ -1,0 +1,23 @@
+"""Fused ops for the EBT thinking step: Triton kernels, each with a pure-torch reference next to it.
+
+Only torch and (optionally) triton are imported here (tests/test_layering.py enforces it); the package imports
+and the ``torch`` backend works without triton installed. See docs/kernels.md.
+
+* :func:`softmax_embed` -- ``softmax(y) @ W`` without materialising the probabilities (online softmax).
+* :func:`candidate_update` -- ``y - alpha * clamp(g) + sigma * xi`` in one pass, noise drawn in-kernel.
+* :func:`resolve_backend` -- ``auto | torch | triton`` (``$EBT_KERNELS`` overrides) -> ``torch | triton``.
+"""
+
+from kernels.candidate_update import candidate_update, candidate_update_reference
+from kernels.dispatch import KernelBackendError, resolve_backend, triton_status
+from kernels.softmax_embed import softmax_embed, softmax_embed_reference
+
+__all__ = [
+    "KernelBackendError",
+    "candidate_update",
+    "candidate_update_reference",
+    "resolve_backend",
+    "softmax_embed",
+    "softmax_embed_reference",
+    "triton_status",
+]

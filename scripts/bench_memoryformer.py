@@ -1,0 +1,126 @@
+"""MemoryFormer block vs a dense Transformer block: FLOPs per token, parameter memory and measured forward time.
+
+    python scripts/bench_memoryformer.py [--dims 512 1024] [--seq-len 512] [--batch 1] [--reps 10]
+
+Dense block: pre-norm attention (Q, K, V, O = nn.Linear d x d) + GELU MLP (d -> 4d -> d), the paper's Pythia
+baseline. MemoryFormer block: Q, K, V = memory layers, no output projection, Memory Block FFN. FLOPs per token
+come from ``alt_arch.utils.forward_flops_per_token`` (2 x Linear params, the memory layers' hash + look-up sum,
+causal attention ``2 T d``); "proj" is the same without the attention term. Appends rows to
+``bench_results/memoryformer.csv`` and writes ``bench_results/memoryformer.png``.
+"""
+
+import argparse
+import csv
+import platform
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from alt_arch.block import MetaFormerBlock  # noqa: E402
+from alt_arch.linear import dense  # noqa: E402
+from alt_arch.memory_layer import MemoryMLP, memory  # noqa: E402
+from alt_arch.mixers.attention import Attention  # noqa: E402
+from alt_arch.mlp import GeluMLP  # noqa: E402
+from alt_arch.utils import forward_flops_per_token  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[1] / "bench_results"
+
+
+def build(kind: str, dim: int, n_heads: int, tau: int) -> nn.Module:
+    norm = partial(nn.LayerNorm, eps=1e-5)
+    if kind == "dense":
+        return MetaFormerBlock(dim, mixer=Attention(dim, causal=True, linear=dense, n_heads=n_heads),
+                               mlp=GeluMLP(dim, linear=dense), norm=norm)
+    return MetaFormerBlock(dim, mixer=Attention(dim, causal=True, linear=partial(memory, tau=tau), n_heads=n_heads,
+                                                out_proj=False),
+                           mlp=MemoryMLP(dim, tau=tau), norm=norm)
+
+
+def time_forward(block: nn.Module, x: torch.Tensor, reps: int) -> list[float]:
+    with torch.no_grad():
+        block(x)  # warm-up
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            block(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tau", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)  # shared 2-core machines: 2 threads spin-wait
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    OUT.mkdir(exist_ok=True)
+    rows = []
+    for dim in args.dims:
+        for kind in ("dense", "memoryformer"):
+            torch.manual_seed(0)
+            block = build(kind, dim, dim // args.head_dim, args.tau).eval()
+            x = torch.randn(args.batch, args.seq_len, dim)
+            times = time_forward(block, x, args.reps)
+            params = sum(p.numel() for p in block.parameters())
+            rows.append({
+                "device": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "threads": args.threads, "dim": dim, "seq_len": args.seq_len, "batch": args.batch, "block": kind,
+                "params_M": round(params / 1e6, 3), "param_MB_fp32": round(params * 4 / 2**20, 1),
+                "flops_per_token_M": round(forward_flops_per_token(block, seq_len=args.seq_len) / 1e6, 3),
+                "proj_flops_per_token_M": round(forward_flops_per_token(block, seq_len=0) / 1e6, 3),
+                "median_ms": round(statistics.median(times), 2),
+                "p20_ms": round(times[int(0.2 * (len(times) - 1))], 2),
+                "p80_ms": round(times[int(0.8 * (len(times) - 1))], 2),
+            })
+    path = OUT / "memoryformer.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"{'dim':>5} {'block':>13} {'params M':>9} {'MB fp32':>8} {'MFLOP/tok':>10} {'proj MFLOP/tok':>15} "
+          f"{'median ms':>10} {'p20-p80 ms':>14}")
+    for r in rows:
+        print(f"{r['dim']:>5} {r['block']:>13} {r['params_M']:>9} {r['param_MB_fp32']:>8} "
+              f"{r['flops_per_token_M']:>10} {r['proj_flops_per_token_M']:>15} {r['median_ms']:>10} "
+              f"{r['p20_ms']:>6}-{r['p80_ms']:<7}")
+    plot(rows, OUT / "memoryformer.png")
+    print(f"appended to {path}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = sorted({r["dim"] for r in rows})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, key, label in zip(axes, ("proj_flops_per_token_M", "median_ms", "param_MB_fp32"),
+                              ("projection + FFN MFLOP / token", "forward ms (CPU)", "parameters (MB, fp32)"),
+                              strict=True):
+        for offset, kind in ((-0.2, "dense"), (0.2, "memoryformer")):
+            values = [next(r[key] for r in rows if r["dim"] == d and r["block"] == kind) for d in dims]
+            ax.bar([i + offset for i in range(len(dims))], values, width=0.4, label=kind)
+        ax.set_xticks(range(len(dims)), [f"d={d}" for d in dims])
+        ax.set_title(label)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()

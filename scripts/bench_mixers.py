@@ -1,0 +1,184 @@
+"""Token-mixer scaling: forward + backward time and peak memory versus sequence length.
+
+    python scripts/bench_mixers.py [--lengths 256 512 ... 16384] [--cpu-max-len 4096] [--dim 320] [--batch 1]
+                                   [--mixers attention moh_dense moh_gather pool hyena] [--active 0.5 0.75 0.9]
+
+Each mixer runs alone (causal, as in a language model) on ``(batch, N, dim)``: ``mixer(x).square().mean()`` and
+its backward. Attention and MoH use ``n_heads = dim // 16`` heads of 16 channels; MoH has 2 shared heads and
+``top_k`` routed heads chosen so that ``--active`` of all heads are on (20 heads: 50 % = 2 + 8, 75 % = 2 + 13,
+90 % = 2 + 16). ``moh_dense`` computes every head and masks the unselected ones (the reference implementation);
+``moh_gather`` computes each routed head only for the queries that chose it. Pool (PoolFormer) is imported lazily
+and skipped if ``alt_arch.mixers.pool`` is absent. Hyena is order 2 with FFT long convolutions.
+
+Time: median (and p20/p80) of ``--reps`` runs after a warm-up and a memory run. Peak memory: on CUDA
+``torch.cuda.max_memory_allocated`` above the memory held before the run; on CPU (Linux) the growth of the resident
+set: freed heap is returned (``malloc_trim``), the high-water mark is reset (``/proc/self/clear_refs``), and the peak
+is ``VmHWM - VmRSS`` before the warm-up. On CPU lengths above ``--cpu-max-len`` are skipped. Appends to
+``bench_results/mixers.csv`` and writes ``bench_results/mixers.png`` (log-log).
+"""
+
+import argparse
+import csv
+import ctypes
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+OUT = ROOT / "bench_results"
+HEAD_DIM = 16
+SHARED = 2
+
+
+def build(name: str, dim: int, active: float | None):
+    """The mixer called ``name`` (None when it is not available in this checkout)."""
+    from alt_arch.mixers.attention import Attention
+    from alt_arch.mixers.hyena import Hyena
+    from alt_arch.mixers.moh import MoHAttention
+
+    heads = dim // HEAD_DIM
+    if name == "attention":
+        return Attention(dim, causal=True, n_heads=heads)
+    if name.startswith("moh_"):
+        top_k = max(1, round(active * heads) - SHARED)
+        return MoHAttention(dim, causal=True, n_heads=heads, shared_heads=SHARED, top_k=top_k,
+                            routed_compute=name.removeprefix("moh_"))
+    if name == "hyena":
+        return Hyena(dim, causal=True)
+    if name == "pool":
+        try:
+            from alt_arch.mixers.pool import Pool
+        except ImportError:
+            return None
+        return Pool(dim, causal=True)
+    raise ValueError(f"unknown mixer {name!r}; choose from attention, moh_dense, moh_gather, pool, hyena")
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+
+
+def _reset_cpu_peak() -> float:
+    """Return freed heap to the OS, reset the resident high-water mark; the resident set (MB) afterwards."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_mb("VmRSS")
+
+
+def measure(name: str, n: int, dim: int, batch: int, active: float | None, reps: int, device: str) -> dict | None:
+    torch.manual_seed(0)
+    mixer = build(name, dim, active)
+    if mixer is None:
+        return None
+    mixer = mixer.to(device)
+    x = torch.randn(batch, n, dim, device=device, requires_grad=True)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step() -> None:
+        mixer(x).square().mean().backward()
+        x.grad = None
+        mixer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: lazy initialisation must not count as the mixer's memory
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = _reset_cpu_peak()
+    step()  # the memory peak
+    sync()
+    cuda_peak = device == "cuda" and (torch.cuda.max_memory_allocated() - before) / 2**20
+    peak = cuda_peak if device == "cuda" else _status_mb("VmHWM") - before
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
+    return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1], "peak_mb": peak}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = sorted({r["label"] for r in rows})
+    for label in labels:
+        pts = sorted((r["seq_len"], r["median_ms"], r["peak_mb"]) for r in rows if r["label"] == label)
+        xs = [p[0] for p in pts]
+        axes[0].plot(xs, [p[1] for p in pts], marker="o", label=label)
+        axes[1].plot(xs, [max(p[2], 1e-2) for p in pts], marker="o", label=label)
+    for ax, title in zip(axes, ["forward + backward time (ms)", "peak memory (MB)"], strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    r = rows[0]
+    fig.suptitle(f"causal mixers, dim {r['dim']}, batch {r['batch']}, {r['device']} ({r['threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--cpu-max-len", type=int, default=4096, help="skip longer sequences on CPU")
+    parser.add_argument("--mixers", nargs="+", default=["attention", "moh_dense", "moh_gather", "pool", "hyena"])
+    parser.add_argument("--active", type=float, nargs="+", default=[0.5, 0.75, 0.9], help="MoH fraction of heads")
+    parser.add_argument("--dim", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (shared machines: 1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    lengths = [n for n in args.lengths if device == "cuda" or n <= args.cpu_max_len]
+    info = {"device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or "cpu"),
+            "torch": torch.__version__, "threads": args.threads, "dim": args.dim, "batch": args.batch}
+    rows = []
+    for name in args.mixers:
+        for active in (args.active if name.startswith("moh_") else [None]):
+            label = name if active is None else f"{name} {round(100 * active)}%"
+            for n in lengths:
+                result = measure(name, n, args.dim, args.batch, active, args.reps, device)
+                if result is None:
+                    if name == "pool":
+                        print("  pool: alt_arch.mixers.pool not available, skipped", flush=True)
+                        break
+                    continue
+                row = info | {"mixer": name, "active": active, "label": label, "seq_len": n} | {
+                    k: round(v, 3) for k, v in result.items()}
+                rows.append(row)
+                print(f"{label:18s} N={n:6d}  {row['median_ms']:10.2f} ms  (p20 {row['p20_ms']:.2f}, "
+                      f"p80 {row['p80_ms']:.2f})  peak {row['peak_mb']:9.1f} MB", flush=True)
+    if not rows:
+        return
+    OUT.mkdir(exist_ok=True)
+    path = OUT / "mixers.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, OUT / "mixers.png")
+    print(f"wrote {path} and {OUT / 'mixers.png'}")
+
+
+if __name__ == "__main__":
+    main()
