@@ -13,7 +13,7 @@ from ebt.build import build_datamodule, build_lit_model, build_task
 from ebt.train import instantiate_group
 from tests.utils import compose_config, declared_overrides, group_options, run_cli
 
-MODEL_GROUPS = ["model/mixer", "model/linear", "model/backbone", "model/objective"]
+MODEL_GROUPS = ["model/mixer", "model/linear", "model/mlp", "model/backbone", "model/objective"]
 SMALL = ["model.dim=32", "data.batch_size=4", "data.eval_batch_size=4", "data.eval_batches=1"]
 
 

@@ -36,7 +36,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -234,7 +233,7 @@ class EBT(Objective):
                     alpha = alpha * active
                     steps_used = steps_used + active
                 y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=self.grad_clamp,
-                                     backend=self.kernels if not create_graph else "torch")
+                                     backend=self.kernels)
                 candidates.append(y)
                 energies.append(energy)
             if final_energy:
