@@ -44,6 +44,9 @@ def prediction_loss(task: Task, prediction: torch.Tensor, batch: dict[str, torch
         return F.cross_entropy(prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
     if task.kind == "classes":
         return F.cross_entropy(prediction.float(), targets)
+    mask = batch.get("target_mask")
+    if mask is not None:  # (B, N) bool: only these positions are scored (e.g. the x tokens of an ICL prompt)
+        prediction, targets = prediction[mask], targets[mask]
     if continuous_loss == "mse":
         return F.mse_loss(prediction.float(), targets.float())
     if continuous_loss == "smooth_l1":
