@@ -303,6 +303,6 @@ def _check_finite(energy: torch.Tensor, grad: torch.Tensor, step: int, alpha: to
     if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
         what = "energy" if not torch.isfinite(energy).all() else "energy gradient"
         raise ThinkingDivergedError(
-            f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); lower model.objective.alpha "
-            "or set model.objective.grad_clamp"
+            f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); "
+            "lower model.objective.alpha or set model.objective.grad_clamp"
         )
