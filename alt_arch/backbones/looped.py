@@ -42,7 +42,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from alt_arch.backbones.stack import Stack
+from alt_arch.backbones.stack import init_linear
 from alt_arch.block import MetaFormerBlock
 from alt_arch.linear import dense
 from alt_arch.mlp import SwiGLU
@@ -106,7 +106,7 @@ class Looped(nn.Module):
         self.pre, self.loop, self.post = blocks(pre_depth), blocks(loop_depth), blocks(post_depth)
         self.norm = norm(dim)
         self.register_buffer("progress", torch.zeros((), dtype=torch.long))
-        Stack._init_linear(self, init_std, pre_depth + loop_depth * loops + post_depth)
+        init_linear(self, init_std, pre_depth + loop_depth * loops + post_depth)
 
     # ----- loop counts -------------------------------------------------------------------------------------------
     @property

@@ -18,6 +18,16 @@ from alt_arch.norms import RMSNorm
 RESIDUAL_PROJECTIONS = ("out", "down")
 
 
+def init_linear(model: nn.Module, std: float, n_layers: int) -> None:
+    """GPT-2 init of every ``nn.Linear``; residual projections (``out``, ``down``) scaled by ``1/sqrt(2 L)``."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            scale = 1 / math.sqrt(2 * n_layers) if name.rsplit(".", 1)[-1] in RESIDUAL_PROJECTIONS else 1.0
+            nn.init.normal_(module.weight, std=std * scale)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 class Stack(nn.Module):
     def __init__(
         self,
@@ -47,15 +57,7 @@ class Stack(nn.Module):
             for _ in range(n_layers)
         )
         self.norm = norm(dim)
-        self._init_linear(init_std, n_layers)
-
-    def _init_linear(self, std: float, n_layers: int) -> None:
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                scale = 1 / math.sqrt(2 * n_layers) if name.rsplit(".", 1)[-1] in RESIDUAL_PROJECTIONS else 1.0
-                nn.init.normal_(module.weight, std=std * scale)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linear(self, init_std, n_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

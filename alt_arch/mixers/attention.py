@@ -22,6 +22,18 @@ from alt_arch.linear import dense
 from alt_arch.rope import Rotary
 
 
+def candidate_attention(q, k, v, k_ctx, v_ctx) -> torch.Tensor:
+    """Two-stream attention: query ``t`` (B, H, T, Dh) attends to context keys ``<= t`` and to its own key."""
+    n = q.shape[2]
+    scale = q.shape[-1] ** -0.5
+    scores_ctx = torch.einsum("bhtd,bhsd->bhts", q, k_ctx) * scale  # (B, H, T, T)
+    allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    scores_ctx = scores_ctx.masked_fill(~allowed, float("-inf"))
+    score_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, T, 1)
+    probs = torch.cat([scores_ctx, score_self], dim=-1).softmax(dim=-1)
+    return probs[..., :n] @ v_ctx + probs[..., n:] * v  # (B, H, T, Dh)
+
+
 class Attention(nn.Module):
     def __init__(
         self,
@@ -71,13 +83,7 @@ class Attention(nn.Module):
         k_ctx, v_ctx = context_kv  # (B, H, T, Dh)
         n = y.shape[1]
         q, k, v = self._qkv(y, torch.arange(1, n + 1, device=y.device))
-        scale = self.head_dim**-0.5
-        scores_ctx = torch.einsum("bhtd,bhsd->bhts", q, k_ctx) * scale  # (B, H, T, T)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=y.device).tril()
-        scores_ctx = scores_ctx.masked_fill(~allowed, float("-inf"))
-        score_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, T, 1)
-        probs = torch.cat([scores_ctx, score_self], dim=-1).softmax(dim=-1)
-        out = probs[..., :n] @ v_ctx + probs[..., n:] * v  # (B, H, T, Dh)
+        out = candidate_attention(q, k, v, k_ctx, v_ctx)  # (B, H, T, Dh)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -48,6 +48,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.linear import dense
+from alt_arch.mixers.attention import candidate_attention
 from alt_arch.rope import Rotary
 
 RoutedCompute = Literal["dense", "gather"]
@@ -182,13 +183,7 @@ class MoHAttention(nn.Module):
         n = y.shape[1]
         gates, _ = self.route(y)
         q, k, v = self._qkv(y, torch.arange(1, n + 1, device=y.device))
-        scale = self.head_dim**-0.5
-        scores_ctx = torch.einsum("bhtd,bhsd->bhts", q, k_ctx) * scale  # (B, H, T, T)
-        allowed = torch.ones(n, n, dtype=torch.bool, device=y.device).tril()
-        scores_ctx = scores_ctx.masked_fill(~allowed, float("-inf"))
-        score_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, T, 1)
-        probs = torch.cat([scores_ctx, score_self], dim=-1).softmax(dim=-1)
-        out = probs[..., :n] @ v_ctx + probs[..., n:] * v  # (B, H, T, D)
+        out = candidate_attention(q, k, v, k_ctx, v_ctx)  # (B, H, T, D)
         out = out * rearrange(gates, "b n h -> b h n 1")
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
