@@ -138,3 +138,88 @@ def test_fixed_l_max_filter_depends_on_lag_only():
     short, _ = hyena.filter(8)
     long, _ = hyena.filter(20)
     torch.testing.assert_close(long[..., :8], short)
+
+
+# ----- two-stream mode (autoregressive EBT) -------------------------------------------------------------------------
+def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Candidate t == plain causal forward of the T+1 tokens [x_0..x_t, y_t, noise...] read at position t+1."""
+    b, n, c = x.shape
+    out = torch.empty_like(y)
+    for t in range(n):
+        seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
+        out[:, t] = mixer(seq)[:, t + 1]
+    return out
+
+
+def make64(order: int, l_max: int | None, **options) -> Hyena:
+    return make(dim=8, order=order, l_max=l_max, **options).double()
+
+
+TWO_STREAM = [(2, None), (3, None), (2, 12), (3, 12)]
+
+
+@pytest.mark.parametrize(("order", "l_max"), TWO_STREAM)
+def test_two_stream_candidates_equal_naive_per_position_forward(order, l_max):
+    hyena = make64(order, l_max)
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    out, cache = hyena.forward_context(x)
+    torch.testing.assert_close(hyena.forward_candidates(y, cache), naive_candidates(hyena, x, y), atol=1e-10, rtol=0)
+    # the context stream is normalised as a T+1 sequence: == forward(x) only when the filter depends on the lag only
+    reference = hyena(x) if l_max else hyena(torch.cat([x, y[:, -1:]], dim=1))[:, :-1]
+    torch.testing.assert_close(out, reference, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("short_kernel", [1, 4])
+def test_two_stream_other_short_kernels(short_kernel):
+    hyena = make64(2, None, short_kernel=short_kernel)
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    fast = hyena.forward_candidates(y, hyena.forward_context(x)[1])
+    torch.testing.assert_close(fast, naive_candidates(hyena, x, y), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("order", "l_max"), TWO_STREAM)
+def test_two_stream_candidate_ignores_later_context(order, l_max):
+    hyena = make64(order, l_max)
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    fast = hyena.forward_candidates(y, hyena.forward_context(x)[1])
+    for t in range(6):
+        x2 = x.clone()
+        x2[:, t + 1 :] += torch.randn(2, 6 - t, 8, dtype=torch.float64)
+        fast2 = hyena.forward_candidates(y, hyena.forward_context(x2)[1])
+        torch.testing.assert_close(fast2[:, : t + 1], fast[:, : t + 1], atol=1e-12, rtol=0)
+        assert not torch.allclose(fast2[:, t + 1], fast[:, t + 1])
+
+
+@pytest.mark.parametrize(("order", "l_max"), [(2, None), (3, 12)])
+def test_two_stream_stack_second_order_gradients(order, l_max):
+    """Stack-level naive equality, then grad w.r.t. the candidates (create_graph) and backward to every weight."""
+    torch.manual_seed(0)
+    mixer = partial(Hyena, filter_width=16, emb_dim=5, order=order, l_max=l_max)
+    stack = Stack(8, causal=True, mixer=mixer, n_layers=2).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    fast = stack.forward_candidates(y, stack.forward_context(x)[1])
+    torch.testing.assert_close(fast, naive_candidates(stack, x.detach(), y.detach()), atol=1e-10, rtol=0)
+    (g,) = torch.autograd.grad(fast.square().sum(), y, create_graph=True)
+    g.square().sum().backward()
+    missing = [n for n, p in stack.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+    assert x.grad.abs().sum() > 0  # through the context stream's cache
+
+
+def test_two_stream_gradgradcheck():
+    hyena = make(dim=3, order=3, l_max=None).double()
+    x = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+    f = lambda a, b: hyena.forward_candidates(b, hyena.forward_context(a)[1]).square()
+    assert torch.autograd.gradgradcheck(f, (x, y))
+
+
+@pytest.mark.parametrize("spatial", [None, (3, 3)])
+def test_two_stream_needs_causal_1d(spatial):
+    hyena = make(causal=False, spatial_shape=spatial)
+    x = torch.randn(1, 9, 16)
+    with pytest.raises(MixerCapabilityError, match="causal 1-D"):
+        hyena.forward_context(x)
+    with pytest.raises(MixerCapabilityError, match="causal 1-D"):
+        hyena.forward_candidates(x, None)

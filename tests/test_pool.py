@@ -115,3 +115,74 @@ def test_pool_supports_double_backward():
     for pool, n in pools:
         x = torch.randn(1, n, 3, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradgradcheck(lambda v, pool=pool: pool(v).square(), (x,))
+
+
+# ----- two-stream mode (autoregressive EBT) -------------------------------------------------------------------------
+def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Candidate t == plain causal forward of the T+1 tokens [x_0..x_t, y_t, noise...] read at position t+1."""
+    b, n, c = x.shape
+    out = torch.empty_like(y)
+    for t in range(n):
+        seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
+        out[:, t] = mixer(seq)[:, t + 1]
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_two_stream_candidates_equal_naive_per_position_forward(k):
+    pool = Pool(8, causal=True, pool_size=k)
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    out, cache = pool.forward_context(x)
+    torch.testing.assert_close(out, pool(x), atol=1e-10, rtol=0)
+    torch.testing.assert_close(pool.forward_candidates(y, cache), naive_candidates(pool, x, y), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_two_stream_candidate_ignores_later_context(k):
+    pool = Pool(8, causal=True, pool_size=k)
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    fast = pool.forward_candidates(y, pool.forward_context(x)[1])
+    for t in range(6):
+        x2 = x.clone()
+        x2[:, t + 1 :] += torch.randn(2, 6 - t, 8, dtype=torch.float64)
+        fast2 = pool.forward_candidates(y, pool.forward_context(x2)[1])
+        torch.testing.assert_close(fast2[:, : t + 1], fast[:, : t + 1], atol=1e-12, rtol=0)
+        assert not torch.allclose(fast2[:, t + 1], fast[:, t + 1])
+
+
+def test_two_stream_second_order_gradients_reach_parameters():
+    """The EBT objective: grad of the candidates' energy w.r.t. the candidates, then backward to the weights."""
+    torch.manual_seed(0)
+    stack = Stack(8, causal=True, mixer=partial(Pool, pool_size=3), n_layers=2).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    _, caches = stack.forward_context(x)
+    (g,) = torch.autograd.grad(stack.forward_candidates(y, caches).square().sum(), y, create_graph=True)
+    g.square().sum().backward()
+    missing = [n for n, p in stack.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+    assert x.grad.abs().sum() > 0  # through the context stream's cache
+    pool = Pool(3, causal=True, pool_size=3)
+    xs, ys = (torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    f = lambda a, b: pool.forward_candidates(b, pool.forward_context(a)[1]).square()
+    assert torch.autograd.gradgradcheck(f, (xs, ys))
+
+
+def test_two_stream_stack_equals_naive_per_position_forward():
+    torch.manual_seed(0)
+    stack = Stack(8, causal=True, mixer=partial(Pool, pool_size=3), n_layers=2).double()
+    x, y = torch.randn(2, 7, 8, dtype=torch.float64), torch.randn(2, 7, 8, dtype=torch.float64)
+    fast = stack.forward_candidates(y, stack.forward_context(x)[1])
+    torch.testing.assert_close(fast, naive_candidates(stack, x, y), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("spatial", [None, (2, 3)])
+def test_two_stream_needs_causal_1d(spatial):
+    pool = Pool(8, causal=False, spatial_shape=spatial)
+    x = torch.randn(1, 6, 8)
+    with pytest.raises(MixerCapabilityError, match="causal 1-D"):
+        pool.forward_context(x)
+    with pytest.raises(MixerCapabilityError, match="causal 1-D"):
+        pool.forward_candidates(x, x)
+    with pytest.raises(MixerCapabilityError, match="causal 1-D"):
+        Stack(8, causal=False, mixer=Pool, spatial_shape=spatial).forward_context(x)

@@ -24,11 +24,24 @@ each kernel are mixed with learnable per-channel weights *inside* each long conv
 same operator (the gates are pointwise, so flips commute with them) at a quarter of the cost. A 2-D Hyena cannot be
 causal (``MixerCapabilityError``); non-square grids are refused (one positional encoding serves both axes).
 
+Two-stream mode (autoregressive EBT, causal 1-D only; see :class:`~alt_arch.mixers.attention.Attention`): candidate
+``y_t`` stands in for token ``t+1``. Its output equals the plain causal forward of the ``T+1`` tokens
+``x_0 .. x_t, y_t, ...`` read at position ``t+1``: its short convolution sees the ``K-1`` context inputs
+``x_{t-K+2} .. x_t`` and itself, and each long convolution is ``sum_{s<=t} h[t+1-s] v_ctx[s] + h[0] v_cand[t]`` (plus
+``D v_cand[t]``), where ``v_ctx`` is the context's gated value of the same order. ``forward_context(x)`` returns the
+ordinary causal output for ``x`` and, as the cache, the context's part of every candidate's short convolution and of
+every long convolution (one FFT convolution with the filter shifted by one lag, for all ``t`` at once) plus ``h[0]``.
+Both streams use filters for ``T+1`` positions: with ``l_max=None`` (positions normalised by the input length)
+``forward_context`` therefore equals ``forward`` of a ``T+1``-token sequence truncated to ``T`` (not ``forward(x)``,
+whose filter is normalised by ``T``); with a fixed ``l_max`` it equals ``forward(x)``. Non-causal and 2-D Hyena raise
+:class:`MixerCapabilityError` there.
+
 Deviations: the filters' decay rates are fixed buffers (the reference trains them with learning rate 0); filter
 dropout is not implemented; the 2-D convolution is exact (the reference's is scaled by ``1/(2S)``).
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +51,14 @@ from torch import nn
 from alt_arch.errors import MixerCapabilityError
 from alt_arch.linear import dense
 from alt_arch.mixers.hyena_filter import Filter1d, Filter2d, fft_conv1d, fft_conv2d
+
+
+class HyenaContext(NamedTuple):
+    """Per-layer cache of the two-stream mode: what every candidate takes from the context."""
+
+    short: torch.Tensor  # (B, (order+1) C, T): bias + short-conv taps over the K-1 context inputs before slot t+1
+    long: list[torch.Tensor]  # order-1 of (B, C, T): sum_{s<=t} h_i[t+1-s] v_ctx_i[s]
+    h0: torch.Tensor  # (order-1, C): lag-0 taps of the long filters
 
 
 class Hyena(nn.Module):
@@ -121,6 +142,42 @@ class Hyena(nn.Module):
         y = v * gates[0]
         pattern = "b c n -> b n c" if self.dims == 1 else "b c h w -> b (h w) c"
         return self.out(rearrange(y, pattern))
+
+    def _check_two_stream(self) -> None:
+        if self.dims != 1 or not self.causal:
+            raise MixerCapabilityError(
+                "hyena: two-stream candidates need a causal 1-D Hyena (a two-sided or 2-D convolution has no slot for "
+                "a candidate); use a causal sequence task or a whole-target EBT task"
+            )
+
+    def forward_context(self, x: torch.Tensor) -> tuple[torch.Tensor, HyenaContext]:
+        """Causal Hyena over the context ``x`` (B, T, C), filters for ``T+1`` positions; also the candidates' cache."""
+        self._check_two_stream()
+        n, c = x.shape[1], self.dim
+        z = rearrange(self.in_proj(x), "b n c -> b c n")  # (B, (order+1) C, T)
+        h = self.filter(n + 1)[0]  # (G, C, T+1): lags 0..T
+        # candidate t's short conv minus its own tap: the full conv with the last tap zeroed, read at slot t+1
+        w = F.pad(self.short_conv.weight[..., :-1], (0, 1))  # (inner, 1, K)
+        short = F.conv1d(F.pad(z, (self.short_kernel - 1, 1)), w, self.short_conv.bias, groups=w.shape[0])[..., 1:]
+        *gates, v = self._short_conv(z).split(c, dim=1)
+        long = []
+        for i, x_i in enumerate(reversed(gates[1:])):
+            v = v * x_i
+            long.append(fft_conv1d(v, h[i, :, 1:]))  # filter shifted by one lag: sum_{s<=t} h[t+1-s] v[s]
+            v = fft_conv1d(v, h[i, :, :n]) + self.D[i, :, None] * v
+        y = self.out(rearrange(v * gates[0], "b c n -> b n c"))
+        return y, HyenaContext(short, long, h[..., 0])
+
+    def forward_candidates(self, y: torch.Tensor, cache: HyenaContext) -> torch.Tensor:
+        """Candidate ``t`` of ``y`` (B, T, C) as token ``t+1`` after the context tokens ``0..t`` (see the docstring)."""
+        self._check_two_stream()
+        z = rearrange(self.in_proj(y), "b n c -> b c n")  # (B, (order+1) C, T)
+        z = cache.short + self.short_conv.weight[:, :, -1] * z  # + the candidate's own (last) short-conv tap
+        *gates, v = z.split(self.dim, dim=1)
+        for i, x_i in enumerate(reversed(gates[1:])):
+            v = v * x_i
+            v = cache.long[i] + (cache.h0[i] + self.D[i])[:, None] * v
+        return self.out(rearrange(v * gates[0], "b c n -> b n c"))
 
     def flops_per_token(self, seq_len: int) -> float:
         """Estimate of the non-matmul work: per long convolution and channel, two real FFTs of size ``2L``

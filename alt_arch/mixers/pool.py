@@ -16,8 +16,17 @@ Sequence variants (not in the paper, which is 2-D only; added so the mixer also 
 
 Pooling has no parameters and no projections: the ``linear`` factory of the part contract is accepted and
 unused. Causal pooling over a 2-D grid is undefined (there is no token order a causal mask could respect
-that keeps the window shape) and raises :class:`MixerCapabilityError`. Pooling cannot run the two-stream
-autoregressive EBT (no ``forward_context`` / ``forward_candidates``); the block reports that clearly.
+that keeps the window shape) and raises :class:`MixerCapabilityError`.
+
+Two-stream mode (autoregressive EBT, causal 1-D only; see :class:`~alt_arch.mixers.attention.Attention`): candidate
+``y_t`` stands in for token ``t+1``, so its window is the context tokens ``x_{t-K+2} .. x_t`` (those that exist) and
+itself::
+
+    Pool(y)_t = (sum_{s = t-K+2 .. t, s >= 0} x_s + y_t) / min(t + 2, K)  -  y_t
+
+``forward_context(x)`` returns the plain causal output and, as the cache, the context window sums
+``sum_{s = t-K+2..t} x_s`` for every ``t`` (computed once, reused across thinking steps). Non-causal and 2-D pooling
+raise :class:`MixerCapabilityError` there (a candidate has no defined window).
 """
 
 import math
@@ -29,6 +38,14 @@ from torch import nn
 
 from alt_arch.errors import MixerCapabilityError
 from alt_arch.linear import dense
+
+
+def causal_window_sum(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``sum_{s = t-k+1..t, s >= 0} x_s`` for every ``t`` of ``x`` (B, N, C); zeros when ``k == 0``."""
+    if k == 0:
+        return torch.zeros_like(x)
+    seq = F.pad(rearrange(x, "b n c -> b c n"), (k - 1, 0))  # zero left-padding: missing tokens add nothing
+    return rearrange(F.avg_pool1d(seq, k, stride=1) * k, "b c n -> b n c")
 
 
 class Pool(nn.Module):
@@ -70,15 +87,30 @@ class Pool(nn.Module):
             grid = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
             pooled = F.avg_pool2d(grid, k, stride=1, padding=k // 2, count_include_pad=False)
             return rearrange(pooled, "b c h w -> b (h w) c") - x
-        seq = rearrange(x, "b n c -> b c n")
         if self.causal:
-            # window sum over t-k+1..t via zero left-padding, then divide by the number of real tokens
-            sums = F.avg_pool1d(F.pad(seq, (k - 1, 0)), k, stride=1) * k  # (B, C, N)
-            counts = torch.arange(1, seq.shape[-1] + 1, device=x.device).clamp(max=k).to(x.dtype)  # (N,)
-            pooled = sums / counts
-        else:
-            pooled = F.avg_pool1d(seq, k, stride=1, padding=k // 2, count_include_pad=False)
+            counts = torch.arange(1, x.shape[1] + 1, device=x.device).clamp(max=k).to(x.dtype)  # (N,)
+            return causal_window_sum(x, k) / counts[:, None] - x
+        seq = rearrange(x, "b n c -> b c n")
+        pooled = F.avg_pool1d(seq, k, stride=1, padding=k // 2, count_include_pad=False)
         return rearrange(pooled, "b c n -> b n c") - x
+
+    def _check_two_stream(self) -> None:
+        if not self.causal:
+            raise MixerCapabilityError(
+                "pool: two-stream candidates need causal 1-D pooling (a centred or 2-D window has no slot for a "
+                "candidate); use a causal sequence task or a whole-target EBT task"
+            )
+
+    def forward_context(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal pooling of the context ``x`` (B, T, C) and its window sums over ``t-K+2..t`` (B, T, C)."""
+        self._check_two_stream()
+        return self(x), causal_window_sum(x, self.pool_size - 1)
+
+    def forward_candidates(self, y: torch.Tensor, context_sums: torch.Tensor) -> torch.Tensor:
+        """Candidate ``t`` of ``y`` (B, T, C) pooled with its ``K - 1`` context predecessors ``x_{t-K+2..t}``."""
+        self._check_two_stream()
+        counts = torch.arange(2, y.shape[1] + 2, device=y.device).clamp(max=self.pool_size).to(y.dtype)  # (T,)
+        return (context_sums + y) / counts[:, None] - y
 
     def flops_per_token(self, seq_len: int) -> float:
         """Window additions plus one division and one subtraction per channel (no matmuls)."""
