@@ -114,4 +114,36 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"params {summary['params']:,} (non-embedding {summary['params_non_embedding']:,}), "
                   f"{summary['steps']} steps in {summary['seconds']} s")
+    thinking = thinking_table(summary)
+    if thinking is not None:
+        console.print(thinking)
     console.print(f"checkpoint: {summary['checkpoint']}\nmetrics:    {summary['metrics_csv']}")
+
+
+def thinking_curve(metrics: dict[str, float], name: str) -> dict[int, float]:
+    """``{k: metrics[f"{name}_step{k}"]}`` for every logged thinking step k, in order."""
+    prefix = f"{name}_step"
+    steps = {int(key[len(prefix):]): value for key, value in metrics.items()
+             if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    return dict(sorted(steps.items()))
+
+
+def thinking_table(summary: dict[str, Any]) -> Table | None:
+    """The metric and mean energy after each thinking step k (EBT runs), one column per split."""
+    metrics, metric = summary["metrics"], summary["metric"]
+    splits = [s for s in ("val", "ood") if thinking_curve(metrics, f"{s}/{metric}")]
+    if not splits:
+        return None
+    table = Table(title="Thinking: metric after k steps (k=0: the initial candidate)")
+    table.add_column("k", justify="right")
+    for split in splits:
+        table.add_column(f"{split}/{metric}", justify="right")
+        table.add_column(f"{split}/energy", justify="right")
+    curves = {s: (thinking_curve(metrics, f"{s}/{metric}"), thinking_curve(metrics, f"{s}/energy")) for s in splits}
+    for k in curves[splits[0]][0]:
+        row = [str(k)]
+        for split in splits:
+            values, energies = curves[split]
+            row += [f"{values.get(k, float('nan')):.4f}", f"{energies.get(k, float('nan')):.4f}"]
+        table.add_row(*row)
+    return table

@@ -5,7 +5,8 @@ import torch
 
 from ebt.build import build_lit_model, build_task
 from ebt.errors import ThinkingDivergedError
-from tests.utils import compose_config
+from ebt.objectives.base import prediction_loss
+from tests.utils import compose_config, group_options
 
 SMALL = ["model/objective=ebt", "model.dim=32", "kernels=torch"]
 
@@ -63,3 +64,92 @@ def test_non_finite_energy_names_the_step_and_the_knobs(tmp_path):
         ebt.energy_head.weight.fill_(float("nan"))
     with pytest.raises(ThinkingDivergedError, match="thinking step 0.*model.objective.alpha"):
         ebt.think(batch, steps=1)
+
+
+def test_autoregressive_energies_equal_a_naive_per_position_forward(tmp_path):
+    """Energy of candidate t == energy head on a causal forward of [x_0 .. x_t, candidate_t] (its last slot)."""
+    ebt, batch = make(tmp_path)
+    ebt.double()
+    y = torch.randn(*batch["targets"].shape, 13, dtype=torch.float64)
+    fast = ebt.energy_function(batch)(y, 0)  # (B, T)
+    context = ebt.encoder(batch["input_ids"])
+    candidate = ebt._read_candidate(y, 0)
+    for t in range(y.shape[1]):
+        seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
+        naive = ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1)
+        torch.testing.assert_close(fast[:, t], naive, atol=1e-10, rtol=1e-10)
+
+
+def _train(ebt, task, steps: int, lr: float = 3e-3) -> None:
+    optimizer = torch.optim.AdamW(ebt.parameters(), lr=lr)
+    for i in range(steps):
+        loss, _ = ebt.loss(task.make_batch("train", i, 32))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_energy_falls_along_the_thinking_steps_of_a_briefly_trained_model(tmp_path):
+    cfg = compose_config([*SMALL], tmp_path)
+    task = build_task(cfg)
+    torch.manual_seed(0)
+    ebt = build_lit_model(cfg, task).objective
+    _train(ebt, task, 40)
+    thought = ebt.think(task.make_batch("val", 0, 64), steps=4, final_energy=True)
+    energies = [float(e.detach().mean()) for e in thought.energies]
+    assert all(b < a for a, b in zip(energies, energies[1:], strict=False)), energies
+
+
+def _param_grads(ebt, loss):
+    ebt.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in ebt.named_parameters() if p.grad is not None}
+
+
+def test_truncation_gives_exactly_the_gradient_of_one_second_order_step_after_plain_steps(tmp_path):
+    """truncate=true: steps 0..S-2 are plain (first-order) descent, only the last step's loss and its
+    second-order terms reach the parameters."""
+    ebt, batch = make(tmp_path, "model.objective.truncate=true", "model.objective.steps=3",
+                      "model.objective.learn_alpha=false")
+    torch.manual_seed(1)
+    truncated = _param_grads(ebt, ebt.loss(batch)[0])
+    torch.manual_seed(1)
+    init = ebt.initial_candidate(batch)
+    warm = ebt.think(batch, steps=2, init=init).candidates[-1].detach()
+    last = ebt.think(batch, steps=1, training=True, init=warm).candidates[-1]
+    manual = _param_grads(ebt, prediction_loss(ebt.task, last, batch))
+    assert truncated.keys() == manual.keys()
+    for name in manual:
+        torch.testing.assert_close(truncated[name], manual[name], atol=1e-5, rtol=1e-4, msg=name)
+    torch.manual_seed(1)
+    ebt.truncate = False
+    full = _param_grads(ebt, ebt.loss(batch)[0])
+    assert not torch.allclose(full["energy_head.weight"], truncated["energy_head.weight"])
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detach_steps_decides_whether_gradients_flow_back_through_earlier_steps(detach, tmp_path):
+    ebt, batch = make(tmp_path, f"model.objective.detach_steps={str(detach).lower()}")
+    init = torch.randn(*batch["targets"].shape, 13, requires_grad=True)
+    final = ebt.think(batch, steps=2, training=True, init=init).candidates[-1]
+    (grad,) = torch.autograd.grad(final.square().sum(), init, allow_unused=True)
+    if detach:  # each step starts from a detached copy: nothing reaches the initial candidate
+        assert grad is None
+    else:  # full unrolled graph: the initial candidate influences the final one
+        assert grad is not None and grad.abs().sum() > 0
+
+
+DATA_FOR_MODE = {"autoregressive": ["data=addition"], "whole_target": ["data=digits_denoise",
+                                                                       "model.objective.init=input"]}
+
+
+@pytest.mark.parametrize("mode", sorted(DATA_FOR_MODE))
+@pytest.mark.parametrize("mixer", group_options("model/mixer"))
+def test_ebt_trains_with_every_mixer(mixer, mode, tmp_path):
+    ebt, _ = make(tmp_path, f"model/mixer={mixer}", *DATA_FOR_MODE[mode])
+    batch = ebt.task.make_batch("train", 0, 2)
+    loss, logs = ebt.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    missing = [n for n, p in ebt.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient for {missing}"

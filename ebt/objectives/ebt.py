@@ -32,6 +32,7 @@ of running a 2T-token sequence with a block mask (same numbers, see tests); ener
 include the energy of the final candidate (one extra forward) for stopping and best-of-N.
 """
 
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -65,7 +66,7 @@ class EBT(Objective):
         backbone,
         dim: int,
         steps: int = 2,
-        eval_steps: int | None = None,
+        eval_steps: int | list[int] | None = None,
         alpha: float = 1.0,
         learn_alpha: bool = True,
         alpha_lr_scale: float = 1.0,
@@ -92,8 +93,8 @@ class EBT(Objective):
         super().__init__(task=task)
         _check_choice("init", init, ("noise", "zeros", "input"))
         _check_choice("loss_on", loss_on, ("all", "last"))
-        if steps < 1 or (eval_steps is not None and eval_steps < 0):
-            raise ConfigError("model.objective.steps must be >= 1 (training thinks) and eval_steps >= 0")
+        if steps < 1:
+            raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {steps}")
         if alpha <= 0:
             raise ConfigError(f"model.objective.alpha must be > 0, got {alpha}")
         if alpha_jitter < 1:
@@ -102,7 +103,9 @@ class EBT(Objective):
             raise ConfigError("model.objective.init=input needs a continuous task whose inputs have the targets' shape")
         self.autoregressive = task.kind == "tokens" and task.causal
         self.discrete = task.kind in ("tokens", "classes")
-        self.steps, self.eval_steps = steps, eval_steps if eval_steps is not None else 2 * steps
+        self.steps = steps
+        self.logged_steps = _logged_steps(eval_steps, steps)
+        self.eval_steps = max(self.logged_steps)
         self.alpha_jitter, self.init, self.init_std = alpha_jitter, init, init_std
         self.loss_on, self.detach_steps, self.truncate = loss_on, detach_steps, truncate
         self.eval_langevin_std, self.learn_langevin_after = eval_langevin_std, learn_langevin_after
@@ -205,8 +208,13 @@ class EBT(Objective):
         energy_tol: float | None = None,
         final_energy: bool = False,
         init: torch.Tensor | None = None,
+        keep: Collection[int] | None = None,
     ) -> Thought:
-        """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate)."""
+        """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate).
+
+        ``keep``: candidate indices to keep (others become ``None`` in ``Thought.candidates``, so evaluation
+        memory does not grow with the number of steps); default all.
+        """
         sigma = self.langevin if langevin_std is None else torch.tensor(langevin_std)
         y = self.initial_candidate(batch) if init is None else init
         candidates, energies = [y], []
@@ -234,10 +242,12 @@ class EBT(Objective):
                     steps_used = steps_used + active
                 y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=self.grad_clamp,
                                      backend=self.kernels)
+                if keep is not None and i not in keep:
+                    candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
                 candidates.append(y)
-                energies.append(energy)
+                energies.append(energy if training else energy.detach())
             if final_energy:
-                energies.append(energy_fn(candidates[-1].detach().requires_grad_(), steps).detach())
+                energies.append(energy_fn(y.detach().requires_grad_(), steps).detach())
         return Thought(candidates, energies, steps_used, aux=collect_aux(self.backbone)[0] if training else {})
 
     # ------------------------------------------------------------------------------------------ training
@@ -269,12 +279,14 @@ class EBT(Objective):
         return self.think(batch, steps=self.steps, langevin_std=self.eval_langevin_std).candidates[-1].detach()
 
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Metrics after ``steps`` (headline) and at every step 0 .. eval_steps (``acc_step{k}`` ...)."""
-        horizon = max(self.eval_steps, self.steps)
+        """Metrics after ``steps`` (headline) and after each logged step k (``acc_step{k}``, ``energy_step{k}``)."""
+        horizon = self.eval_steps
         thought = self.think(batch, steps=horizon, langevin_std=self.eval_langevin_std,
-                             energy_tol=self.energy_tol, final_energy=True)
+                             energy_tol=self.energy_tol, final_energy=True, keep=self.logged_steps)
         metrics: dict[str, torch.Tensor] = {}
         for k, candidate in enumerate(thought.candidates):
+            if k not in self.logged_steps:
+                continue
             candidate = candidate.detach()
             step_metrics = self.task.metrics(candidate, batch)
             step_metrics["loss"] = prediction_loss(self.task, candidate, batch, self.continuous_loss)
@@ -289,14 +301,25 @@ class EBT(Objective):
         return metrics
 
 
+def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:
+    """Thinking steps whose metrics evaluation logs: 0..eval_steps (an int, default 2 x steps) or a list; always
+    including 0 (the initial candidate) and the training step count (the headline metric)."""
+    if eval_steps is None:
+        eval_steps = 2 * steps
+    chosen = list(range(eval_steps + 1)) if isinstance(eval_steps, int) else [int(k) for k in eval_steps]
+    if any(k < 0 for k in chosen):
+        raise ConfigError(f"model.objective.eval_steps must be >= 0 (or a list of such step counts), got {eval_steps}")
+    return sorted({0, steps, *chosen})
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"model.objective.{name}={value!r} is not one of {', '.join(choices)}")
 
 
 def _expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-energy-element step sizes (B, T) or (B,) broadcast over the candidate's trailing dims."""
-    return alpha.reshape(*alpha.shape, *([1] * (y.dim() - alpha.dim())))
+    """Per-energy-element step sizes (B, T) or (B,) as one step size per row of ``y`` (shape ``y.shape[:-1]``)."""
+    return alpha.reshape(*alpha.shape, *([1] * (y.dim() - 1 - alpha.dim()))).expand(y.shape[:-1])
 
 
 def _check_finite(energy: torch.Tensor, grad: torch.Tensor, step: int, alpha: torch.Tensor) -> None:

@@ -1,0 +1,115 @@
+"""scripts/think.py: settings table, forward-pass counts, best-of-N, adaptive stopping, outputs, errors."""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from ebt.build import build_lit_model, build_task
+from ebt.errors import CheckpointError, ConfigError
+from ebt.system2 import forward_passes, load_run, think_best_of
+from ebt.think import think
+from tests.utils import CONFIG_DIR, compose_config, run_cli
+
+TINY = ["model.dim=16", "model.backbone.n_layers=1", "kernels=torch", "data.eval_batch_size=8",
+        "data.eval_batches=1"]
+
+
+def write_checkpoint(tmp_path, name: str, *overrides: str):
+    cfg = compose_config([*TINY, *overrides], tmp_path / name)
+    torch.manual_seed(0)
+    model = build_lit_model(cfg, build_task(cfg))
+    path = tmp_path / name / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def think_config(ckpt, *overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("think", overrides=[f"ckpt={ckpt}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def ebt_ckpt(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("think"), "ebt", "model/objective=ebt")
+
+
+def test_one_row_per_setting_with_its_forward_passes_and_outputs(ebt_ckpt, tmp_path):
+    baseline = write_checkpoint(tmp_path, "predict")
+    rows = think(think_config(ebt_ckpt, "steps=[1,3]", "best_of=[1,2]", "splits=[val,ood]", "energy_tol=1e-3",
+                              f"baseline_ckpt={baseline}", f"out_dir={tmp_path / 'out'}"))
+    ebt_rows = [r for r in rows if r["mode"] != "predictor"]
+    assert len(ebt_rows) == 2 * (2 * 2 + 2)  # splits x best_of x (steps + one adaptive row)
+    for r in ebt_rows:
+        assert r["forward_passes"] == pytest.approx(r["best_of"] * r["steps_used"] + (r["best_of"] > 1) * r["best_of"])
+        if r["mode"] == "fixed":
+            assert r["steps_used"] == r["steps"]
+        else:  # the adaptive rule never exceeds its cap
+            assert 1 <= r["steps_used"] <= 3
+    predictors = [r for r in rows if r["mode"] == "predictor"]
+    assert [r["split"] for r in predictors] == ["val", "ood"] and all(r["forward_passes"] == 1 for r in predictors)
+    png = (tmp_path / "out" / "thinking.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    csv_lines = (tmp_path / "out" / "thinking.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and "forward_passes" in csv_lines[0]
+
+
+def test_forward_pass_count():
+    assert forward_passes(8, 1) == 8 and forward_passes(8, 4) == 36 and forward_passes(2.5, 2) == 7
+
+
+def test_best_of_one_is_plain_thinking_and_best_of_n_picks_the_lowest_energy(ebt_ckpt):
+    run = load_run(ebt_ckpt)
+    batch = run.task.make_batch("val", 0, 4)
+    torch.manual_seed(3)
+    plain = run.objective.think(batch, steps=3).candidates[-1]
+    torch.manual_seed(3)
+    best = think_best_of(run.objective, batch, [3], 1)[3]["prediction"]
+    torch.testing.assert_close(best, plain)
+    torch.manual_seed(3)
+    many = think_best_of(run.objective, batch, [3], 3)[3]
+    torch.manual_seed(3)
+    energies = run.objective.think({k: v.repeat(3, 1) for k, v in batch.items()}, steps=3,
+                                   final_energy=True).energies[-1]
+    assert many["energy"] == pytest.approx(float(energies.unflatten(0, (3, 4)).min(0).values.mean()), abs=1e-5)
+
+
+def test_adaptive_stop_uses_one_step_when_everything_converged_at_once(ebt_ckpt, tmp_path):
+    rows = think(think_config(ebt_ckpt, "steps=[4]", "best_of=[1]", "splits=[val]", "energy_tol=1e9",
+                              f"out_dir={tmp_path}"))
+    adaptive = [r for r in rows if r["mode"] == "adaptive"]
+    assert adaptive[0]["steps_used"] == 1
+
+
+@pytest.mark.parametrize(("override", "error", "message"), [
+    ("steps=[0,2]", ConfigError, r"steps=\[0, 2\] must be a non-empty list of integers >= 1"),
+    ("best_of=[-1]", ConfigError, "best_of"),
+    ("energy_tol=-1", ConfigError, "energy_tol"),
+    ("splits=[nope]", ConfigError, "unknown for this task"),
+])
+def test_bad_settings_get_clear_errors(ebt_ckpt, override, error, message):
+    with pytest.raises(error, match=message):
+        think(think_config(ebt_ckpt, override))
+
+
+def test_wrong_checkpoints_get_clear_errors(ebt_ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        think(think_config(tmp_path / "missing.ckpt"))
+    predictor = write_checkpoint(tmp_path, "predict")
+    with pytest.raises(ConfigError, match="is a Predict checkpoint; think.py needs an EBT"):
+        think(think_config(predictor))
+    other_task = write_checkpoint(tmp_path, "digits", "data=digits")
+    with pytest.raises(ConfigError, match="same task"):
+        think(think_config(ebt_ckpt, f"baseline_ckpt={other_task}"))
+
+
+def test_command_line_on_a_trained_checkpoint(tmp_path):
+    train = run_cli("train.py", *TINY, "model/objective=ebt", "trainer.max_steps=3", "trainer.val_check_interval=3",
+                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    done = run_cli("think.py", f"ckpt={ckpt}", "steps=[1,2]", "best_of=[1]", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| val | fixed | 1 | 2 |" in done.stdout and (tmp_path / "run" / "thinking" / "thinking.png").is_file()
+    bad = run_cli("think.py", f"ckpt={ckpt}", "steps=[0]", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: steps=[0]")
