@@ -1,4 +1,8 @@
-"""Shared behaviour of the entry points: user errors become one clear line and exit status 2."""
+"""Shared behaviour of the entry points: user errors become one clear line and exit status 2.
+
+In a Hydra multirun (an ablation grid) each job records ``status.json`` in its output folder instead: a failing job
+is recorded and the grid goes on, and finished jobs are skipped on a re-run (see :mod:`ebt.grid`).
+"""
 
 import os
 import sys
@@ -7,14 +11,22 @@ from typing import Any
 
 from alt_arch.errors import MixerCapabilityError
 from ebt.errors import UserError
+from ebt.grid import run_job
+
+USER_ERRORS = (UserError, MixerCapabilityError)
+
+
+def _report(error: BaseException) -> None:
+    """Print ``error: <message>`` and exit 2; with HYDRA_FULL_ERROR=1 return so the caller re-raises."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn``; a :class:`UserError` prints ``error: <message>`` and exits 2 (HYDRA_FULL_ERROR=1 re-raises)."""
-    try:
-        return fn(*args)
-    except (UserError, MixerCapabilityError) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """Run ``fn``; a :class:`UserError` prints ``error: <message>`` and exits 2 (HYDRA_FULL_ERROR=1 re-raises).
+
+    In a Hydra multirun the error is recorded in the job's ``status.json`` instead and the call returns None.
+    """
+    return run_job(fn, args, USER_ERRORS, _report)

@@ -1,6 +1,8 @@
 """Train any model on any task: ``python scripts/train.py [group=option ...] [key=value ...]``.
 
 ``python scripts/train.py --help`` lists the config groups; ``--cfg job`` prints the composed config.
+Ablation grids: ``python scripts/train.py -m +sweep=mixers`` (see docs/ablation_grids.md); a multirun exits 1
+when a job failed (the others still run), a single run exits 2 on a user error.
 """
 
 import sys
@@ -12,6 +14,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from ebt import config as _resolvers  # noqa: E402,F401  (registers ${uid:})
+from ebt import grid  # noqa: E402  (registers ${grid_dir:} and friends)
 from ebt.cli import run_reporting_errors  # noqa: E402
 
 
@@ -24,3 +27,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+    sys.exit(grid.exit_status())

@@ -1,0 +1,205 @@
+"""Collect an ablation grid: one row per job, mean ± std over seeds per configuration, CSV, markdown and plots.
+
+A job is a folder holding ``.hydra/overrides.yaml`` (Hydra writes it when the job starts); its metrics come from
+``summary.json`` (written by the trainer) or ``status.json`` (written by :mod:`ebt.grid`), its status from
+``status.json`` (done / failed / running; no status file and no summary means running, or killed). Works on a
+grid that is still running: unfinished jobs appear with their status and no metrics.
+"""
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ebt.grid import job_dirs, read_status, status_of
+
+STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
+
+
+@dataclass
+class Job:
+    path: Path
+    overrides: dict[str, str]
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    metric: str | None = None  # the task's headline metric, e.g. "acc"
+    seconds: float | None = None
+    error: str | None = None
+
+
+def _override_items(path: Path) -> dict[str, str]:
+    items = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "overrides.yaml")) or []
+    pairs = (str(item).lstrip("+~").split("=", 1) for item in items)
+    return {key: value for key, value, *_ in (p + [""] for p in pairs) if key != "sweep"}
+
+
+def load_job(path: Path) -> Job:
+    status = read_status(path) or {}
+    summary_file = path / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    metrics = summary.get("metrics") or status.get("metrics") or {}
+    return Job(path, _override_items(path), status_of(path), {k: float(v) for k, v in metrics.items()},
+               summary.get("metric"), status.get("seconds", summary.get("seconds")), status.get("error"))
+
+
+def load_jobs(roots: list[Path]) -> list[Job]:
+    return [load_job(p) for root in roots for p in job_dirs(root)]
+
+
+def headline(jobs: list[Job]) -> list[str]:
+    """The metric columns worth a table: ``val/<metric>`` and ``ood/<metric>`` of the task (else every val/*)."""
+    names = {j.metric for j in jobs if j.metric} or {"acc"}
+    present = {k for j in jobs for k in j.metrics}
+    cols = [f"{split}/{m}" for m in sorted(names) for split in ("val", "ood") if f"{split}/{m}" in present]
+    return cols or sorted(k for k in present if k.startswith("val/") and not STEP_METRIC.match(k))
+
+
+def split_keys(jobs: list[Job], seed_key: str) -> tuple[list[str], dict[str, str]]:
+    """Override keys that vary across jobs (in order of first appearance) and the ones shared by all."""
+    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    values = {k: {j.overrides.get(k) for j in jobs} for k in keys}
+    varying = [k for k in keys if len(values[k]) > 1 or k == seed_key]
+    common = {k: next(iter(values[k])) for k in keys if k not in varying}
+    return varying, common
+
+
+def config_label(job: Job, keys: list[str]) -> str:
+    """``steps=2 alpha=0.5``: each key's last component (the full key where that would be ambiguous)."""
+    short = {k: re.split(r"[./]", k)[-1] for k in keys}
+    names = {k: v if list(short.values()).count(v) == 1 else k for k, v in short.items()}
+    return " ".join(f"{names[k]}={job.overrides.get(k, '-')}" for k in keys) or "all"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan  # sample std
+
+
+def group(jobs: list[Job], keys: list[str], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per configuration (the varying overrides minus the seed): status counts, mean and std of each metric
+    over the finished seeds."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(config_label(job, keys), []).append(job)
+    rows = []
+    for label, members in groups.items():
+        done = [j for j in members if j.status == "done" and j.metrics]
+        row: dict[str, Any] = {"config": label, **{k: members[0].overrides.get(k, "") for k in keys},
+                               "done": len(done), "failed": sum(j.status == "failed" for j in members),
+                               "running": sum(j.status == "running" for j in members)}
+        for m in metrics:
+            row[f"{m} mean"], row[f"{m} std"] = mean_std([j.metrics[m] for j in done if m in j.metrics])
+        rows.append(row)
+    return rows
+
+
+def thinking_curves(jobs: list[Job], keys: list[str]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """``{metric: {config: [(k, mean, std), ...]}}`` from ``val/<metric>_step{k}`` of the finished jobs."""
+    values: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for job in jobs:
+        for name, value in job.metrics.items():
+            if (match := STEP_METRIC.match(name)) and job.status == "done":
+                per_k = values.setdefault(match["name"], {}).setdefault(config_label(job, keys), {})
+                per_k.setdefault(int(match["k"]), []).append(value)
+    return {m: {c: [(k, *mean_std(v)) for k, v in sorted(per_k.items())] for c, per_k in by_config.items()}
+            for m, by_config in values.items()}
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def job_rows(jobs: list[Job], keys: list[str], metrics: list[str], base: Path) -> list[dict[str, Any]]:
+    rows = []
+    for job in jobs:
+        try:
+            name = str(job.path.relative_to(base))
+        except ValueError:
+            name = str(job.path)
+        rows.append({"job": name, "status": job.status, **{k: job.overrides.get(k, "") for k in keys},
+                     **{m: job.metrics.get(m, math.nan) for m in metrics}, "seconds": job.seconds,
+                     "error": (job.error or "")[:200]})
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: fmt(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    return out.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _mean_std_text(row: dict[str, Any], metric: str) -> str:
+    mean, std = fmt(row[f"{metric} mean"]), fmt(row[f"{metric} std"])
+    return f"{mean} ± {std}" if row["done"] > 1 and mean else mean
+
+
+def group_markdown(rows: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> str:
+    shown = [{**({k: r[k] for k in keys} if keys else {"config": r["config"]}), "n": r["done"],
+              **{m: _mean_std_text(r, m) for m in metrics},
+              **({"failed": r["failed"]} if r["failed"] else {}), **({"running": r["running"]} if r["running"] else {})}
+             for r in rows]
+    columns = list(dict.fromkeys(c for r in shown for c in r))
+    return to_markdown(shown, columns)
+
+
+def _or0(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def plot_bars(rows: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
+    """Bars of each headline metric per configuration, std over seeds as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) * max(1, len(metrics))), 3.5))
+    width = 0.8 / max(1, len(metrics))
+    for i, m in enumerate(metrics):
+        xs = [x + (i - (len(metrics) - 1) / 2) * width for x in range(len(rows))]
+        ax.bar(xs, [r[f"{m} mean"] for r in rows], width, yerr=[_or0(r[f"{m} std"]) for r in rows], capsize=3, label=m)
+    ax.set_xticks(range(len(rows)), [f"{r['config']}\n(n={r['done']})" for r in rows], fontsize=8)
+    ax.set_ylabel("mean ± std over seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_thinking(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
+    """One panel per step metric (``val/acc_step{k}``, ...): mean ± std over seeds against thinking step k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False)
+    for ax, (metric, by_config) in zip(axes[0], sorted(curves.items()), strict=True):
+        for label, points in sorted(by_config.items()):
+            ks, means, stds = zip(*points, strict=True)
+            ax.errorbar(ks, means, yerr=[_or0(s) for s in stds], marker="o", capsize=3, label=label)
+        ax.set_xlabel("thinking step k")
+        ax.set_ylabel(f"val/{metric}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
