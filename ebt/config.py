@@ -2,8 +2,11 @@
 
 import os
 import secrets
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _run_uid() -> str:
@@ -17,3 +20,11 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_train(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config ``scripts/train.py`` would see with these overrides (for scripts, notebooks and tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose(config_name, overrides=overrides)

@@ -19,11 +19,8 @@ is ``VmHWM - VmRSS`` before the warm-up. On CPU lengths above ``--cpu-max-len`` 
 
 import argparse
 import csv
-import ctypes
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 OUT = ROOT / "bench_results"
+
+from scripts.benchlib import measure_step  # noqa: E402
+
 HEAD_DIM = 16
 SHARED = 2
 
@@ -59,19 +59,6 @@ def build(name: str, dim: int, active: float | None):
     raise ValueError(f"unknown mixer {name!r}; choose from attention, moh_dense, moh_gather, pool, hyena")
 
 
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
-
-
-def _reset_cpu_peak() -> float:
-    """Return freed heap to the OS, reset the resident high-water mark; the resident set (MB) afterwards."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_mb("VmRSS")
-
-
 def measure(name: str, n: int, dim: int, batch: int, active: float | None, reps: int, device: str) -> dict | None:
     torch.manual_seed(0)
     mixer = build(name, dim, active)
@@ -79,32 +66,13 @@ def measure(name: str, n: int, dim: int, batch: int, active: float | None, reps:
         return None
     mixer = mixer.to(device)
     x = torch.randn(batch, n, dim, device=device, requires_grad=True)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step() -> None:
         mixer(x).square().mean().backward()
         x.grad = None
         mixer.zero_grad(set_to_none=True)
 
-    step()  # warm-up: lazy initialisation must not count as the mixer's memory
-    sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = _reset_cpu_peak()
-    step()  # the memory peak
-    sync()
-    cuda_peak = device == "cuda" and (torch.cuda.max_memory_allocated() - before) / 2**20
-    peak = cuda_peak if device == "cuda" else _status_mb("VmHWM") - before
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
-    return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1], "peak_mb": peak}
+    return measure_step(step, reps, device)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -35,7 +35,7 @@ def ebt_ckpt(tmp_path_factory):
 
 
 def test_one_row_per_setting_with_its_forward_passes_and_outputs(ebt_ckpt, tmp_path):
-    baseline = write_checkpoint(tmp_path, "predict")
+    baseline = write_checkpoint(tmp_path, "predict", "model/objective=predict")
     rows = think(think_config(ebt_ckpt, "steps=[1,3]", "best_of=[1,2]", "splits=[val,ood]", "energy_tol=1e-3",
                               f"baseline_ckpt={baseline}", f"out_dir={tmp_path / 'out'}"))
     ebt_rows = [r for r in rows if r["mode"] != "predictor"]
@@ -95,7 +95,7 @@ def test_bad_settings_get_clear_errors(ebt_ckpt, override, error, message):
 def test_wrong_checkpoints_get_clear_errors(ebt_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         think(think_config(tmp_path / "missing.ckpt"))
-    predictor = write_checkpoint(tmp_path, "predict")
+    predictor = write_checkpoint(tmp_path, "predict", "model/objective=predict")
     with pytest.raises(ConfigError, match="is a Predict checkpoint; think.py needs an EBT"):
         think(think_config(predictor))
     other_task = write_checkpoint(tmp_path, "digits", "data=digits")

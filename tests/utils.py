@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from ebt.config import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -16,8 +17,7 @@ TEST_WITH = re.compile(r"^#\s*test-with:\s*(.*)$", re.MULTILINE)
 
 def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
     """The config ``scripts/train.py`` would see, with outputs under ``output_dir``."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+    return compose_train([*overrides, f"paths.output_dir={output_dir}"])
 
 
 def group_options(group: str) -> list[str]:

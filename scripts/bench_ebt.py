@@ -1,0 +1,116 @@
+"""Cost of one EBT training step versus a predictor step at the same backbone (time and peak memory).
+
+    python scripts/bench_ebt.py                    # GPU preset (d=384, 6 layers, 6 heads, T=256, V 256 and 32k)
+    python scripts/bench_ebt.py --preset cpu       # smaller; the default without a CUDA device
+    python scripts/bench_ebt.py --dim 384 --layers 6 --heads 6 --seq 256 --vocab 256 32768 --batch 8 --steps 2
+
+Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
+order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_nocache`` (the context
+stream recomputed at every step, as the reference implementation does), and ``think_eval`` (evaluation-time
+thinking with the same steps: first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
+optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``.
+"""
+
+import argparse
+import csv
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+OUT = ROOT / "bench_results"
+
+from ebt.build import build_objective  # noqa: E402
+from ebt.config import compose_train  # noqa: E402
+from ebt.tasks.base import Task  # noqa: E402
+from scripts.benchlib import measure_step  # noqa: E402
+
+PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
+           "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4)}
+
+
+class RandomTokens(Task):
+    """Uniform random tokens (the cost of a step does not depend on the data)."""
+
+    kind, metric, metric_mode, causal = "tokens", "acc", "max", True
+
+    def __init__(self, vocab_size: int, seq: int) -> None:
+        super().__init__(seed=0)
+        self.vocab_size, self.seq = vocab_size, seq
+
+    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(index)
+        ids = torch.randint(0, self.vocab_size, (batch_size, self.seq + 1), generator=generator)
+        return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
+
+    def metrics(self, prediction, batch):
+        return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
+
+
+def build(kind: str, task: Task, args, steps: int):
+    overrides = [f"model.dim={args.dim}", f"model.backbone.n_layers={args.layers}", f"model.mixer.n_heads={args.heads}",
+                 "kernels=auto"]
+    if kind != "predict":
+        overrides += ["model/objective=ebt", f"model.objective.steps={steps}", "model.objective.alpha_jitter=1",
+                      f"model.objective.cache_context={kind != 'ebt_nocache'}"]
+    cfg = compose_train(overrides)
+    return build_objective(cfg.model, task)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
+    for name in ("dim", "layers", "heads", "seq", "batch"):
+        parser.add_argument(f"--{name}", type=int)
+    parser.add_argument("--vocab", type=int, nargs="+")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    rows = []
+    for vocab in args.vocab:
+        task = RandomTokens(vocab, args.seq)
+        batch = {k: v.to(device) for k, v in task.make_batch("train", 0, args.batch).items()}
+        for kind in ("predict", "ebt", "ebt_nocache", "think_eval"):
+            torch.manual_seed(0)
+            model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps).to(device)
+
+            def step(model=model, kind=kind, batch=batch) -> None:
+                if kind == "think_eval":
+                    model.think(batch, steps=args.steps)
+                    return
+                loss, _ = model.loss(batch)
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+
+            rows.append({"device": name, "vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim,
+                         "layers": args.layers, "seq": args.seq, "batch": args.batch,
+                         **measure_step(step, args.reps, device)})
+            del model
+    base = {r["vocab"]: r["median_ms"] for r in rows if r["kind"] == "predict"}
+    print(f"{name}: d={args.dim}, {args.layers} layers, {args.heads} heads, T={args.seq}, batch {args.batch}, "
+          f"S={args.steps}")
+    print(f"{'vocab':>7} {'kind':>12} {'median ms':>10} {'x predict':>10} {'peak MB':>9}")
+    for r in rows:
+        r["ratio"] = r["median_ms"] / base[r["vocab"]]
+        print(f"{r['vocab']:>7} {r['kind']:>12} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.0f}")
+    OUT.mkdir(exist_ok=True)
+    path = OUT / "ebt.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
