@@ -60,15 +60,16 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     if baseline is not None:
         rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size)
     task = run.task
-    improvement = thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps)
+    improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
+                     "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt).resolve().parent.parent / "thinking"
     table = markdown_table(rows, task.metric)
     lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
-    lines += [f"thinking improvement ({split}): "
-              + (f"{100 * value:+.1f}% {task.metric}" if math.isfinite(value) else f"n/a ({task.metric} is 0)")
+    lines += [f"thinking improvement ({split}, {name}): "
+              + (f"{100 * value:+.1f}%" if math.isfinite(value) else f"n/a ({name} is 0)")
               + f" (from {run.objective.steps} steps, best-of-1, to the best setting)"
-              for split, value in improvement.items()]
+              for name, improvement in improvements.items() for split, value in improvement.items()]
     text = "\n".join(lines)
     print(text)
     atomic_write_text(out_dir / "thinking.md", text + "\n")
@@ -91,7 +92,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
-    columns = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", metric, "energy"]
+    columns = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", metric, "loss", "energy"]
     out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
         cells = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]

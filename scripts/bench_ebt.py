@@ -6,8 +6,9 @@
 
 Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
 order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_nocache`` (the context
-stream recomputed at every step, as the reference implementation does), and ``think_eval`` (evaluation-time
-thinking with the same steps: first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
+stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
+second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
+first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
 optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``.
 """
 
@@ -53,9 +54,12 @@ class RandomTokens(Task):
 def build(kind: str, task: Task, args, steps: int):
     overrides = [f"model.dim={args.dim}", f"model.backbone.n_layers={args.layers}", f"model.mixer.n_heads={args.heads}",
                  "kernels=auto"]
-    if kind != "predict":
+    if kind == "predict":
+        overrides += ["model/objective=predict"]
+    else:
         overrides += ["model/objective=ebt", f"model.objective.steps={steps}", "model.objective.alpha_jitter=1",
-                      f"model.objective.cache_context={kind != 'ebt_nocache'}"]
+                      f"model.objective.cache_context={kind != 'ebt_nocache'}",
+                      f"model.objective.truncate={kind == 'ebt_truncated'}"]
     cfg = compose_train(overrides)
     return build_objective(cfg.model, task)
 
@@ -78,7 +82,7 @@ def main() -> None:
     for vocab in args.vocab:
         task = RandomTokens(vocab, args.seq)
         batch = {k: v.to(device) for k, v in task.make_batch("train", 0, args.batch).items()}
-        for kind in ("predict", "ebt", "ebt_nocache", "think_eval"):
+        for kind in ("predict", "ebt", "ebt_nocache", "ebt_truncated", "think_eval"):
             torch.manual_seed(0)
             model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps).to(device)
 
