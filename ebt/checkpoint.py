@@ -50,6 +50,33 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def resolve_ckpt_path(ckpt_path: str | os.PathLike | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint file to resume from.
+
+    * ``last``: ``<output_dir>/checkpoints/last.ckpt``, i.e. this run's folder (pass ``hydra.run.dir=<run folder>``
+      to resume a run in place); None (start fresh, with a note) when it has none yet, so a job script that is
+      requeued after preemption can always pass ``ckpt_path=last``;
+    * a run folder: its ``checkpoints/last.ckpt`` (an error when missing);
+    * anything else: the file itself (checked by :func:`load_checkpoint`).
+    """
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        path = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if path.is_file():
+            return str(path)
+        print(f"ckpt_path=last: no {path} yet, starting from scratch", flush=True)
+        return None
+    path = Path(ckpt_path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return str(candidate)
+        raise CheckpointError(f"ckpt_path={path} is a folder without checkpoints/last.ckpt; pass a run folder, a .ckpt "
+                              "file, or ckpt_path=last with hydra.run.dir=<the run folder>")
+    return str(path)
+
+
 def _shorten(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

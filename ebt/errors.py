@@ -17,5 +17,9 @@ class ThinkingDivergedError(UserError, FloatingPointError):
     """NaN/Inf energy or energy gradient while thinking."""
 
 
+class TrainingDivergedError(UserError, FloatingPointError):
+    """A non-finite training loss (or diverged thinking) at a training step, or too many skipped batches."""
+
+
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, corrupt, or from an incompatible configuration."""

@@ -6,6 +6,12 @@ and checkpointed RNG states so that a resumed run continues exactly.
 
 Parameters may carry two optional attributes read when building the optimiser:
 ``no_weight_decay = True`` and ``lr_scale = float`` (e.g. a learnable EBT step size).
+
+A non-finite training loss, or a :class:`ThinkingDivergedError` from the objective, raises an error naming the
+training step (``on_nan=raise``) or skips the batch (``on_nan=skip_batch``): the step still counts (the data stream
+and the schedule move on) but every gradient is dropped, so parameters and optimiser state stay as they were. Skips
+are counted (``train/skipped_batches``, checkpointed); more than ``max_consecutive_skips`` in a row is an error. Under
+DDP the ranks agree on skipping (one all-reduce of a flag per step), so no rank waits for another in a collective.
 """
 
 import math
@@ -17,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ebt.errors import ConfigError, ThinkingDivergedError, TrainingDivergedError
 from ebt.objectives.base import Objective
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding)
+ON_NAN = ("raise", "skip_batch")
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict[str, Any]]:
@@ -48,30 +56,96 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
 class LitModel(L.LightningModule):
     def __init__(self, objective: Objective, *, lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1,
-                 schedule_steps: int | None = None, config: dict | None = None) -> None:
+                 schedule_steps: int | None = None, on_nan: str = "raise", max_consecutive_skips: int = 10,
+                 config: dict | None = None) -> None:
         super().__init__()
+        if on_nan not in ON_NAN:
+            raise ConfigError(f"on_nan={on_nan!r} is not one of {', '.join(ON_NAN)}")
         self.objective = objective
         self.task = objective.task
         self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas),
                       "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
                       "schedule_steps": schedule_steps}
+        self.on_nan, self.max_consecutive_skips = on_nan, max_consecutive_skips
+        self.skipped_batches = self.consecutive_skips = 0
+        self._skip_step = False
         self.save_hyperparameters({"config": config, "optim": self.optim})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.objective.set_progress(self.global_step)
-        loss, logs = self.objective.loss(batch)
+        if self.trainer.world_size > 1:
+            self._check_trainable_unchanged()
         bs = next(iter(batch.values())).shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        error, loss, logs = None, None, {}
+        try:
+            loss, logs = self.objective.loss(batch)
+        except ThinkingDivergedError as e:
+            error = e
+        bad = error is not None or not bool(torch.isfinite(loss.detach()).all())
+        if self.trainer.world_size > 1:  # every rank skips (or raises) together
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        self._skip_step = self._skip_step or bad  # sticky until the optimizer step (gradient accumulation)
+        if bad:
+            return self._diverged(error, loss, bs)
+        self.consecutive_skips = 0
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
         for name, value in logs.items():
             self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == self.task.metric)
         return loss
+
+    def _diverged(self, error: Exception | None, loss: torch.Tensor | None, bs: int) -> torch.Tensor:
+        """Raise (``on_nan=raise``) or count the skip and return a zero loss that reaches every trainable parameter
+        (so DDP's gradient all-reduce completes on every rank); ``on_before_optimizer_step`` drops the gradients."""
+        step = self.global_step
+        if error is not None:
+            what = f"thinking diverged ({error})"
+        elif loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+            what = f"the training loss is {float(loss.detach()):g}"
+        else:
+            what = "another rank's training loss is non-finite"
+        if self.on_nan == "raise" and error is not None:
+            raise ThinkingDivergedError(f"training step {step}: {error}; or set on_nan=skip_batch") from error
+        if self.on_nan == "raise":
+            raise TrainingDivergedError(f"training step {step}: {what}; lower optim.lr (or model.objective.alpha, "
+                                        "or set model.objective.grad_clamp), or set on_nan=skip_batch")
+        self.skipped_batches += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips > self.max_consecutive_skips:
+            raise TrainingDivergedError(
+                f"training step {step}: {self.consecutive_skips} batches in a row skipped (on_nan=skip_batch, last: "
+                f"{what}); training has diverged: lower optim.lr or model.objective.alpha, set "
+                "model.objective.grad_clamp, or raise max_consecutive_skips") from error
+        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
+        return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._skip_step:  # AdamW leaves parameters without a gradient (and their state) untouched
+            optimizer.zero_grad(set_to_none=True)
+        self._skip_step = False
+
+    def on_train_start(self) -> None:
+        """Under DDP every rank starts from the same seed; give each rank its own stream (noise, dropout)."""
+        self._trainable = [name for name, p in self.named_parameters() if p.requires_grad]
+        if self.trainer.world_size > 1:
+            seed = int(torch.randint(0, 2**62, ()).item())
+            torch.manual_seed(seed + self.trainer.global_rank)
+
+    def _check_trainable_unchanged(self) -> None:
+        """DDP synchronises the parameters that were trainable when it wrapped the model, and only those."""
+        now = [name for name, p in self.named_parameters() if p.requires_grad]
+        if now != self._trainable:
+            changed = sorted(set(now) ^ set(self._trainable))
+            raise ConfigError(f"training step {self.global_step}: parameter(s) {', '.join(changed[:3])} changed "
+                              "requires_grad during training (e.g. model.objective.learn_langevin_after), which DDP "
+                              "cannot synchronise; under several devices set it to null (or train on one device)")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self.task.eval_splits[dataloader_idx]
         bs = next(iter(batch.values())).shape[0]
         for name, value in self.objective.evaluate(batch).items():
-            self.log(f"{split}/{name}", value, batch_size=bs, add_dataloader_idx=False,
+            self.log(f"{split}/{name}", value, batch_size=bs, add_dataloader_idx=False, sync_dist=True,
                      prog_bar=split == "val" and name == self.task.metric)
 
     def configure_optimizers(self):
@@ -86,12 +160,14 @@ class LitModel(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_batches"] = self.skipped_batches
         checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                                     "python": random.getstate()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_batches = checkpoint.get("skipped_batches", 0)
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])

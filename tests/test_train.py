@@ -10,7 +10,8 @@ from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.train import train
 from tests.utils import compose_config, run_cli
 
-TINY = ["model.dim=32", "data.batch_size=16", "data.eval_batch_size=32", "data.eval_batches=2",
+TINY = ["model/objective=predict", "model.dim=32", "data.batch_size=16", "data.eval_batch_size=32",
+        "data.eval_batches=2",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
