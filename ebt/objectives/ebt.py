@@ -271,6 +271,10 @@ class EBT(Objective):
                 logs["energy_gap"] = thought.energies[0].mean() - thought.energies[-1].mean()
             for name, value in self.task.metrics(predictions[-1].detach(), batch).items():
                 logs[name] = value
+            first = len(thought.candidates) - len(scored)  # index of the first scored prediction
+            for k, (prediction, step_loss) in enumerate(zip(scored, losses, strict=True), start=first):
+                logs[f"loss_step{k}"] = step_loss.detach()
+                logs[f"{self.task.metric}_step{k}"] = self.task.metrics(prediction.detach(), batch)[self.task.metric]
         logs |= {name: value.detach() for name, value in thought.aux.items()}
         return loss + sum(thought.aux.values()), logs
 
