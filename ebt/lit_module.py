@@ -104,7 +104,7 @@ class LitModel(L.LightningModule):
         elif loss is not None and not bool(torch.isfinite(loss.detach()).all()):
             what = f"the training loss is {float(loss.detach()):g}"
         else:
-            what = "another rank's training loss is non-finite"
+            what = "another rank's step diverged (non-finite loss or thinking)"
         if self.on_nan == "raise" and error is not None:
             raise ThinkingDivergedError(f"training step {step}: {error}; or set on_nan=skip_batch") from error
         if self.on_nan == "raise":

@@ -91,16 +91,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
            f"(accumulate_grad_batches); lr {scale['lr']:g} (optim.lr, not scaled); strategy {scale['strategy']}")
     started = time.time()
     try:
-        try:
+        try:  # a signal during the final validation stops it too (Lightning handles it in every entry point)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.save_checkpoint(last)
+            digests = rank_digests(trainer, model)
+            results = trainer.validate(model, datamodule=datamodule, verbose=False)
         except SIGTERMException:
             where = f"{last}" if preemption.saved else "no checkpoint (interrupted before training started)"
             _print(f"interrupted by signal {preemption.exit_code - 128} at step {trainer.global_step}: {where}; "
                    f"resume with the same options plus ckpt_path=last hydra.run.dir={out_dir}")
             raise SystemExit(preemption.exit_code) from None
-        trainer.save_checkpoint(last)
-        digests = rank_digests(trainer, model)
-        results = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for r in results for k, v in r.items()}
         summary = _summary(cfg, task, model, trainer, metrics, last, time.time() - started)
         summary.update(scale, skipped_batches=model.skipped_batches, resumed_from=ckpt_path,
@@ -185,7 +185,7 @@ def rank_digests(trainer: L.Trainer, model: L.LightningModule) -> list[str] | No
 
 
 def _summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict[str, Any]:
-    csv = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+    csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
     seq_len = next(iter(task.make_batch("train", 0, 1).values())).shape[1]
     return {
         "task": task.describe(),
@@ -198,7 +198,7 @@ def _summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict[str
         "seconds": round(seconds, 1),
         "metrics": metrics,
         "checkpoint": str(last_ckpt),
-        "metrics_csv": str(Path(csv.log_dir) / "metrics.csv") if csv else None,
+        "metrics_csv": str(Path(csv_logger.log_dir) / "metrics.csv") if csv_logger else None,
         "output_dir": str(cfg.paths.output_dir),
     }
 
