@@ -1,0 +1,23 @@
+"""Every entry point turns bad input into one ``error:`` line and exit status 2 (train.py's cases: test_reliability)."""
+
+import pytest
+
+from tests.utils import run_cli
+
+CASES = [
+    ("collect.py", ["{tmp}/missing"], "not a folder"),
+    ("collect.py", ["{tmp}"], "no job folders"),
+    ("grow.py", [], "ckpt= and slots= are required"),
+    ("grow.py", ["ckpt={tmp}/missing.ckpt", "slots=+4"], "does not exist"),
+    ("think.py", ["ckpt={tmp}/missing.ckpt"], "does not exist"),
+    ("think.py", ["ckpt={tmp}/missing.ckpt", "steps=[-1]"], "must be a non-empty list of integers >= 1"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "message"), CASES, ids=[f"{c[0]}:{c[2][:20]}" for c in CASES])
+def test_entry_point_reports_bad_input_in_one_line(script, args, message, tmp_path):
+    result = run_cli(script, *[a.format(tmp=tmp_path) for a in args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
