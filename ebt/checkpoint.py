@@ -39,7 +39,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` on CPU with clear errors for a missing, truncated or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (an existing .ckpt file written by scripts/train.py)")
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path "
+                              "(an existing .ckpt file written by scripts/train.py)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # pickle / zip errors from a truncated or non-checkpoint file

@@ -70,6 +70,16 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def set_eval_loops(model: torch.nn.Module, loops: int | None) -> int:
+    """Set ``eval_loops`` on every looped backbone inside ``model``; returns how many were changed."""
+    changed = 0
+    for module in model.modules():
+        if loops is not None and hasattr(module, "eval_loops") and hasattr(module, "set_progress"):
+            module.eval_loops = loops
+            changed += 1
+    return changed
+
+
 def forward_passes(steps: float, best_of: int) -> float:
     return best_of * steps + (best_of if best_of > 1 else 0)
 
@@ -134,18 +144,40 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
     return rows
 
 
+def _evaluate_split(run: Run, split: str, batches: int, batch_size: int) -> dict[str, float]:
+    """Mean of ``objective.evaluate`` over the split's first ``batches`` batches."""
+    values: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for i in range(batches):
+            for name, value in run.objective.evaluate(run.task.make_batch(split, i, batch_size)).items():
+                values.setdefault(name, []).append(value)
+    return {name: _mean(v) for name, v in values.items()}
+
+
 def evaluate_baseline(run: Run, *, splits: list[str], batches: int, batch_size: int) -> list[dict[str, Any]]:
     """The predictor's metric per split at its one forward pass."""
     rows = []
-    with torch.no_grad():
+    for split in splits:
+        means = _evaluate_split(run, split, batches, batch_size)
+        rows.append({"split": split, "mode": "predictor", "best_of": 1, "steps": 0, "steps_used": 0.0,
+                     "forward_passes": 1.0, run.task.metric: means.pop(run.task.metric), **means})
+    return rows
+
+
+def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: int,
+                   batch_size: int) -> list[dict[str, Any]]:
+    """A looped backbone's metric per split at each number of evaluation loops (its kind of thinking longer).
+
+    The objective evaluates as it would in validation (an EBT thinks its training steps at every loop count)."""
+    rows = []
+    for n in loops:
+        if not set_eval_loops(run.objective, n):
+            raise ConfigError(f"loops={loops} needs a looped backbone (model/backbone=looped); "
+                              f"{run.path} has {type(run.objective.backbone).__name__}")
         for split in splits:
-            values: dict[str, list[torch.Tensor]] = {}
-            for i in range(batches):
-                for name, value in run.objective.evaluate(run.task.make_batch(split, i, batch_size)).items():
-                    values.setdefault(name, []).append(value)
-            means = {name: _mean(v) for name, v in values.items()}
-            rows.append({"split": split, "mode": "predictor", "best_of": 1, "steps": 0, "steps_used": 0.0,
-                         "forward_passes": 1.0, run.task.metric: means.pop(run.task.metric), **means})
+            means = _evaluate_split(run, split, batches, batch_size)
+            rows.append({"split": split, "mode": "loops", "loops": n, run.task.metric: means.pop(run.task.metric),
+                         "loss": means.pop("loss", math.nan)})
     return rows
 
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig
 from ebt.checkpoint import atomic_write, atomic_write_text
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
-from ebt.system2 import Run, evaluate_baseline, evaluate_thinking, load_run, thinking_improvement
+from ebt.system2 import Run, evaluate_baseline, evaluate_loops, evaluate_thinking, load_run, thinking_improvement
 
 
 def _int_list(cfg: DictConfig, key: str) -> list[int]:
@@ -39,20 +39,32 @@ def _load_baseline(path: str, run: Run) -> Run:
     return baseline
 
 
-def think(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Evaluate ``cfg.ckpt`` at every (split, best_of, steps) setting; returns the table's rows."""
-    steps, best_of = _int_list(cfg, "steps"), _int_list(cfg, "best_of")
-    if cfg.energy_tol is not None and cfg.energy_tol <= 0:
-        raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
-    run = _load_ebt(cfg.ckpt)
-    baseline = _load_baseline(cfg.baseline_ckpt, run) if cfg.baseline_ckpt else None
+def _eval_plan(cfg: DictConfig, run: Run) -> tuple[list[str], int, int]:
+    """Splits, number of batches and batch size of the evaluation."""
     splits = list(cfg.splits)
     unknown = [s for s in splits if s not in (*run.task.eval_splits, "test", "train")]
     if unknown:
         raise ConfigError(f"splits={splits}: {unknown} unknown for this task; use some of {run.task.eval_splits}")
     data = run.config.data
-    batches = cfg.eval_batches or data.eval_batches
-    batch_size = cfg.eval_batch_size or data.get("eval_batch_size") or data.batch_size
+    return splits, cfg.eval_batches or data.eval_batches, cfg.eval_batch_size or data.get("eval_batch_size") \
+        or data.batch_size
+
+
+def _out_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt).resolve().parent.parent / "thinking"
+
+
+def think(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Evaluate ``cfg.ckpt`` at every (split, best_of, steps) setting, or at every ``loops`` value of a looped
+    backbone; returns the table's rows."""
+    if cfg.get("loops"):
+        return think_loops(cfg)
+    steps, best_of = _int_list(cfg, "steps"), _int_list(cfg, "best_of")
+    if cfg.energy_tol is not None and cfg.energy_tol <= 0:
+        raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
+    run = _load_ebt(cfg.ckpt)
+    baseline = _load_baseline(cfg.baseline_ckpt, run) if cfg.baseline_ckpt else None
+    splits, batches, batch_size = _eval_plan(cfg, run)
 
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_thinking(run, steps=steps, best_of=best_of, splits=splits, batches=batches,
@@ -63,7 +75,7 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
                      "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt).resolve().parent.parent / "thinking"
+    out_dir = _out_dir(cfg)
     table = markdown_table(rows, task.metric)
     lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
     lines += [f"thinking improvement ({split}, {name}): "
@@ -80,6 +92,47 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.wandb:
         _log_wandb(rows, plot, run)
     return rows
+
+
+def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
+    """A looped backbone (predictor or EBT) evaluated at each ``loops`` value: more loops = thinking longer."""
+    loops = _int_list(cfg, "loops")
+    run = load_run(cfg.ckpt)
+    splits, batches, batch_size = _eval_plan(cfg, run)
+    L.seed_everything(cfg.seed, verbose=False)
+    rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size)
+    metric = run.task.metric
+    table = ["| split | loops | " + metric + " | loss |", "|---|---|---|---|"]
+    table += [f"| {r['split']} | {r['loops']} | {r[metric]:.4g} | {r['loss']:.4g} |" for r in rows]
+    text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + "\n".join(table)
+    print(text)
+    out_dir = _out_dir(cfg)
+    atomic_write_text(out_dir / "loops.md", text + "\n")
+    atomic_write_text(out_dir / "loops.csv", to_csv(rows))
+    _plot_lines(rows, "loops", metric, out_dir / "loops.png", "loops at evaluation", "Looping longer: metric vs loops")
+    print(f"\nwrote {out_dir / 'loops.csv'}, {out_dir / 'loops.md'}, {out_dir / 'loops.png'}")
+    return rows
+
+
+def _plot_lines(rows: list[dict[str, Any]], x: str, metric: str, path: Path, xlabel: str, title: str) -> None:
+    """One line of ``metric`` against ``x`` per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for split in dict.fromkeys(r["split"] for r in rows):
+        line = [r for r in rows if r["split"] == split]
+        ax.plot([r[x] for r in line], [r[metric] for r in line], marker="o", label=split)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

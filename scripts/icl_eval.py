@@ -26,6 +26,7 @@ from ebt.build import build_lit_model, build_task  # noqa: E402
 from ebt.checkpoint import check_compatible, load_checkpoint  # noqa: E402
 from ebt.errors import ConfigError  # noqa: E402
 from ebt.icl_baselines import baselines_for  # noqa: E402
+from ebt.system2 import set_eval_loops  # noqa: E402
 from ebt.tasks.icl import ICLRegression  # noqa: E402
 
 DEFAULTS = {"ckpt": None, "labels": None, "splits": ["val", "ood"], "batches": 8, "batch_size": 128,
@@ -46,16 +47,6 @@ def load_model(path: str | Path):
     check_compatible(checkpoint["state_dict"], model, path)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), task
-
-
-def set_eval_loops(model: torch.nn.Module, loops: int | None) -> int:
-    """Set ``eval_loops`` on every looped backbone inside ``model``; returns how many were changed."""
-    changed = 0
-    for module in model.modules():
-        if loops is not None and hasattr(module, "eval_loops") and hasattr(module, "set_progress"):
-            module.eval_loops = loops
-            changed += 1
-    return changed
 
 
 def _mean_sem(errors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

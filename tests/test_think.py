@@ -15,7 +15,8 @@ TINY = ["model.dim=16", "model.backbone.n_layers=1", "kernels=torch", "data.eval
 
 
 def write_checkpoint(tmp_path, name: str, *overrides: str):
-    cfg = compose_config([*TINY, *overrides], tmp_path / name)
+    tiny = [o for o in TINY if not (o.startswith("model.backbone.") and "model/backbone=looped" in overrides)]
+    cfg = compose_config([*tiny, *overrides], tmp_path / name)
     torch.manual_seed(0)
     model = build_lit_model(cfg, build_task(cfg))
     path = tmp_path / name / "checkpoints" / "last.ckpt"
@@ -113,3 +114,13 @@ def test_command_line_on_a_trained_checkpoint(tmp_path):
     assert "| val | fixed | 1 | 2 |" in done.stdout and (tmp_path / "run" / "thinking" / "thinking.png").is_file()
     bad = run_cli("think.py", f"ckpt={ckpt}", "steps=[0]", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: steps=[0]")
+
+
+def test_looped_backbone_is_evaluated_at_each_number_of_loops(tmp_path):
+    ckpt = write_checkpoint(tmp_path, "looped", "model/objective=predict", "model/backbone=looped")
+    rows = think(think_config(ckpt, "loops=[1,3]", "splits=[val]", f"out_dir={tmp_path / 'out'}"))
+    assert [(r["split"], r["loops"]) for r in rows] == [("val", 1), ("val", 3)]
+    assert rows[0]["loss"] != rows[1]["loss"]  # the loop count really changed the computation
+    assert (tmp_path / "out" / "loops.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="needs a looped backbone"):
+        think(think_config(write_checkpoint(tmp_path, "stack", "model/objective=predict"), "loops=[2]"))
