@@ -20,10 +20,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from alt_arch.pattention import pattention_layers
-from ebt.build import build_lit_model, build_task
+from ebt.build import build_lit_model
 from ebt.checkpoint import check_compatible
 from ebt.errors import CheckpointError, ConfigError
 from ebt.lit_module import optimizer_groups
+from ebt.system2 import restore_lit_model
 
 PATTENTION_TARGETS = {"linear": "alt_arch.pattention.pattention", "mlp": "alt_arch.pattention.PattentionMLP"}
 
@@ -84,15 +85,8 @@ def grow_checkpoint(checkpoint: dict[str, Any], n_new: int, *, seed: int = 0, pa
     if n_new < 1:
         raise ConfigError(f"slots must add at least one parameter token, got {n_new}")
     hparams = checkpoint.get("hyper_parameters") or {}
-    config = hparams.get("config")
-    if not config:
-        raise CheckpointError(f"checkpoint {path} stores no config (hyper_parameters.config); "
-                              "it was not written by scripts/train.py")
-    cfg = OmegaConf.create(config)
-    task = build_task(cfg)
-    lit = build_lit_model(cfg, task)
-    check_compatible(checkpoint["state_dict"], lit, path)
-    lit.load_state_dict(checkpoint["state_dict"])
+    cfg, task, lit = restore_lit_model(checkpoint, path)
+    config = hparams["config"]
     order = _optimizer_param_names(lit, hparams.get("optim") or dict(cfg.optim))
     old_shapes = {n: p.shape for n, p in lit.objective.named_parameters()}
     grown = grow_model(lit.objective, n_new, seed=seed)

@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from ebt.build import build_lit_model, build_task
 from ebt.checkpoint import check_compatible, load_checkpoint
-from ebt.errors import ConfigError
+from ebt.errors import CheckpointError, ConfigError
+from ebt.lit_module import LitModel
 from ebt.objectives.base import Objective, prediction_loss
 from ebt.objectives.ebt import EBT
 from ebt.tasks.base import Task
@@ -41,18 +42,23 @@ class Run:
     objective: Objective
 
 
-def load_run(path: str | Path) -> Run:
-    """Rebuild the model a checkpoint of ``scripts/train.py`` was written from, with its weights."""
-    checkpoint = load_checkpoint(path)
+def restore_lit_model(checkpoint: dict[str, Any], path: str | Path) -> tuple[Any, Task, LitModel]:
+    """The config, task and trained ``LitModel`` a ``scripts/train.py`` checkpoint (already loaded) was written from."""
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not config:
-        raise ConfigError(f"checkpoint {path} carries no training config (hyper_parameters.config); "
-                          "it was not written by scripts/train.py")
+        raise CheckpointError(f"checkpoint {path} stores no training config (hyper_parameters.config); "
+                              "it was not written by scripts/train.py")
     cfg = OmegaConf.create(config)
     task = build_task(cfg)
     model = build_lit_model(cfg, task)
     check_compatible(checkpoint["state_dict"], model, path)
     model.load_state_dict(checkpoint["state_dict"])
+    return cfg, task, model
+
+
+def load_run(path: str | Path) -> Run:
+    """Rebuild the model a checkpoint of ``scripts/train.py`` was written from, with its weights (eval mode)."""
+    cfg, task, model = restore_lit_model(load_checkpoint(path), path)
     model.eval()
     return Run(Path(path), cfg, task, model.objective)
 

@@ -13,7 +13,6 @@ optimiser). Prints a table with each row's ratio to ``predict`` and appends to `
 """
 
 import argparse
-import csv
 import platform
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ OUT = ROOT / "bench_results"
 from ebt.build import build_objective  # noqa: E402
 from ebt.config import compose_train  # noqa: E402
 from ebt.tasks.base import Task  # noqa: E402
-from scripts.benchlib import measure_step  # noqa: E402
+from scripts.benchlib import append_csv, measure_step  # noqa: E402
 
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4)}
@@ -105,14 +104,8 @@ def main() -> None:
     for r in rows:
         r["ratio"] = r["median_ms"] / base[r["vocab"]]
         print(f"{r['vocab']:>7} {r['kind']:>12} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.0f}")
-    OUT.mkdir(exist_ok=True)
     path = OUT / "ebt.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(path, rows)
     print(f"appended to {path}")
 
 

@@ -10,7 +10,6 @@ causal attention ``2 T d``); "proj" is the same without the attention term. Appe
 """
 
 import argparse
-import csv
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ from alt_arch.memory_layer import MemoryMLP, memory  # noqa: E402
 from alt_arch.mixers.attention import Attention  # noqa: E402
 from alt_arch.mlp import GeluMLP  # noqa: E402
 from alt_arch.utils import forward_flops_per_token  # noqa: E402
+from scripts.benchlib import append_csv  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "bench_results"
 
@@ -85,12 +85,7 @@ def main() -> None:
                 "p80_ms": round(times[int(0.8 * (len(times) - 1))], 2),
             })
     path = OUT / "memoryformer.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(path, rows)
     print(f"{'dim':>5} {'block':>13} {'params M':>9} {'MB fp32':>8} {'MFLOP/tok':>10} {'proj MFLOP/tok':>15} "
           f"{'median ms':>10} {'p20-p80 ms':>14}")
     for r in rows:

@@ -18,7 +18,6 @@ is ``VmHWM - VmRSS`` before the warm-up. On CPU lengths above ``--cpu-max-len`` 
 """
 
 import argparse
-import csv
 import platform
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 OUT = ROOT / "bench_results"
 
-from scripts.benchlib import measure_step  # noqa: E402
+from scripts.benchlib import append_csv, measure_step  # noqa: E402
 
 HEAD_DIM = 16
 SHARED = 2
@@ -136,14 +135,8 @@ def main() -> None:
                       f"p80 {row['p80_ms']:.2f})  peak {row['peak_mb']:9.1f} MB", flush=True)
     if not rows:
         return
-    OUT.mkdir(exist_ok=True)
     path = OUT / "mixers.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(path, rows)
     plot(rows, OUT / "mixers.png")
     print(f"wrote {path} and {OUT / 'mixers.png'}")
 

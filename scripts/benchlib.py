@@ -1,9 +1,11 @@
 """Timing and peak-memory measurement shared by the benchmark scripts (CPU and CUDA)."""
 
+import csv
 import ctypes
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def status_mb(key: str) -> float:
@@ -43,3 +45,14 @@ def measure_step(step: Callable[[], None], reps: int, device: str) -> dict[str, 
         times.append((time.perf_counter() - start) * 1e3)
     q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
     return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1], "peak_mb": peak}
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to a CSV file (header written when the file is new), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
