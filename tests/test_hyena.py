@@ -9,6 +9,7 @@ from alt_arch.backbones.stack import Stack
 from alt_arch.errors import MixerCapabilityError
 from alt_arch.mixers.hyena import Hyena
 from alt_arch.mixers.hyena_filter import fft_conv1d, fft_conv2d, quadrant_kernel
+from tests.utils import naive_candidates
 
 
 def direct_conv1d(u, k, k_future=None):
@@ -141,14 +142,6 @@ def test_fixed_l_max_filter_depends_on_lag_only():
 
 
 # ----- two-stream mode (autoregressive EBT) -------------------------------------------------------------------------
-def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Candidate t == plain causal forward of the T+1 tokens [x_0..x_t, y_t, noise...] read at position t+1."""
-    b, n, c = x.shape
-    out = torch.empty_like(y)
-    for t in range(n):
-        seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
-        out[:, t] = mixer(seq)[:, t + 1]
-    return out
 
 
 def make64(order: int, l_max: int | None, **options) -> Hyena:

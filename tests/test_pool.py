@@ -8,6 +8,7 @@ import torch
 from alt_arch.backbones.stack import Stack
 from alt_arch.errors import MixerCapabilityError
 from alt_arch.mixers.pool import Pool
+from tests.utils import naive_candidates
 
 
 def naive_1d(x: torch.Tensor, k: int, causal: bool) -> torch.Tensor:
@@ -118,14 +119,6 @@ def test_pool_supports_double_backward():
 
 
 # ----- two-stream mode (autoregressive EBT) -------------------------------------------------------------------------
-def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Candidate t == plain causal forward of the T+1 tokens [x_0..x_t, y_t, noise...] read at position t+1."""
-    b, n, c = x.shape
-    out = torch.empty_like(y)
-    for t in range(n):
-        seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
-        out[:, t] = mixer(seq)[:, t + 1]
-    return out
 
 
 @pytest.mark.parametrize("k", [1, 3, 4])

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from ebt.config import compose_train
@@ -37,3 +38,13 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: int = 300, env: dict | 
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Candidate t == plain causal forward of the T+1 tokens [x_0..x_t, y_t, noise...] read at position t+1."""
+    b, n, c = x.shape
+    out = torch.empty_like(y)
+    for t in range(n):
+        seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
+        out[:, t] = mixer(seq)[:, t + 1]
+    return out
