@@ -14,9 +14,9 @@ The part contract (see README "Adding a part"):
 * ``backbone(dim, *, causal, mixer, mlp, linear, spatial_shape=None) -> nn.Module`` maps ``(B, N, C)`` to
   ``(B, N', out_dim)`` (``N' = N`` and ``out_dim = dim`` except for hierarchical backbones, which set the
   ``out_dim`` attribute) and ends with a norm.
-* Auxiliary losses (e.g. a load-balance loss) are reported by setting ``self.aux_losses = {name: tensor}``
-  (already weighted) during ``forward``; scalars to log only go in ``self.aux_metrics``. Objectives collect
-  both with :func:`alt_arch.utils.collect_aux`.
+* Auxiliary losses (e.g. a load-balance loss, already weighted) and scalars to log are reported once per
+  forward pass with :func:`alt_arch.utils.record_aux`. Objectives clear the record before a training step and
+  collect it after with :func:`alt_arch.utils.collect_aux`: per part, the mean over every pass of the step.
 """
 
 from alt_arch.errors import MixerCapabilityError

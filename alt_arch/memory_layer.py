@@ -1,6 +1,9 @@
 """MemoryFormer's hashed lookup layer (Ding et al., NeurIPS 2024, "MemoryFormer: Minimize Transformer
 Computation by Removing Fully-Connected Layers").
 
+Reference code ("the reference code" below): https://github.com/C0-Design/MemoryFormer at commit
+59686737ec18f14277fc817041a004c0ecc58bd2 (``memory_module/memory.py``, classes ``Hashing`` and ``MemoryLayer``).
+
 A fully-connected layer ``x W + b`` is replaced by table look-ups. The input ``x`` (d_in) is split into
 ``K = d_in / tau`` chunks ``z_k`` of ``tau`` numbers; each chunk is hashed by its sign bits, read as an integer
 (``c_k = sum_j [z_kj >= 0] 2^(tau-1-j)``, the reference code's order), into one of ``2^tau`` rows of its own
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from alt_arch.errors import MixerCapabilityError
+from alt_arch.errors import MixerCapabilityError, PartOptionError
 
 
 class _WeightedBag(torch.autograd.Function):
@@ -71,7 +74,7 @@ class MemoryLayer(nn.Module):
     def __init__(self, d_in: int, d_out: int, *, tau: int = 8, bias: bool = True, table_std: float = 0.02) -> None:
         super().__init__()
         if not 1 <= tau <= 20:
-            raise ValueError(f"memory layer: tau={tau} gives 2^tau table rows; use 1 <= tau <= 20 (paper: 8)")
+            raise PartOptionError(f"memory layer: tau={tau} gives 2^tau table rows; use 1 <= tau <= 20 (paper: 8)")
         if d_in % tau:
             raise MixerCapabilityError(f"memory layer: d_in={d_in} is not divisible by tau={tau}; choose a tau "
                                        "that divides the width (model.linear.tau) or a model.dim that is a "

@@ -1,6 +1,9 @@
 """TokenFormer's token-parameter attention (Wang et al., 2024, "TokenFormer: Rethinking Transformer Scaling
 with Tokenized Model Parameters", arXiv:2410.23168).
 
+Reference code ("the reference" below): https://github.com/Haiyang-W/TokenFormer at commit
+4d56c73f407635e62f6df16b97dc897b4477129e (``megatron/model/tokenformer.py``, class ``Pattention``).
+
 A linear map ``X W`` is replaced by attention from the input tokens to ``n`` learnable parameter tokens,
 keys ``K_P`` (n, d_in) and values ``V_P`` (n, d_out), no biases:
 
@@ -36,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alt_arch.errors import PartOptionError
+
 NORMALIZATIONS = ("l2_gelu", "gelu_l2", "softmax")
 
 
@@ -47,11 +52,11 @@ class Pattention(nn.Module):
                  eps: float = 1e-6) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"pattention: unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
+            raise PartOptionError(f"pattention: unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
         if slots < 1:
-            raise ValueError(f"pattention: slots must be >= 1, got {slots}")
+            raise PartOptionError(f"pattention: slots must be >= 1, got {slots}")
         if n_layers < 1:
-            raise ValueError(f"pattention: n_layers must be >= 1 (it sets the value init), got {n_layers}")
+            raise PartOptionError(f"pattention: n_layers must be >= 1 (it sets the value init), got {n_layers}")
         self.d_in, self.d_out, self.normalization, self.eps = d_in, d_out, normalization, eps
         self.value_std = value_std if value_std is not None else 2.0 / (n_layers * math.sqrt(d_in))
         self.keys = nn.Parameter(torch.randn(slots, d_in) * key_std)  # K_P (n, d_in)
@@ -81,10 +86,10 @@ class Pattention(nn.Module):
     def grow(self, n_new: int, *, generator: torch.Generator | None = None) -> None:
         """Append ``n_new`` parameter tokens (zero keys, values ~ N(0, value_std)) without changing the output."""
         if n_new < 1:
-            raise ValueError(f"pattention: grow needs n_new >= 1, got {n_new}")
+            raise PartOptionError(f"pattention: grow needs n_new >= 1, got {n_new}")
         if self.normalization == "softmax":
-            raise ValueError("pattention: growth with normalization=softmax is not function-preserving "
-                             "(exp(0) = 1 enters the L1 norm); use l2_gelu or gelu_l2")
+            raise PartOptionError("pattention: growth with normalization=softmax is not function-preserving "
+                                  "(exp(0) = 1 enters the L1 norm); use l2_gelu or gelu_l2")
         keys = torch.zeros(n_new, self.d_in, dtype=self.keys.dtype, device=self.keys.device)
         values = torch.randn(n_new, self.d_out, generator=generator, dtype=self.values.dtype,
                              device="cpu" if generator is not None else self.values.device) * self.value_std

@@ -7,12 +7,15 @@ For a head vector split into halves ``(x1, x2)`` at position ``p`` with frequenc
 import torch
 from torch import nn
 
+from alt_arch.errors import PartOptionError
+
 
 class Rotary(nn.Module):
     def __init__(self, head_dim: int, *, base: float = 10000.0) -> None:
         super().__init__()
         if head_dim % 2:
-            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+            raise PartOptionError(f"RoPE needs an even head dimension (width / heads), got {head_dim}; pick a width "
+                                  "that is a multiple of 2 x the heads or turn RoPE off (model.mixer.rope=false)")
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 

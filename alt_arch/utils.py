@@ -1,4 +1,8 @@
-"""Helpers a researcher wants: parameter counts and FLOPs per token."""
+"""Helpers a researcher wants (parameter counts, FLOPs per token) and the auxiliary-loss protocol of parts."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -32,13 +36,69 @@ def forward_flops_per_token(module: nn.Module, *, seq_len: int) -> int:
     return flops
 
 
+def record_aux(module: nn.Module, losses: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
+    """Store one forward pass's auxiliary losses (already weighted) and metrics on ``module``.
+
+    ``module.aux_losses`` / ``aux_metrics`` hold the last pass. In training mode every pass is also appended to
+    ``module.aux_passes``, so a training step that calls a part several times (the EBT's context stream and one
+    candidate pass per thinking step, a looped backbone's iterations) is balanced over all of them:
+    :func:`collect_aux` averages the recorded passes and clears them.
+    """
+    module.aux_losses, module.aux_metrics = losses, metrics
+    if module.training:
+        if not hasattr(module, "aux_passes"):
+            module.aux_passes = []
+        module.aux_passes.append((losses, metrics))
+
+
+def clear_aux(module: nn.Module) -> None:
+    """Forget the recorded passes of every part (objectives call it before a training step's forward passes)."""
+    for m in module.modules():
+        if getattr(m, "aux_passes", None):
+            m.aux_passes = []
+
+
 def collect_aux(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Auxiliary losses (summed over modules) and metrics (averaged) left by the last forward pass."""
+    """Auxiliary losses and metrics of the passes recorded since the last collect (see :func:`record_aux`).
+
+    Per part, each loss and metric is the mean over its recorded training-mode passes (the last pass when none
+    was recorded, e.g. in eval mode); losses are then summed over parts and metrics averaged. Clears the record.
+    """
     losses: dict[str, torch.Tensor] = {}
     metrics: dict[str, list[torch.Tensor]] = {}
     for m in module.modules():
-        for name, value in (getattr(m, "aux_losses", None) or {}).items():
+        passes = getattr(m, "aux_passes", None) or [(getattr(m, "aux_losses", None) or {},
+                                                    getattr(m, "aux_metrics", None) or {})]
+        for name, value in _mean_over_passes([p[0] for p in passes]).items():
             losses[name] = losses[name] + value if name in losses else value
-        for name, value in (getattr(m, "aux_metrics", None) or {}).items():
+        for name, value in _mean_over_passes([p[1] for p in passes]).items():
             metrics.setdefault(name, []).append(torch.as_tensor(value, dtype=torch.float32))
+        if passes and getattr(m, "aux_passes", None):
+            m.aux_passes = []
     return losses, {k: torch.stack(v).mean() for k, v in metrics.items()}
+
+
+def _mean_over_passes(passes: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    names = {name for p in passes for name in p}
+    return {name: torch.stack([torch.as_tensor(p[name]) for p in passes if name in p]).mean() for name in names}
+
+
+_INPUT_GRADIENTS: ContextVar[bool] = ContextVar("input_gradients", default=False)
+
+
+@contextmanager
+def exact_input_gradients() -> Iterator[None]:
+    """Inside this context, parts that truncate backpropagation in training (the looped backbone's
+    ``train_window``) stop only the *parameters'* gradient through their frozen computation; the gradient with
+    respect to their input stays exact. The EBT thinks inside it: its step ``y - alpha dE/dy`` needs the true dE/dy.
+    """
+    token = _INPUT_GRADIENTS.set(True)
+    try:
+        yield
+    finally:
+        _INPUT_GRADIENTS.reset(token)
+
+
+def input_gradients_exact() -> bool:
+    """Whether the caller asked for exact input gradients (see :func:`exact_input_gradients`)."""
+    return _INPUT_GRADIENTS.get()

@@ -1,9 +1,17 @@
 """Checkpoints that are never half-written, and that fail clearly when they are wrong.
 
 ``AtomicCheckpointIO`` writes to a temporary file in the target folder, fsyncs it and renames it over the
-target (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the previous checkpoint intact.
+target (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the previous checkpoint intact. The file gets
+the mode an ordinary ``open`` would give it (0666 minus the umask; the temporary file's 0600 is not kept), and a full
+disk is a :class:`CheckpointError` naming the last good checkpoint. A kill during a write can leave a temporary
+``.<name>.*.tmp`` behind: :func:`remove_stale_temporaries` deletes them when the next run starts in that folder.
+
+Every checkpoint carries ``weights_sha256`` (:func:`weights_digest`, written by ``LitModel.on_save_checkpoint``);
+:func:`load_checkpoint` refuses weights that do not match it and NaNs in the weights or the optimizer state.
 """
 
+import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +22,40 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ebt.errors import CheckpointError
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets it while reading)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT ``OSError`` behind ``error`` (torch.save wraps it in a RuntimeError), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def last_good_checkpoint(path: Path) -> str:
+    """The checkpoint a run can resume from after a failed write of ``path``: ``path`` itself when it exists (the
+    write is atomic, so it is intact), else the newest ``.ckpt`` beside it (or in ``checkpoints/`` beside it)."""
+    if path.suffix == ".ckpt" and path.is_file():
+        return str(path)
+    found = [*path.parent.glob("*.ckpt"), *(path.parent / "checkpoints").glob("*.ckpt")]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else "none (no checkpoint was written yet)"
+
 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(file_object)`` on a temp file next to ``path``, then rename it to ``path``."""
@@ -22,13 +64,27 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        full = _disk_full(e)
+        if full is not None:
+            raise CheckpointError(f"the disk is full: writing {path} failed ({full.strerror}); the last good "
+                                  f"checkpoint is {last_good_checkpoint(path)}; free space, then resume with "
+                                  "ckpt_path=last") from e
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that a kill during :func:`atomic_write` left in ``folder``."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -48,7 +104,45 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                               f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} has no state_dict; it was not written by this trainer")
+    check_integrity(checkpoint, path)
     return checkpoint
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: names, dtypes, shapes and bytes, in sorted key order (device independent)."""
+    sha = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name]
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()
+
+
+def _nan_tensors(tree: Any, prefix: str) -> list[str]:
+    """Names of the floating tensors holding a NaN in a nested dict / list of tensors."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix] if tree.is_floating_point() and bool(torch.isnan(tree).any()) else []
+    if isinstance(tree, dict):
+        return [n for k, v in tree.items() for n in _nan_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(tree, list | tuple):
+        return [n for i, v in enumerate(tree) for n in _nan_tensors(v, f"{prefix}.{i}")]
+    return []
+
+
+def check_integrity(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse weights that do not match their stored checksum, and NaNs in the weights or the optimizer state.
+    Checkpoints written before the checksum existed are accepted (only the NaN check applies)."""
+    expected = checkpoint.get("weights_sha256")
+    if expected is not None and weights_digest(checkpoint["state_dict"]) != expected:
+        raise CheckpointError(f"checkpoint {path}: the weights do not match their checksum (altered or corrupt); "
+                              "use an intact copy, or resume from another checkpoint of the run")
+    nan = _nan_tensors(checkpoint["state_dict"], "") + _nan_tensors(checkpoint.get("optimizer_states", []),
+                                                                     "optimizer_states")
+    if nan:
+        raise CheckpointError(f"checkpoint {path} is corrupt: NaN in {_shorten(nan, 3)}; a run saves only finite "
+                              "weights, so use an earlier checkpoint of the run (or start again)")
 
 
 def resolve_ckpt_path(ckpt_path: str | os.PathLike | None, output_dir: str | os.PathLike) -> str | None:

@@ -9,14 +9,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from alt_arch.errors import MixerCapabilityError
 from ebt.errors import UserError
 from ebt.grid import run_job
 
-USER_ERRORS = (UserError, MixerCapabilityError)
+# every user-facing error derives from the one base class (kernels.errors.UserError, re-exported by ebt.errors):
+# config, data, checkpoint, environment, and the parts' capability/option and the kernel backend's errors
+USER_ERRORS = (UserError,)
 
 
-def _report(error: BaseException) -> None:
+def report_user_error(error: BaseException) -> None:
     """Print ``error: <message>`` and exit 2; with HYDRA_FULL_ERROR=1 return so the caller re-raises."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return None
@@ -29,4 +30,4 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
 
     In a Hydra multirun the error is recorded in the job's ``status.json`` instead and the call returns None.
     """
-    return run_job(fn, args, USER_ERRORS, _report)
+    return run_job(fn, args, USER_ERRORS, report_user_error)

@@ -2,8 +2,9 @@
 
 A job is a folder holding ``.hydra/overrides.yaml`` (Hydra writes it when the job starts); its metrics come from
 ``summary.json`` (written by the trainer) or ``status.json`` (written by :mod:`ebt.grid`), its status from
-``status.json`` (done / failed / running; no status file and no summary means running, or killed). Works on a
-grid that is still running: unfinished jobs appear with their status and no metrics.
+``status.json`` (done / failed / interrupted / running; no status file and no summary means running, or killed).
+Works on a grid that is still running: unfinished jobs appear with their status and no metrics. A job whose files
+cannot be read (a truncated ``summary.json``, say) is skipped with one line on stderr; the others are collected.
 """
 
 import csv
@@ -12,12 +13,14 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from ebt.errors import ConfigError, DataError
 from ebt.grid import job_dirs, read_status, status_of
 
 STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
@@ -41,16 +44,43 @@ def _override_items(path: Path) -> dict[str, str]:
 
 
 def load_job(path: Path) -> Job:
+    """The job in ``path``; :class:`DataError` naming the file when one of its files cannot be read."""
     status = read_status(path) or {}
     summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    metrics = summary.get("metrics") or status.get("metrics") or {}
-    return Job(path, _override_items(path), status_of(path), {k: float(v) for k, v in metrics.items()},
-               summary.get("metric"), status.get("seconds", summary.get("seconds")), status.get("error"))
+    try:
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        metrics = summary.get("metrics") or status.get("metrics") or {}
+        metrics = {k: float(v) for k, v in metrics.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{summary_file} cannot be read ({type(e).__name__}: {e})") from None
+    try:
+        overrides = _override_items(path)
+    except Exception as e:  # noqa: BLE001  (YAML and OmegaConf raise many kinds)
+        raise DataError(f"{path / '.hydra' / 'overrides.yaml'} cannot be read ({type(e).__name__})") from None
+    return Job(path, overrides, status_of(path), metrics, summary.get("metric"),
+               status.get("seconds", summary.get("seconds")), status.get("error"))
 
 
 def load_jobs(roots: list[Path]) -> list[Job]:
-    return [load_job(p) for root in roots for p in job_dirs(root)]
+    """Every readable job under ``roots``; an unreadable one is skipped with a line on stderr."""
+    jobs = []
+    for path in (p for root in roots for p in job_dirs(root)):
+        try:
+            jobs.append(load_job(path))
+        except DataError as e:
+            print(f"skipped: {e}", file=sys.stderr, flush=True)
+    return jobs
+
+
+def check_metrics(jobs: list[Job], metrics: list[str]) -> None:
+    """:class:`ConfigError` for a requested metric that no job logged (once some job has metrics at all: in a grid
+    where nothing has finished yet every column is empty)."""
+    available = sorted({k for j in jobs for k in j.metrics})
+    unknown = [m for m in metrics if m not in available]
+    if available and unknown:
+        shown = ", ".join(available[:30]) + (f", ... ({len(available) - 30} more)" if len(available) > 30 else "")
+        what = "this metric" if len(unknown) == 1 else "these metrics"
+        raise ConfigError(f"--metrics {' '.join(unknown)}: no job has {what}; available: {shown}")
 
 
 def headline(jobs: list[Job]) -> list[str]:
@@ -94,7 +124,8 @@ def group(jobs: list[Job], keys: list[str], metrics: list[str]) -> list[dict[str
         done = [j for j in members if j.status == "done" and j.metrics]
         row: dict[str, Any] = {"config": label, **{k: members[0].overrides.get(k, "") for k in keys},
                                "done": len(done), "failed": sum(j.status == "failed" for j in members),
-                               "running": sum(j.status == "running" for j in members)}
+                               "running": sum(j.status == "running" for j in members),
+                               "interrupted": sum(j.status == "interrupted" for j in members)}
         for m in metrics:
             row[f"{m} mean"], row[f"{m} std"] = mean_std([j.metrics[m] for j in done if m in j.metrics])
         rows.append(row)
@@ -155,7 +186,7 @@ def _mean_std_text(row: dict[str, Any], metric: str) -> str:
 def group_markdown(rows: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> str:
     shown = [{**({k: r[k] for k in keys} if keys else {"config": r["config"]}), "n": r["done"],
               **{m: _mean_std_text(r, m) for m in metrics},
-              **({"failed": r["failed"]} if r["failed"] else {}), **({"running": r["running"]} if r["running"] else {})}
+              **{k: r[k] for k in ("failed", "running", "interrupted") if r[k]}}
              for r in rows]
     columns = list(dict.fromkeys(c for r in shown for c in r))
     return to_markdown(shown, columns)

@@ -8,6 +8,12 @@ Many processes (DDP/FSDP, ``W`` = devices x nodes): ``data.batch_size`` is the b
 ``i`` is ``task.make_batch("train", i, batch_size * W)`` and rank ``r`` trains on its rows ``r*batch_size ..
 (r+1)*batch_size - 1``, so ``W`` processes see exactly the batches of one process run with ``batch_size * W``.
 Evaluation batches are split between ranks by Lightning's ``DistributedSampler`` (whole batches per rank).
+
+Every loader has its own ``torch.Generator``: creating a loader's iterator draws a base seed from the loader's
+generator, which would otherwise come from torch's global stream. A resumed run creates the training iterator right
+after the checkpoint's RNG state is restored, so a global draw there would shift every later noise draw (EBT init
+noise, Langevin noise, random step counts); with a generator per loader the global stream is untouched. (The base
+seed only seeds worker processes, which these loaders do not use, so the generators' states need no checkpointing.)
 """
 
 import math
@@ -19,6 +25,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.base import Task
+
+
+def own_generator() -> torch.Generator:
+    """A loader's generator, seeded from the run seed without drawing from (or advancing) the global stream."""
+    return torch.Generator().manual_seed(torch.initial_seed())
 
 
 def single_process() -> tuple[int, int]:
@@ -103,7 +114,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         stream = TrainStream(self.task, self.batch_size, self._start_index, self.overfit_batches, self._shard)
-        return DataLoader(stream, batch_size=None, num_workers=0)
+        return DataLoader(stream, batch_size=None, num_workers=0, generator=own_generator())
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(self.eval_set(s), batch_size=None, shuffle=False) for s in self.task.eval_splits]
+        return [DataLoader(self.eval_set(s), batch_size=None, shuffle=False, generator=own_generator())
+                for s in self.task.eval_splits]

@@ -1,8 +1,15 @@
-"""Errors a user can act on. Entry points print them as one line (set HYDRA_FULL_ERROR=1 for a traceback)."""
+"""Errors a user can act on. Entry points print them as one line (set HYDRA_FULL_ERROR=1 for a traceback).
 
+:class:`UserError` is the one base class of every user-facing error of the project: it is defined in the lowest
+layer (:mod:`kernels.errors`) so that the kernel backend's :class:`~kernels.dispatch.KernelBackendError` and the
+parts' :class:`~alt_arch.errors.MixerCapabilityError` / :class:`~alt_arch.errors.PartOptionError` derive from it
+too, and re-exported here: ``except ebt.errors.UserError`` (in :mod:`ebt.cli`) catches them all.
+"""
 
-class UserError(Exception):
-    """Bad input: the message names the problem and the fix."""
+from kernels.errors import UserError
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "EnvironmentSetupError", "ThinkingDivergedError",
+           "TrainingDivergedError", "UserError"]
 
 
 class ConfigError(UserError, ValueError):
@@ -23,3 +30,7 @@ class TrainingDivergedError(UserError, FloatingPointError):
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, corrupt, or from an incompatible configuration."""
+
+
+class EnvironmentSetupError(UserError, RuntimeError):
+    """The machine, not the config: an unwritable output folder, a full disk, a logger without its credentials."""

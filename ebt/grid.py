@@ -1,24 +1,29 @@
 """Ablation grids (Hydra multirun): job folder names, per-job ``status.json``, skipping finished jobs, exit status.
 
 Every job of a grid (a multirun; single runs write none) writes ``status.json`` into its output folder,
-atomically: ``running`` when it starts, ``done`` with its final metrics, or ``failed`` with the error (and a
-traceback tail for unexpected errors). A failure is recorded and the grid goes on; a job whose folder already
-says ``done`` is skipped, so re-running a grid into the same ``hydra.sweep.dir`` only runs what is missing.
+atomically: ``running`` when it starts, ``done`` with its final metrics, ``failed`` with the error (and a
+traceback tail for unexpected errors), or ``interrupted`` when a signal (SIGTERM, Ctrl-C) stopped it. A failure
+is recorded and the grid goes on; a job whose folder already says ``done`` is skipped, so re-running a grid into
+the same ``hydra.sweep.dir`` only runs what is missing (plus ``ckpt_path=last``: resumes the interrupted ones).
 After the grid, :class:`GridReport` prints the counts and ``scripts/train.py`` exits 1 if any job failed.
 
 Job folders are named from the job's overrides (``hydra.job.override_dirname``, sorted by Hydra) by
 :func:`job_dirname`: stable across re-runs and grid edits (no job number), valid as a path and as a Hydra
-override value. Imports stay light (no torch): Hydra instantiates the callback on every start.
+override value. Run-control keys (:data:`RUN_CONTROL_KEYS`: ``ckpt_path``, ``overwrite``, ``logger``, ``+sweep``;
+``hydra.*`` never counts) are left out, so ``ckpt_path=last`` resumes every job in its own folder.
+Imports stay light (no torch): Hydra instantiates the callbacks on every start.
 """
 
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
 import sys
 import time
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +38,9 @@ STATUS_FILE = "status.json"
 MAX_NAME = 120  # characters of the readable part of a job folder name (file systems allow 255 bytes)
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 FAILED_EXIT = 1  # exit status of a multirun in which some job failed (a single run's user error exits 2)
+# Overrides that say how to run a job, not which job it is: not part of job folder names (configs/hydra/default.yaml
+# lists them in hydra.job.config.override_dirname.exclude_keys; tests check the two agree) nor of wandb tags.
+RUN_CONTROL_KEYS = ("sweep", "ckpt_path", "overwrite", "logger")
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -53,7 +61,12 @@ def grid_group(sweep_dir: str) -> str:
 
 def grid_tags(overrides: Iterable[str]) -> str:
     """wandb tags (``WANDB_TAGS``, comma-separated) from a job's overrides, e.g. ``model/mixer=pool,seed=1``."""
-    return ",".join(o.lstrip("+~").replace(",", ";")[:64] for o in overrides if not o.lstrip("+~").startswith("sweep="))
+    return ",".join(o.lstrip("+~").replace(",", ";")[:64] for o in overrides if not _run_control(o))
+
+
+def _run_control(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key in RUN_CONTROL_KEYS or key.split(".", 1)[0] in ("logger", "hydra")
 
 
 def register_resolvers() -> None:
@@ -108,6 +121,12 @@ def run_job(fn: Callable[..., Any], args: tuple, user_errors: tuple[type[BaseExc
     started = time.time()
     try:
         result = fn(*args)
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGTERM / Ctrl-C: train() saved last.ckpt and exits 143 / 130
+        code = e.code if isinstance(e, SystemExit) else 130
+        write_status(job_dir, "interrupted", exit_code=code, seconds=round(time.time() - started, 1))
+        print(f"interrupted: {job_dir}; resume the grid with the same command plus ckpt_path=last "
+              f"hydra.sweep.dir={job_dir.parent}", file=sys.stderr, flush=True)
+        raise
     except Exception as e:
         user_error = isinstance(e, user_errors)
         details = {} if user_error else {"traceback": traceback.format_exc().splitlines()[-30:]}
@@ -129,12 +148,61 @@ def job_dirs(root: str | os.PathLike) -> list[Path]:
 
 
 def status_of(job_dir: Path) -> str:
-    """``done`` / ``failed`` / ``running`` (started and not finished, or killed); a ``summary.json`` without a
-    status file (a run from before status files) counts as done."""
+    """``done`` / ``failed`` / ``interrupted`` (stopped by a signal) / ``running`` (started and not finished, or
+    killed with SIGKILL); a ``summary.json`` without a status file (a single run) counts as done."""
     status = read_status(job_dir)
     if status:
         return status["status"]
     return "done" if (job_dir / "summary.json").is_file() else "running"
+
+
+ADVERTISEMENT = "💡 Tip:"  # Lightning's lines recommending its cloud products (litlogger, litmodels)
+NOISE = ("Trainer already configured with model summary callbacks",  # caused by our own callbacks/default.yaml
+         "`weights_only` was not set")  # Lightning's note when it reloads its own checkpoint
+
+
+def _worth_printing(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not message.startswith(ADVERTISEMENT) and not message.startswith(NOISE)
+
+
+class JobLogging(Callback):
+    """At the start of every job: Lightning's log lines once, without its tool advertisements.
+
+    Lightning adds its own console handler to the ``lightning`` logger when imported, and its records also propagate
+    to the root logger, where Hydra's job logging prints them (and writes ``train.log``): every INFO line appeared
+    twice. With Hydra's job logging on, Lightning's handler is removed, so each line is printed once, by Hydra."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import lightning  # noqa: F401  (adds its handler now, so that it can be removed; the job imports it anyway)
+
+        if logging.getLogger().handlers:
+            lightning_logger = logging.getLogger("lightning")
+            for handler in list(lightning_logger.handlers):
+                lightning_logger.removeHandler(handler)
+            lightning_logger.propagate = True
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+            logging.getLogger(name).addFilter(_worth_printing)  # a logger's filters see the records logged on it
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class RunFolderGuard(Callback):
+    """Single runs: claim the run folder (writable, locked, no results a fresh start would replace; see
+    :func:`ebt.run_state.claim_run_folder`) *before* Hydra creates it and writes ``.hydra/config.yaml`` into it, so a
+    refused run leaves the folder's run untouched and a read-only folder is one ``error:`` line, not a traceback.
+    ``train()`` finds the claim and keeps it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ebt.cli import USER_ERRORS, report_user_error
+        from ebt.run_state import claim_run_folder
+
+        folder = Path(str(config.hydra.run.dir))
+        try:
+            claim_run_folder(folder, resuming=bool(config.get("ckpt_path")), overwrite=bool(config.get("overwrite")))
+        except USER_ERRORS as error:
+            report_user_error(error)
+            raise
 
 
 class GridReport(Callback):

@@ -12,6 +12,13 @@ training step (``on_nan=raise``) or skips the batch (``on_nan=skip_batch``): the
 and the schedule move on) but every gradient is dropped, so parameters and optimiser state stay as they were. Skips
 are counted (``train/skipped_batches``, checkpointed); more than ``max_consecutive_skips`` in a row is an error. Under
 DDP the ranks agree on skipping (one all-reduce of a flag per step), so no rank waits for another in a collective.
+When the parameters themselves are non-finite, or have grown more than ``LR_BLAME_GROWTH`` times since training
+started, the error names ``optim.lr`` first (the optimizer steps are too large), whatever diverged downstream.
+
+Exact resume: the checkpoint holds the RNG states of the training stream and every replay buffer. Validation
+(during ``fit`` or after it) draws from a fork of the global stream, so evaluating - or being interrupted while
+evaluating - never shifts the training noise. ``weights_sha256`` (:func:`ebt.checkpoint.weights_digest`) lets
+loading detect weights altered on disk.
 """
 
 import math
@@ -23,11 +30,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from ebt.checkpoint import weights_digest
 from ebt.errors import ConfigError, ThinkingDivergedError, TrainingDivergedError
 from ebt.objectives.base import Objective
+from ebt.objectives.replay import ReplayBuffer
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding)
 ON_NAN = ("raise", "skip_batch")
+LR_BLAME_GROWTH = 10.0  # parameter norm growth since the start of training that blames the learning rate
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict[str, Any]]:
@@ -69,6 +94,9 @@ class LitModel(L.LightningModule):
         self.on_nan, self.max_consecutive_skips = on_nan, max_consecutive_skips
         self.skipped_batches = self.consecutive_skips = 0
         self._skip_step = False
+        self._train_rng: dict[str, Any] | None = None  # the training stream's RNG states while validation runs
+        self._pending_replay: dict[str, dict] = {}  # replay buffers from a checkpoint, restored on the device
+        self._start_norm: float | None = None
         self.save_hyperparameters({"config": config, "optim": self.optim})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -105,8 +133,14 @@ class LitModel(L.LightningModule):
             what = f"the training loss is {float(loss.detach()):g}"
         else:
             what = "another rank's step diverged (non-finite loss or thinking)"
+        blame_lr = self._lr_blame()
+        if blame_lr:
+            what = f"{blame_lr}; then {what}"
         if self.on_nan == "raise" and error is not None:
-            raise ThinkingDivergedError(f"training step {step}: {error}; or set on_nan=skip_batch") from error
+            raise ThinkingDivergedError(f"training step {step}: {blame_lr + '; then ' if blame_lr else ''}{error}; "
+                                        "or set on_nan=skip_batch") from error
+        if self.on_nan == "raise" and blame_lr:
+            raise TrainingDivergedError(f"training step {step}: {what}; or set on_nan=skip_batch")
         if self.on_nan == "raise":
             raise TrainingDivergedError(f"training step {step}: {what}; lower optim.lr (or model.objective.alpha, "
                                         "or set model.objective.grad_clamp), or set on_nan=skip_batch")
@@ -120,6 +154,20 @@ class LitModel(L.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), batch_size=bs)
         return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device))
 
+    def _param_norm(self) -> float:
+        return float(torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in self.parameters()])))
+
+    def _lr_blame(self) -> str:
+        """Non-empty when the parameters are non-finite or have grown ``LR_BLAME_GROWTH`` times since the start:
+        the optimizer's updates, not the objective, are the cause (e.g. ``optim.lr=1e6``)."""
+        norm, start = self._param_norm(), self._start_norm
+        lr = f"lower optim.lr (now {self.optim['lr']:g}), the optimizer steps are too large"
+        if not math.isfinite(norm):
+            return f"the parameters are non-finite ({norm:g}) after the last optimizer step; {lr}"
+        if start and norm > LR_BLAME_GROWTH * start:
+            return f"the parameters' norm grew from {start:.4g} to {norm:.4g} since training started; {lr}"
+        return ""
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._skip_step:  # AdamW leaves parameters without a gradient (and their state) untouched
             optimizer.zero_grad(set_to_none=True)
@@ -128,6 +176,12 @@ class LitModel(L.LightningModule):
     def on_train_start(self) -> None:
         """Under DDP every rank starts from the same seed; give each rank its own stream (noise, dropout)."""
         self._trainable = [name for name, p in self.named_parameters() if p.requires_grad]
+        self._start_norm = self._param_norm()
+        buffers = self._replay_buffers()
+        for name, state in self._pending_replay.items():  # now that the model is on its device
+            if name in buffers:
+                buffers[name].load_state_dict(state, self.device)
+        self._pending_replay = {}
         if self.trainer.world_size > 1:
             seed = int(torch.randint(0, 2**62, ()).item())
             torch.manual_seed(seed + self.trainer.global_rank)
@@ -159,19 +213,26 @@ class LitModel(L.LightningModule):
                                          min_lr_ratio=o["min_lr_ratio"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def on_validation_start(self) -> None:
+        self._train_rng = rng_states()  # validation draws from a fork: the training stream is left as it was
+
+    def on_validation_end(self) -> None:
+        if self._train_rng is not None:
+            set_rng_states(self._train_rng)
+        self._train_rng = None
+
+    def _replay_buffers(self) -> dict[str, ReplayBuffer]:
+        return {name: m.replay for name, m in self.objective.named_modules()
+                if isinstance(getattr(m, "replay", None), ReplayBuffer)}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skipped_batches"] = self.skipped_batches
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                    "python": random.getstate()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = self._train_rng or rng_states()  # saved during validation: the training stream
+        checkpoint["replay_buffers"] = {name: b.state_dict() for name, b in self._replay_buffers().items()}
+        checkpoint["weights_sha256"] = weights_digest(checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_batches = checkpoint.get("skipped_batches", 0)
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            np.random.set_state(states["numpy"])
-            random.setstate(states["python"])
-            if "cuda" in states and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+        if checkpoint.get("rng_states"):
+            set_rng_states(checkpoint["rng_states"])
+        self._pending_replay = dict(checkpoint.get("replay_buffers") or {})

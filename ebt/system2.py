@@ -15,7 +15,7 @@ Thinking improvement (as in the paper's Sec. 5: how much better the prediction g
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,19 @@ class Run:
     objective: Objective
 
 
-def restore_lit_model(checkpoint: dict[str, Any], path: str | Path) -> tuple[Any, Task, LitModel]:
-    """The config, task and trained ``LitModel`` a ``scripts/train.py`` checkpoint (already loaded) was written from."""
+def restore_lit_model(checkpoint: dict[str, Any], path: str | Path,
+                      data_overrides: Any = None) -> tuple[Any, Task, LitModel]:
+    """The config, task and trained ``LitModel`` a ``scripts/train.py`` checkpoint (already loaded) was written from.
+
+    ``data_overrides`` (a mapping) is merged into the stored ``data`` config before the task is built, e.g.
+    ``{"task": {"path": "<the corpus' new place>"}}``; unknown keys are refused like on the training command line."""
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not config:
         raise CheckpointError(f"checkpoint {path} stores no training config (hyper_parameters.config); "
                               "it was not written by scripts/train.py")
     cfg = OmegaConf.create(config)
+    if data_overrides:
+        cfg.data = OmegaConf.merge(cfg.data, OmegaConf.create(data_overrides))
     task = build_task(cfg)
     model = build_lit_model(cfg, task)
     check_compatible(checkpoint["state_dict"], model, path)
@@ -56,9 +62,9 @@ def restore_lit_model(checkpoint: dict[str, Any], path: str | Path) -> tuple[Any
     return cfg, task, model
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, data_overrides: Any = None) -> Run:
     """Rebuild the model a checkpoint of ``scripts/train.py`` was written from, with its weights (eval mode)."""
-    cfg, task, model = restore_lit_model(load_checkpoint(path), path)
+    cfg, task, model = restore_lit_model(load_checkpoint(path), path, data_overrides)
     model.eval()
     return Run(Path(path), cfg, task, model.objective)
 
@@ -120,13 +126,16 @@ def _mean(values: list[torch.Tensor]) -> float:
 
 
 def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits: list[str], batches: int,
-                      batch_size: int, energy_tol: float | None = None,
-                      langevin_std: float | None = None) -> list[dict[str, Any]]:
-    """One row per (split, best_of, steps) setting (+ adaptive rows when ``energy_tol`` is set)."""
+                      batch_size: int, energy_tol: float | None = None, langevin_std: float | None = None,
+                      progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
+    """One row per (split, best_of, steps) setting (+ adaptive rows when ``energy_tol`` is set).
+
+    ``progress(settings_done, settings_total, batches_done, batches)`` is called after every batch."""
     ebt, task = run.objective, run.task
     langevin = ebt.eval_langevin_std if langevin_std is None else langevin_std
     modes: list[tuple[str, float | None]] = [("fixed", None)] + ([("adaptive", energy_tol)] if energy_tol else [])
-    rows = []
+    total = len(splits) * len(best_of) * (len(steps) + (1 if energy_tol else 0))
+    rows: list[dict[str, Any]] = []
     with frozen(ebt):
         for split in splits:
             for n in best_of:
@@ -141,6 +150,9 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
                             values |= {"energy": out["energy"], "steps_used": out["steps_used"]}
                             for name, value in values.items():
                                 acc[s].setdefault(name, []).append(value)
+                        if progress is not None:
+                            done = len(rows) + (len(step_list) if i + 1 == batches else 0)
+                            progress(done, total, i + 1, batches)
                     for s in step_list:
                         means = {name: _mean(v) for name, v in acc[s].items()}
                         used = means.pop("steps_used")

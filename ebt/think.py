@@ -3,15 +3,18 @@
 import csv
 import io
 import math
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import lightning as L
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ebt.checkpoint import atomic_write, atomic_write_text
+from ebt.checkpoint import atomic_write, atomic_write_text, resolve_ckpt_path
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
+from ebt.objectives.predict import Predict
 from ebt.system2 import Run, evaluate_baseline, evaluate_loops, evaluate_thinking, load_run, thinking_improvement
 
 
@@ -23,35 +26,92 @@ def _int_list(cfg: DictConfig, key: str) -> list[int]:
     return sorted(set(values))
 
 
-def _load_ebt(path: str) -> Run:
-    run = load_run(path)
+def _ckpt(cfg: DictConfig, key: str) -> str:
+    """The checkpoint file of option ``key``: a .ckpt file, or a run folder (its ``checkpoints/last.ckpt``), as
+    ``scripts/train.py ckpt_path=`` takes it."""
+    value = cfg.get(key)
+    if value is None or str(value) == "":
+        raise ConfigError(f"{key}= is required: a checkpoint of scripts/train.py or its run folder, e.g. "
+                          f"python scripts/think.py {key}=outputs/train/runs/<run>")
+    if str(value) == "last":
+        raise ConfigError(f"{key}=last means a run's own folder in train.py; pass the run folder or its .ckpt file")
+    return resolve_ckpt_path(str(value), Path.cwd())
+
+
+def _data_overrides(cfg: DictConfig) -> dict[str, Any] | None:
+    """``+data.KEY=VALUE`` options: merged into the checkpoint's stored data config (a moved corpus, ...)."""
+    data = cfg.get("data")
+    if data is None:
+        return None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"data={data}: give data keys one by one, e.g. +data.task.path=<the corpus' new place>")
+    return OmegaConf.to_container(data, resolve=True)
+
+
+def _load_ebt(path: str, data_overrides: dict[str, Any] | None = None) -> Run:
+    run = load_run(path, data_overrides)
     if not isinstance(run.objective, EBT):
         raise ConfigError(f"ckpt={path} is a {type(run.objective).__name__} checkpoint; think.py needs an EBT "
                           "(trained with model/objective=ebt); pass a predictor as baseline_ckpt=")
     return run
 
 
-def _load_baseline(path: str, run: Run) -> Run:
-    baseline = load_run(path)
+def _load_baseline(path: str, run: Run, data_overrides: dict[str, Any] | None = None) -> Run:
+    baseline = load_run(path, data_overrides)
+    if not isinstance(baseline.objective, Predict):
+        raise ConfigError(f"baseline_ckpt={path} is a {type(baseline.objective).__name__} checkpoint; the baseline "
+                          "is a predictor (trained with model/objective=predict), drawn as a flat line at one "
+                          "forward pass")
     if baseline.task.describe() != run.task.describe():
         raise ConfigError(f"baseline_ckpt={path} was trained on '{baseline.task.describe()}' but the EBT on "
                           f"'{run.task.describe()}'; the fair comparison needs the same task")
     return baseline
 
 
+def _positive(cfg: DictConfig, key: str, default: int) -> int:
+    """``cfg[key]``, or ``default`` (the run's own setting) when null; 0 and negatives are refused."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}={value} must be an integer >= 1 (or null: the run's data.{key})")
+    return value
+
+
 def _eval_plan(cfg: DictConfig, run: Run) -> tuple[list[str], int, int]:
-    """Splits, number of batches and batch size of the evaluation."""
-    splits = list(cfg.splits)
+    """Splits (default: the task's evaluation splits), number of batches and batch size of the evaluation."""
+    splits = list(run.task.eval_splits) if cfg.get("splits") is None else list(cfg.splits)
     unknown = [s for s in splits if s not in (*run.task.eval_splits, "test", "train")]
-    if unknown:
-        raise ConfigError(f"splits={splits}: {unknown} unknown for this task; use some of {run.task.eval_splits}")
+    if unknown or not splits:
+        problem = f"{unknown} unknown for this task" if unknown else "no split given"
+        raise ConfigError(f"splits={splits}: {problem}; use some of {list(run.task.eval_splits)} (null: all)")
     data = run.config.data
-    return splits, cfg.eval_batches or data.eval_batches, cfg.eval_batch_size or data.get("eval_batch_size") \
-        or data.batch_size
+    batches = _positive(cfg, "eval_batches", data.eval_batches)
+    batch_size = _positive(cfg, "eval_batch_size", data.get("eval_batch_size") or data.batch_size)
+    return splits, batches, batch_size
 
 
-def _out_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.out_dir) if cfg.out_dir else Path(cfg.ckpt).resolve().parent.parent / "thinking"
+def _out_dir(cfg: DictConfig, ckpt: str) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt).resolve().parent.parent / "thinking"
+
+
+class Progress:
+    """``thinking: settings 4/24, batch 2/3, 0:41 elapsed`` on stderr: one line rewritten in place on a terminal,
+    else a line each time a group of settings is finished."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.started = time.time()
+        self.tty = self.stream.isatty()
+
+    def __call__(self, done: int, total: int, batch: int, batches: int) -> None:
+        elapsed = int(time.time() - self.started)
+        line = f"thinking: settings {done}/{total}, batch {batch}/{batches}, {elapsed // 60}:{elapsed % 60:02d} elapsed"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if done == total and batch == batches else ""))
+        elif batch == batches:
+            self.stream.write(line + "\n")
+        self.stream.flush()
 
 
 def think(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -62,20 +122,22 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     steps, best_of = _int_list(cfg, "steps"), _int_list(cfg, "best_of")
     if cfg.energy_tol is not None and cfg.energy_tol <= 0:
         raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
-    run = _load_ebt(cfg.ckpt)
-    baseline = _load_baseline(cfg.baseline_ckpt, run) if cfg.baseline_ckpt else None
+    ckpt, data_overrides = _ckpt(cfg, "ckpt"), _data_overrides(cfg)
+    run = _load_ebt(ckpt, data_overrides)
+    baseline = _load_baseline(_ckpt(cfg, "baseline_ckpt"), run, data_overrides) if cfg.baseline_ckpt else None
     splits, batches, batch_size = _eval_plan(cfg, run)
 
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_thinking(run, steps=steps, best_of=best_of, splits=splits, batches=batches,
-                             batch_size=batch_size, energy_tol=cfg.energy_tol, langevin_std=cfg.langevin_std)
+                             batch_size=batch_size, energy_tol=cfg.energy_tol, langevin_std=cfg.langevin_std,
+                             progress=Progress())
     if baseline is not None:
         rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size)
     task = run.task
     improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
                      "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
-    out_dir = _out_dir(cfg)
+    out_dir = _out_dir(cfg, ckpt)
     table = markdown_table(rows, task.metric)
     lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
     lines += [f"thinking improvement ({split}, {name}): "
@@ -97,7 +159,8 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
 def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     """A looped backbone (predictor or EBT) evaluated at each ``loops`` value: more loops = thinking longer."""
     loops = _int_list(cfg, "loops")
-    run = load_run(cfg.ckpt)
+    ckpt = _ckpt(cfg, "ckpt")
+    run = load_run(ckpt, _data_overrides(cfg))
     splits, batches, batch_size = _eval_plan(cfg, run)
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size)
@@ -106,7 +169,7 @@ def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     table += [f"| {r['split']} | {r['loops']} | {r[metric]:.4g} | {r['loss']:.4g} |" for r in rows]
     text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + "\n".join(table)
     print(text)
-    out_dir = _out_dir(cfg)
+    out_dir = _out_dir(cfg, ckpt)
     atomic_write_text(out_dir / "loops.md", text + "\n")
     atomic_write_text(out_dir / "loops.csv", to_csv(rows))
     _plot_lines(rows, "loops", metric, out_dir / "loops.png", "loops at evaluation", "Looping longer: metric vs loops")

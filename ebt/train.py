@@ -4,6 +4,10 @@ Reliability (docs/reliability.md): ``ckpt_path=last`` resumes the run in ``paths
 no checkpoint yet), SIGTERM / SIGINT save ``checkpoints/last.ckpt`` and exit with 143 / 130, the effective batch and
 the learning rate are printed at the start and written to ``summary.json``, and under DDP the ranks' parameter
 digests are compared at the end.
+
+The run folder is protected: it must be writable (checked first), one run holds its lock (``<run>/.lock``) at a time,
+a fresh start (no ``ckpt_path``) in a folder with results is refused unless ``overwrite=true``, stale temporary
+checkpoint files of a killed write are removed, and a resume must keep the checkpoint's model options.
 """
 
 import json
@@ -15,13 +19,29 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ebt.build import build_datamodule, build_lit_model, build_task, instantiate
 from ebt.callbacks import PreemptionCheckpoint
-from ebt.checkpoint import AtomicCheckpointIO, atomic_write_text, check_compatible, load_checkpoint, resolve_ckpt_path
+from ebt.checkpoint import (
+    AtomicCheckpointIO,
+    atomic_write_text,
+    check_compatible,
+    load_checkpoint,
+    resolve_ckpt_path,
+)
 from ebt.errors import ConfigError
-from ebt.run_state import batch_scale, describe_scale, merge_metrics, print_rank_zero, rank_digests, set_aside_metrics
+from ebt.preflight import check_environment
+from ebt.run_state import (
+    batch_scale,
+    check_resume_config,
+    claim_run_folder,
+    describe_scale,
+    merge_metrics,
+    print_rank_zero,
+    rank_digests,
+    set_aside_metrics,
+)
 from ebt.summary import make_summary, print_summary
 
 GPU_ACCELERATORS = {"gpu", "cuda"}
@@ -60,17 +80,30 @@ def make_callbacks(cfg: DictConfig, task) -> list[L.Callback]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the final evaluation metrics (also written to ``summary.json``)."""
+    check_environment(cfg)
     check_accelerator(cfg.trainer)
+    out_dir = Path(cfg.paths.output_dir)
+    lock = claim_run_folder(out_dir, resuming=bool(cfg.get("ckpt_path")), overwrite=bool(cfg.get("overwrite")))
+    try:
+        return _train(cfg, out_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    out_dir = Path(cfg.paths.output_dir)
     task = build_task(cfg)
     model = build_lit_model(cfg, task)
     datamodule = build_datamodule(cfg, task)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
     if ckpt_path:
-        check_compatible(load_checkpoint(ckpt_path)["state_dict"], model, ckpt_path)
+        checkpoint = load_checkpoint(ckpt_path)
+        check_compatible(checkpoint["state_dict"], model, ckpt_path)
+        check_resume_config(checkpoint, OmegaConf.to_container(cfg, resolve=True), ckpt_path)
+        del checkpoint
 
     last = out_dir / "checkpoints" / "last.ckpt"
     preemption = PreemptionCheckpoint(last)

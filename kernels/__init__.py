@@ -1,11 +1,12 @@
 """Fused ops for the EBT thinking step: Triton kernels, each with a pure-torch reference next to it.
 
 Only torch and (optionally) triton are imported here (tests/test_layering.py enforces it); the package imports
-and the ``torch`` backend works without triton installed. See docs/kernels.md.
+and the ``torch`` backend works without triton installed. See docs/kernels.md. :mod:`kernels.errors` holds the
+project's one user-error base class (imported by every layer).
 
 * :func:`softmax_embed` -- ``softmax(y) @ W`` without materialising the probabilities (online softmax).
 * :func:`candidate_update` -- ``y - alpha * clamp(g) + sigma * xi`` in one pass, noise drawn in-kernel.
-* :func:`resolve_backend` -- ``auto | torch | triton`` (``$EBT_KERNELS`` overrides) -> ``torch | triton``.
+* :func:`resolve_backend` -- ``auto | torch | triton`` -> ``torch | triton``.
 """
 
 from kernels.candidate_update import candidate_update, candidate_update_reference

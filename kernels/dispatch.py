@@ -1,7 +1,9 @@
 """Choose between the Triton kernels and their pure-torch references.
 
 ``resolve_backend(name, device=None) -> "torch" | "triton"`` for ``name`` in ``auto | torch | triton``.
-The environment variable ``EBT_KERNELS`` (same values), when set, overrides ``name`` everywhere.
+The name is taken as given: the environment variable ``EBT_KERNELS`` is read only by the training config's default
+(``kernels: ${oc.env:EBT_KERNELS,auto}``), so an explicit ``kernels=`` on the command line always wins. The EBT
+resolves its backend once per device, not on every op call.
 
 * ``torch``: the pure-torch reference (any device, any dtype, any order of differentiation).
 * ``triton``: the Triton kernels. Usable when Triton imports and either the Triton CPU interpreter is on
@@ -25,7 +27,8 @@ from typing import Literal
 
 import torch
 
-ENV_VAR = "EBT_KERNELS"
+from kernels.errors import UserError
+
 CHOICES = ("auto", "torch", "triton")
 Backend = Literal["torch", "triton"]
 
@@ -33,8 +36,9 @@ log = logging.getLogger(__name__)
 _logged: set[str] = set()
 
 
-class KernelBackendError(RuntimeError):
-    """A kernel backend that was asked for cannot run here (the message says why and what to do)."""
+class KernelBackendError(UserError, RuntimeError):
+    """A kernel backend that was asked for cannot run here (the message says why and what to do): a
+    :class:`~kernels.errors.UserError`, so the entry points print it as one ``error:`` line."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,17 +94,15 @@ def _log_once(message: str) -> None:
 
 
 def requested_backend(name: str = "auto") -> str:
-    """``name``, or ``$EBT_KERNELS`` when that is set, validated and lower-cased."""
-    env = os.environ.get(ENV_VAR, "").strip()
-    choice = (env or str(name)).strip().lower()
+    """``name`` validated and lower-cased."""
+    choice = str(name).strip().lower()
     if choice not in CHOICES:
-        source = f"{ENV_VAR}={env!r}" if env else f"backend={name!r}"
-        raise ValueError(f"unknown kernels backend {source}; use one of {', '.join(CHOICES)}")
+        raise ValueError(f"unknown kernels backend {name!r}; use one of {', '.join(CHOICES)}")
     return choice
 
 
 def resolve_backend(name: str = "auto", device: torch.device | str | None = None) -> Backend:
-    """``"torch"`` or ``"triton"`` for a requested ``name`` (``auto|torch|triton``; ``$EBT_KERNELS`` overrides it).
+    """``"torch"`` or ``"triton"`` for a requested ``name`` (``auto|torch|triton``).
 
     ``device`` is where the op's tensors live (``None``: judge by the machine). Raises
     :class:`KernelBackendError` when ``triton`` is requested and cannot run.
@@ -112,8 +114,8 @@ def resolve_backend(name: str = "auto", device: torch.device | str | None = None
     if choice == "triton":
         if not usable:
             raise KernelBackendError(
-                f"kernels backend 'triton' cannot run here: {why}; use backend 'torch' or 'auto' "
-                f"(or set {ENV_VAR}=torch), or run on a CUDA GPU / with TRITON_INTERPRET=1")
+                f"kernels backend 'triton' cannot run here: {why}; use kernels=torch or kernels=auto, "
+                "or run on a CUDA GPU / with TRITON_INTERPRET=1")
         return "triton"
     if usable and not interpreter_on():
         _log_once("kernels: backend 'auto' -> triton (CUDA device with Triton)")

@@ -316,8 +316,8 @@ def _softmax_embed_triton(y: Tensor, W: Tensor) -> Tensor:
 def softmax_embed(y: Tensor, W: Tensor, *, backend: str = "torch") -> Tensor:
     """``softmax(y, -1) @ W``: ``y`` ``(..., V)`` logits, ``W`` ``(V, D)`` -> ``(..., D)`` expected embedding.
 
-    ``backend``: ``torch`` (reference), ``triton`` or ``auto`` (see :mod:`kernels.dispatch`; ``$EBT_KERNELS``
-    overrides it). Both backends support first- and second-order autograd.
+    ``backend``: ``torch`` (reference), ``triton`` or ``auto`` (see :mod:`kernels.dispatch`).
+    Both backends support first- and second-order autograd.
     """
     _check_shapes(y, W)
     if resolve_backend(backend, y.device) == "torch":

@@ -12,7 +12,7 @@ over eager vs V is plotted to ``bench_results/kernels_speedup.png``.
     python scripts/bench_kernels.py --V 256 4096 --D 64 --M 128 --backends eager compile --modes full
 
 Triton rows need a CUDA device; elsewhere they are written with an empty time and a ``skipped: ...`` note.
-``EBT_KERNELS`` is ignored here (each backend is timed explicitly).
+Each backend is timed explicitly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import os
 import platform
 import subprocess
 import sys
@@ -201,7 +200,6 @@ def mode_fn(fn: Callable, inputs: tuple, G: torch.Tensor, mode: str) -> Callable
 # --------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args()
-    os.environ.pop("EBT_KERNELS", None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)

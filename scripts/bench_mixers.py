@@ -34,7 +34,7 @@ HEAD_DIM = 16
 SHARED = 2
 
 
-def build(name: str, dim: int, active: float | None):
+def build(name: str, dim: int, active: float | None, n: int):
     """The mixer called ``name`` (None when it is not available in this checkout)."""
     from alt_arch.mixers.attention import Attention
     from alt_arch.mixers.hyena import Hyena
@@ -48,7 +48,7 @@ def build(name: str, dim: int, active: float | None):
         return MoHAttention(dim, causal=True, n_heads=heads, shared_heads=SHARED, top_k=top_k,
                             routed_compute=name.removeprefix("moh_"))
     if name == "hyena":
-        return Hyena(dim, causal=True)
+        return Hyena(dim, causal=True, l_max=n)
     if name == "pool":
         try:
             from alt_arch.mixers.pool import Pool
@@ -60,7 +60,7 @@ def build(name: str, dim: int, active: float | None):
 
 def measure(name: str, n: int, dim: int, batch: int, active: float | None, reps: int, device: str) -> dict | None:
     torch.manual_seed(0)
-    mixer = build(name, dim, active)
+    mixer = build(name, dim, active, n)
     if mixer is None:
         return None
     mixer = mixer.to(device)

@@ -3,7 +3,8 @@
 DIR is a multirun folder (``hydra.sweep.dir``) or any folder above job folders; it may still be running. Prints a
 markdown table per job and one per configuration (mean ± std over seeds), and writes into ``OUT`` (default:
 ``DIR[0]/collect``): ``jobs.csv``, ``groups.csv``, ``table.md``, ``bars.png`` (headline metric per configuration)
-and, when jobs log ``val/<metric>_step{k}`` (EBT thinking steps), ``thinking.png``.
+and, when jobs log ``val/<metric>_step{k}`` (EBT thinking steps), ``thinking.png``. A job whose files cannot be read is
+skipped with one line on stderr; a ``--metrics`` name no job has is an error (exit 2).
 """
 
 import argparse
@@ -13,9 +14,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from ebt import collect as C  # noqa: E402
+from ebt.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return collect(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def collect(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="multirun folders")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: first DIR/collect)")
@@ -31,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if not jobs:
         print(f"error: no job folders (with .hydra/) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
+    metrics = args.metrics or C.headline(jobs)
+    C.check_metrics(jobs, metrics)
     out = args.out or args.dirs[0] / "collect"
     out.mkdir(parents=True, exist_ok=True)
-    metrics = args.metrics or C.headline(jobs)
     keys, common = C.split_keys(jobs, args.seed_key)
     config_keys = [k for k in keys if k != args.seed_key]
     rows = C.job_rows(jobs, keys, metrics, args.dirs[0])

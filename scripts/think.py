@@ -1,7 +1,10 @@
-"""Metric versus thinking compute for a trained EBT: ``python scripts/think.py ckpt=PATH [steps=[...]] ...``.
+"""Metric versus thinking compute for a trained EBT: ``python scripts/think.py ckpt=RUN [steps=[...]] ...``.
 
-Writes ``thinking.csv``, ``thinking.md`` and ``thinking.png`` next to the checkpoint's run (``out_dir=`` to
-change) and prints the table. See ``configs/think.yaml`` for the options and ``ebt/system2.py`` for definitions.
+``ckpt=`` is a run folder of ``scripts/train.py`` (its ``checkpoints/last.ckpt``) or a ``.ckpt`` file;
+``+data.KEY=VALUE`` overrides the stored data config (a moved corpus: ``+data.task.path=...``). Writes
+``thinking.csv``, ``thinking.md`` and ``thinking.png`` into the run's ``thinking/`` folder (``out_dir=`` to change),
+prints the table, and shows its progress on stderr. See ``configs/think.yaml`` for the options (defaults sized for
+about a minute on a 2-core CPU) and ``ebt/system2.py`` for definitions.
 """
 
 import sys

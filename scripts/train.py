@@ -15,12 +15,12 @@ from omegaconf import DictConfig  # noqa: E402
 
 from ebt import config as _resolvers  # noqa: E402,F401  (registers ${uid:})
 from ebt import grid  # noqa: E402  (registers ${grid_dir:} and friends)
-from ebt.cli import run_reporting_errors  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from ebt.train import train  # imported here so --help stays fast
+    from ebt.cli import run_reporting_errors  # imported here so --help stays fast (it imports torch)
+    from ebt.train import train
 
     run_reporting_errors(train, cfg)
 

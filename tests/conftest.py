@@ -1,4 +1,9 @@
-"""Test environment: offline wandb, headless plots, Triton's CPU interpreter (set before kernels import)."""
+"""Test environment: offline wandb, headless plots, Triton's CPU interpreter (set before kernels import).
+
+The interpreter is on even where there is a GPU (the kernel tests then run on CPU tensors); to test the Triton
+kernels on the GPU itself: ``TRITON_INTERPRET=0 python -m pytest tests/test_kernels.py``. Hardware-dependent tests
+are gated with ``tests.utils.run_if``; in-process training runs on the CPU (``tests.utils.compose_config``).
+"""
 
 import os
 import tempfile

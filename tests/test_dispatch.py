@@ -1,4 +1,4 @@
-"""kernels.dispatch: auto|torch|triton, the EBT_KERNELS override, clear errors, and life without triton."""
+"""kernels.dispatch: auto|torch|triton (the name as given), clear errors, and life without triton."""
 
 import logging
 import os
@@ -19,7 +19,7 @@ from tests.utils import ROOT
 @pytest.fixture
 def fresh(monkeypatch):
     """No EBT_KERNELS, no interpreter, no GPU, an empty one-time-log memory (each test adds what it needs)."""
-    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    monkeypatch.delenv("EBT_KERNELS", raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(dispatch, "interpreter_on", lambda: False)
     monkeypatch.setattr(dispatch, "gpu_driver_status", lambda: (False, "no CUDA device is available"))
@@ -63,26 +63,19 @@ def test_triton_without_a_usable_triton_raises(fresh):
     assert resolve_backend("torch") == "torch"
 
 
-def test_env_override_and_bad_names(fresh):
-    fresh.setenv(dispatch.ENV_VAR, "torch")
-    assert resolve_backend("triton") == "torch"
+def test_the_environment_does_not_override_an_explicit_name_and_bad_names_are_refused(fresh):
+    fresh.setenv("EBT_KERNELS", "triton")
+    assert resolve_backend("torch") == "torch"  # only the training config's default reads EBT_KERNELS
     y = torch.randn(2, 8)
-    torch.testing.assert_close(candidate_update(y, y, 0.5, backend="triton"), 0.5 * y)
-    fresh.setenv(dispatch.ENV_VAR, "TRITON")
-    with pytest.raises(KernelBackendError):
-        resolve_backend("torch")
-    fresh.setenv(dispatch.ENV_VAR, "cuda")
-    with pytest.raises(ValueError, match="EBT_KERNELS='cuda'"):
-        resolve_backend("auto")
-    fresh.delenv(dispatch.ENV_VAR)
-    with pytest.raises(ValueError, match="backend='fast'; use one of auto, torch, triton"):
+    torch.testing.assert_close(candidate_update(y, y, 0.5, backend="torch"), 0.5 * y)
+    with pytest.raises(ValueError, match="backend 'fast'; use one of auto, torch, triton"):
         resolve_backend("fast")
 
 
 def test_real_no_gpu_path_and_package_without_triton():
     """In a fresh process: with this machine's real Triton (no GPU, no interpreter) ``triton`` raises before any
     launch; then with ``import triton`` made to fail, the package still imports and the reference works."""
-    env = {k: v for k, v in os.environ.items() if k not in {"TRITON_INTERPRET", dispatch.ENV_VAR}}
+    env = {k: v for k, v in os.environ.items() if k not in {"TRITON_INTERPRET", "EBT_KERNELS"}}
     code = textwrap.dedent("""
         import sys
         import torch

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from ebt.build import build_lit_model, build_task
-from ebt.errors import ThinkingDivergedError
+from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import prediction_loss
-from tests.utils import compose_config, group_options
+from kernels import dispatch
+from tests.utils import compose_config, declared_overrides, group_options
 
 SMALL = ["model/objective=ebt", "model.dim=32", "kernels=torch"]
 
@@ -153,3 +154,107 @@ def test_ebt_trains_with_every_mixer(mixer, mode, tmp_path):
     assert torch.isfinite(loss)
     missing = [n for n, p in ebt.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient for {missing}"
+
+
+# ------------------------------------------------------------------------- causal tasks, defaults, step bounds
+def test_a_continuous_causal_task_runs_two_stream_and_equals_a_naive_per_position_forward(tmp_path):
+    """In-context regression under the EBT: candidate t's energy == energy head on a causal forward of
+    [x_0 .. x_t, candidate_t] (its last slot); the x-token can no longer read its answer from the next token."""
+    ebt, _ = make(tmp_path, "data=icl_regression")
+    assert ebt.autoregressive
+    ebt.double()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in ebt.task.make_batch("train", 0, 3).items()}
+    y = torch.randn(batch["targets"].shape, dtype=torch.float64)
+    fast = ebt.energy_function(batch)(y, 0)  # (B, T)
+    context, candidate = ebt.encoder(batch["inputs"]), ebt._read_candidate(y, 0)
+    for t in range(y.shape[1]):
+        seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
+        naive = ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1)
+        torch.testing.assert_close(fast[:, t], naive, atol=1e-10, rtol=1e-10)
+
+
+def _causal_data() -> list[str]:
+    options = []
+    for option in group_options("data"):
+        if "SKIP" in declared_overrides("data", option):
+            continue
+        task = build_task(compose_config([f"data={option}"], "/tmp/unused"))
+        if task.causal:
+            options.append(option)
+    return options
+
+
+def _perturb_after(batch: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+    """The same batch with every input and target after position ``t`` changed."""
+    changed = {k: v.clone() for k, v in batch.items()}
+    for key in ("input_ids", "inputs", "targets"):
+        if key not in changed or changed[key].dim() < 2:
+            continue
+        tail = changed[key][:, t + 1 :]
+        if tail.is_floating_point():
+            changed[key][:, t + 1 :] = tail + torch.randn_like(tail)
+        else:
+            changed[key][:, t + 1 :] = torch.where(tail >= 0, (tail + 1) % 2, tail)  # token 0 <-> 1, keep ignored
+    return changed
+
+
+@pytest.mark.parametrize("objective", group_options("model/objective"))
+@pytest.mark.parametrize("data", _causal_data())
+def test_changing_later_inputs_or_targets_changes_nothing_at_earlier_positions(objective, data, tmp_path):
+    cfg = compose_config([f"model/objective={objective}", f"data={data}", "model.dim=32", "kernels=torch",
+                          *declared_overrides("data", data)], tmp_path)
+    task = build_task(cfg)
+    torch.manual_seed(0)
+    model = build_lit_model(cfg, task).objective.eval()
+    batch = task.make_batch("val", 0, 3)
+    t = batch["targets"].shape[1] // 2
+    changed = _perturb_after(batch, t)
+    torch.manual_seed(1)  # the same initial candidate for both
+    before = model.predict(batch)
+    torch.manual_seed(1)
+    after = model.predict(changed)
+    torch.testing.assert_close(after[:, : t + 1], before[:, : t + 1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(after[:, t + 1 :], before[:, t + 1 :])
+
+
+def test_eval_thinking_uses_the_eval_noise_and_the_model_dtype(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.langevin_std=0.5", "model.objective.eval_langevin_std=0")
+    init = torch.randn(*batch["targets"].shape, 13)
+    first = ebt.think(batch, steps=2, init=init).candidates[-1]
+    torch.testing.assert_close(ebt.think(batch, steps=2, init=init).candidates[-1], first, atol=0, rtol=0)
+    noisy = ebt.think(batch, steps=2, init=init, training=True).candidates[-1]
+    assert not torch.allclose(noisy, first)  # training thinks with the training noise
+    ebt.double()
+    assert ebt.initial_candidate(batch).dtype == torch.float64
+    denoise, batch = make(tmp_path, "data=digits_denoise", "model.objective.init=input")
+    denoise.double()
+    assert denoise.initial_candidate(batch).dtype == torch.float64
+    assert ebt.think(ebt.task.make_batch("val", 0, 2), steps=1).candidates[-1].dtype == torch.float64
+
+
+def test_max_change_bounds_each_step_like_the_reference(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.max_change=0.01", "model.objective.alpha=1000")
+    init = torch.randn(*batch["targets"].shape, 13)
+    step = ebt.think(batch, steps=1, init=init).candidates[-1] - init
+    assert step.abs().max() <= 0.01 + 1e-6
+    assert torch.isclose(step.abs().max(), torch.tensor(0.01))  # alpha 1000 saturates the bound somewhere
+    ebt.max_change = None
+    free = ebt.think(batch, steps=1, init=init).candidates[-1] - init
+    assert free.abs().max() > 0.01
+    with pytest.raises(ConfigError, match="grad_clamp and model.objective.max_change"):
+        make(tmp_path, "model.objective.max_change=0.01", "model.objective.grad_clamp=1")
+
+
+def test_kernels_on_the_command_line_beat_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EBT_KERNELS", "triton")
+    cfg = compose_config(["model/objective=ebt", "model.dim=32", "kernels=torch"], tmp_path)
+    ebt = build_lit_model(cfg, build_task(cfg)).objective
+    assert ebt.kernels == "torch" and ebt.backend(torch.device("cpu")) == "torch"
+    assert compose_config(["model/objective=ebt"], tmp_path).kernels == "triton"  # the default reads it
+
+
+def test_triton_kernels_that_cannot_run_are_refused_when_the_model_is_built(monkeypatch, tmp_path):
+    monkeypatch.setattr(dispatch, "interpreter_on", lambda: False)
+    monkeypatch.setattr(dispatch, "gpu_driver_status", lambda: (False, "no CUDA device is available"))
+    with pytest.raises(ConfigError, match="kernels=triton: kernels backend 'triton' cannot run here: no CUDA"):
+        make(tmp_path, "kernels=triton")

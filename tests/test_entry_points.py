@@ -11,6 +11,8 @@ CASES = [
     ("grow.py", ["ckpt={tmp}/missing.ckpt", "slots=+4"], "does not exist"),
     ("think.py", ["ckpt={tmp}/missing.ckpt"], "does not exist"),
     ("think.py", ["ckpt={tmp}/missing.ckpt", "steps=[-1]"], "must be a non-empty list of integers >= 1"),
+    ("think.py", [], "ckpt= is required"),
+    ("think.py", ["ckpt={tmp}"], "is a folder without checkpoints/last.ckpt"),
 ]
 
 

@@ -1,13 +1,19 @@
 """Ablation grids: a small multirun through the CLI, collect.py's tables, failing cells, re-runs, launcher configs."""
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ebt import grid
-from tests.utils import CONFIG_DIR, group_options, run_cli
+from tests.utils import CONFIG_DIR, ROOT, group_options, run_cli
 
 TINY = ["debug=fdr", "model.dim=32", "data.batch_size=16", "data.eval_batch_size=32", "data.eval_batches=2"]
 
@@ -95,6 +101,58 @@ def test_unexpected_error_in_a_multirun_is_recorded_and_swallowed(tmp_path, monk
     with pytest.raises(RuntimeError, match="kaput"):  # a single run still fails loudly, and writes no status
         grid.run_job(boom, (), (ValueError,), report=lambda e: None)
     assert grid.read_status(single) is None
+
+
+def test_a_signal_records_interrupted_and_stops_the_grid(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(grid, "_hydra_job", lambda: (tmp_path, True, ["seed=0"]))
+
+    def preempted():
+        raise SystemExit(143)  # what ebt.train.train does after SIGTERM, once last.ckpt is saved
+
+    with pytest.raises(SystemExit):
+        grid.run_job(preempted, (), (ValueError,), report=lambda e: None)
+    status = grid.read_status(tmp_path)
+    assert status["status"] == grid.status_of(tmp_path) == "interrupted" and status["exit_code"] == 143
+    assert "ckpt_path=last" in capsys.readouterr().err
+
+
+def test_sigterm_then_ckpt_path_last_resumes_the_grid_in_place(tmp_path):
+    """The documented grid resume: SIGTERM during the second job, then the same command plus ckpt_path=last skips
+    the finished job and resumes the interrupted one from its own last.ckpt, in its own folder."""
+    sweep = tmp_path / "grid"
+    args = ["-m", "+sweep=mixers", "model/mixer=pool", "seed=0,1", "model.dim=32", "data.batch_size=16",
+            "data.eval_batch_size=32", "data.eval_batches=2", "trainer.max_steps=300",
+            "trainer.val_check_interval=10", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(sweep.glob("*seed-1*/checkpoints/best-*.ckpt")):  # training is under way (first validation done)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    first, second = grid.job_dirs(sweep)
+    assert "seed-0" in first.name and "seed-1" in second.name
+    assert _statuses(sweep) == {first.name: "done", second.name: "interrupted"}
+    stamp = (first / "status.json").stat().st_mtime_ns
+
+    resumed = run_cli("train.py", *args, "ckpt_path=last", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"skip: {first} is already done" in resumed.stdout
+    assert (first / "status.json").stat().st_mtime_ns == stamp
+    assert _statuses(sweep) == {first.name: "done", second.name: "done"}  # the same folders, no new ones
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["resumed_from"] == str(second / "checkpoints" / "last.ckpt") and summary["steps"] == 300
+
+
+def test_run_control_keys_stay_out_of_job_folder_names():
+    cfg = _compose(["seed=1", "ckpt_path=last", "logger=csv", "+sweep=mixers"])
+    assert cfg.hydra.job.override_dirname == "seed-1"
+    assert set(grid.RUN_CONTROL_KEYS) == set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert grid.grid_tags(["ckpt_path=last", "logger=wandb", "logger.wandb.project=x", "seed=1"]) == "seed=1"
 
 
 def test_job_folder_names_are_valid_and_distinct():

@@ -1,7 +1,7 @@
 """Triton kernels vs their torch references: forward, every gradient, double backward (tiny, odd shapes).
 
-Run under Triton's CPU interpreter (tests/conftest.py sets TRITON_INTERPRET=1) or on a GPU. Tolerance rule
-(DESIGN.md): kernel error <= 2x the error of plain PyTorch in the same dtype, plus a small atol, both measured
+Run under Triton's CPU interpreter (tests/conftest.py sets TRITON_INTERPRET=1) or on a GPU. Tolerance rule:
+kernel error <= 2x the error of plain PyTorch in the same dtype, plus a small atol, both measured
 against a float64 reference.
 """
 

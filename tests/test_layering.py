@@ -1,6 +1,17 @@
-"""Dependency direction (DESIGN.md): kernels <- alt_arch <- ebt <- scripts; alt_arch is plain torch."""
+"""Dependency direction (README.md, "Design"): kernels <- alt_arch <- ebt <- scripts; alt_arch is plain torch.
+
+A package may import only packages to its left: ``kernels`` imports torch/triton and nothing of the project,
+``alt_arch`` may import ``kernels`` (and torch) but never ``ebt``, Lightning or Hydra.
+
+The one user-error base class lives at the bottom for that reason: ``kernels.errors.UserError`` has no imports at all,
+``alt_arch.errors`` (capability and option errors of the parts) imports it, and ``ebt.errors`` re-exports it as
+``ebt.errors.UserError``, the base of the config, data, checkpoint and environment errors. So every user-facing error
+of every layer is one class, caught in one place (``ebt.cli.USER_ERRORS``) by every entry point.
+"""
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -10,6 +21,7 @@ FORBIDDEN = {
     "alt_arch": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "scripts", "wandb"},
     "kernels": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "alt_arch", "scripts", "wandb"},
 }
+ERROR_MODULES = ["kernels.errors", "kernels.dispatch", "alt_arch.errors", "ebt.errors"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -31,3 +43,24 @@ def test_package_imports_only_what_it_may(package):
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"{package} must stay free of these imports: {offenders}"
+
+
+def test_user_error_base_imports_nothing():
+    """The base class sits below everything: importing it must not pull in any other module of any layer."""
+    assert imported_modules(ROOT / "kernels" / "errors.py") == set()
+
+
+def test_every_user_facing_error_is_one_class_caught_in_one_place():
+    from ebt.cli import USER_ERRORS
+    from ebt.errors import UserError
+    from kernels.errors import UserError as Base
+
+    assert UserError is Base
+    assert tuple(USER_ERRORS) == (Base,)
+    errors = {f"{m}.{name}": cls for m in ERROR_MODULES
+              for name, cls in inspect.getmembers(importlib.import_module(m), inspect.isclass)
+              if issubclass(cls, Exception) and cls.__module__ == m}
+    assert {"kernels.dispatch.KernelBackendError", "alt_arch.errors.MixerCapabilityError",
+            "alt_arch.errors.PartOptionError", "ebt.errors.ConfigError", "ebt.errors.CheckpointError",
+            "ebt.errors.DataError", "ebt.errors.EnvironmentSetupError"} <= set(errors)
+    assert not [name for name, cls in errors.items() if not issubclass(cls, Base)]

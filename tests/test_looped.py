@@ -148,3 +148,30 @@ def test_bad_depths_are_rejected():
         make_looped(loop_depth=0)
     with pytest.raises(ValueError, match="loops"):
         make_looped(loops=0)
+
+
+@pytest.mark.parametrize("data", ["addition", "digits_denoise"])  # two-stream and whole-target
+def test_ebt_training_step_with_a_train_window_is_the_exact_gradient_step(data, tmp_path):
+    """loops=3, train_window=1: a training-mode thinking step equals y - alpha * dE/dy with dE/dy computed directly
+    (the frozen iterations stop only the loop parameters' gradient, not the candidate's)."""
+    from ebt.build import build_lit_model, build_task
+    from tests.utils import compose_config
+
+    extra = ["model.objective.init=input"] if data == "digits_denoise" else []
+    cfg = compose_config(["model/objective=ebt", f"data={data}", "model/backbone=looped", "model.dim=16",
+                          "model.backbone.loops=3", "model.backbone.train_window=1", "kernels=torch", *extra], tmp_path)
+    task = build_task(cfg)
+    torch.manual_seed(0)
+    ebt = build_lit_model(cfg, task).objective.double().train()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in task.make_batch("train", 0, 3).items()}
+    y0 = ebt.initial_candidate(batch).detach()
+    step = ebt.think(batch, steps=1, training=True, init=y0).candidates[-1]
+    ebt.backbone.train_window = None  # the same function, differentiated through every iteration
+    y = y0.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(ebt.energy_function(batch)(y, 0).sum(), y)
+    alpha = ebt.alpha.detach()
+    torch.testing.assert_close(step.detach(), y0 - alpha * grad, atol=1e-9, rtol=1e-9)
+    ebt.backbone.train_window = 1  # and the loop's parameters still learn only from the last iteration
+    loss, _ = ebt.loss(batch)
+    loss.backward()
+    assert all(p.grad is not None for p in ebt.backbone.loop.parameters())

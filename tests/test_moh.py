@@ -119,3 +119,31 @@ def test_two_stream_candidates_equal_naive_per_position_forward(n):
     for t in range(n):
         naive = stack(torch.cat([x[:, : t + 1], y[:, t : t + 1]], dim=1))[:, -1]
         torch.testing.assert_close(fast[:, t], naive, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cache_context", [True, False])
+def test_ebt_balance_loss_is_the_mean_over_every_pass_of_the_step(cache_context, monkeypatch, tmp_path):
+    """Under the EBT each MoH layer routes the context stream and every thinking step's candidates; the balance
+    loss added to the training loss is, per layer, the mean over all of those passes (summed over layers)."""
+    from ebt.build import build_lit_model, build_task
+    from tests.utils import compose_config
+
+    cfg = compose_config(["model/objective=ebt", "model/mixer=moh", "model.dim=32", "kernels=torch",
+                          "model.objective.steps=3", f"model.objective.cache_context={cache_context}"], tmp_path)
+    torch.manual_seed(0)
+    ebt = build_lit_model(cfg, build_task(cfg)).objective
+    calls: dict[int, list[torch.Tensor]] = {}
+    route = MoHAttention.route
+
+    def recording_route(self, x):
+        out = route(self, x)
+        calls.setdefault(id(self), []).append(self.aux_losses["moh_balance"].detach())
+        return out
+
+    monkeypatch.setattr(MoHAttention, "route", recording_route)
+    _, logs = ebt.loss(ebt.task.make_batch("train", 0, 4))
+    passes = 1 + 3 if cache_context else 2 * 3  # the context once (or once per step) + one candidate pass per step
+    assert [len(c) for c in calls.values()] == [passes] * 2  # two layers
+    expected = sum(torch.stack(c).mean() for c in calls.values())
+    torch.testing.assert_close(logs["moh_balance"], expected)
+    assert "moh_active_heads" in logs

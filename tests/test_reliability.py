@@ -113,7 +113,9 @@ def test_bad_input_gets_one_clear_line(case, inputs, tmp_path):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["+model.mixer.n_head=4"], "error: model.mixer.n_head is not an option"),
-    (["trainer=fsdp"], "error: trainer=fsdp (Lightning's FSDPStrategy) runs on CUDA GPUs only"),
+    # accelerator=cpu: the same error on every machine (with a GPU, trainer=fsdp alone would start training)
+    (["trainer=fsdp", "trainer.accelerator=cpu"],
+     "error: trainer=fsdp (Lightning's FSDPStrategy) runs on CUDA GPUs only"),
 ])
 def test_cli_bad_input_exits_2_with_one_error_line(overrides, message, tmp_path):
     result = run_cli("train.py", *overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -233,3 +235,16 @@ def test_sigint_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert killed.returncode == 130, killed.stdout[-3000:]
     assert "interrupted by signal 2" in killed.stdout and "ckpt_path=last" in killed.stdout
     assert 0 < load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] < 400
+
+
+@pytest.mark.parametrize(("key", "value"), [("on_nan", "skip_batch"), ("max_consecutive_skips", 3)])
+def test_top_level_training_key_under_optim_is_refused_with_its_spelling(key, value, tmp_path):
+    """Every optim key the validator accepts must work: on_nan / max_consecutive_skips are top-level keys."""
+    from ebt.build import build_lit_model, build_task
+
+    cfg = compose_config([*TINY, f"+optim.{key}={value}"], tmp_path)
+    with pytest.raises(ConfigError, match=rf"optim\.{key} is not an option of the optimiser: {key} is a top-level "
+                                          rf"key; write {key}={value}"):
+        build_lit_model(cfg, build_task(cfg))
+    cfg = compose_config([*TINY, f"{key}={value}"], tmp_path)
+    assert getattr(build_lit_model(cfg, build_task(cfg)), key) == value

@@ -5,7 +5,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ebt.build import build_lit_model, build_task
-from ebt.errors import CheckpointError, ConfigError
+from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.system2 import forward_passes, load_run, think_best_of
 from ebt.think import think
 from tests.utils import CONFIG_DIR, compose_config, run_cli
@@ -99,7 +99,7 @@ def test_wrong_checkpoints_get_clear_errors(ebt_ckpt, tmp_path):
     predictor = write_checkpoint(tmp_path, "predict", "model/objective=predict")
     with pytest.raises(ConfigError, match="is a Predict checkpoint; think.py needs an EBT"):
         think(think_config(predictor))
-    other_task = write_checkpoint(tmp_path, "digits", "data=digits")
+    other_task = write_checkpoint(tmp_path, "digits", "data=digits", "model/objective=predict")
     with pytest.raises(ConfigError, match="same task"):
         think(think_config(ebt_ckpt, f"baseline_ckpt={other_task}"))
 
@@ -124,3 +124,40 @@ def test_looped_backbone_is_evaluated_at_each_number_of_loops(tmp_path):
     assert (tmp_path / "out" / "loops.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="needs a looped backbone"):
         think(think_config(write_checkpoint(tmp_path, "stack", "model/objective=predict"), "loops=[2]"))
+
+
+def test_a_run_folder_stands_for_its_last_checkpoint(ebt_ckpt, capsys):
+    run_dir = ebt_ckpt.parent.parent
+    rows = think(think_config(run_dir, "steps=[1,2]", "best_of=[1]", "eval_batches=1"))
+    assert {r["split"] for r in rows} == {"val", "ood"}  # the task's evaluation splits by default
+    assert (run_dir / "thinking" / "thinking.csv").is_file()
+    err = capsys.readouterr().err
+    assert "thinking: settings 2/4, batch 1/1" in err and "thinking: settings 4/4, batch 1/1" in err  # progress
+
+
+def test_moved_corpus_and_a_task_without_ood_split(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    ckpt = write_checkpoint(tmp_path, "text", "model/objective=ebt", "data=text", f"data.task.path={corpus}",
+                            "data.task.seq_len=16")
+    moved = corpus.rename(tmp_path / "moved.txt")
+    with pytest.raises(DataError, match="corpus.txt"):
+        think(think_config(ckpt, "steps=[1]", "best_of=[1]"))
+    rows = think(think_config(ckpt, "steps=[1]", "best_of=[1]", f"+data.task.path={moved}"))
+    assert [r["split"] for r in rows] == ["val"]  # the task has no ood split: the defaults still work
+    with pytest.raises(ConfigError, match="nope"):
+        think(think_config(ckpt, "+data.task.nope=1"))
+
+
+@pytest.mark.parametrize("override", ["eval_batches=0", "eval_batches=-2", "eval_batch_size=0"])
+def test_zero_or_negative_evaluation_sizes_are_refused(ebt_ckpt, override):
+    with pytest.raises(ConfigError, match=f"{override} must be an integer >= 1"):
+        think(think_config(ebt_ckpt, override))
+
+
+def test_baseline_must_be_a_predictor_and_ckpt_is_required(ebt_ckpt):
+    with pytest.raises(ConfigError, match="is a EBT checkpoint; the baseline is a predictor"):
+        think(think_config(ebt_ckpt, f"baseline_ckpt={ebt_ckpt}"))
+    with (initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)),
+          pytest.raises(ConfigError, match="ckpt= is required")):
+        think(compose("think"))

@@ -8,7 +8,7 @@ import torch
 from ebt.checkpoint import load_checkpoint
 from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.train import train
-from tests.utils import compose_config, run_cli
+from tests.utils import compose_config, run_cli, run_if
 
 TINY = ["model/objective=predict", "model.dim=32", "data.batch_size=16", "data.eval_batch_size=32",
         "data.eval_batches=2",
@@ -64,7 +64,7 @@ def test_text_task_reads_any_bytes(tmp_path):
     [
         (["data=text", "data.task.path=/no/such/file"], DataError, "data.task.path=/no/such/file does not exist"),
         (["data=text", "data.task.path={empty}"], DataError, "no file has at least"),
-        (["trainer.accelerator=gpu"], ConfigError, "no CUDA GPU"),
+        pytest.param(["trainer.accelerator=gpu"], ConfigError, "no CUDA GPU", marks=run_if(no_gpu=True)),
         (["ckpt_path=/no/such.ckpt"], CheckpointError, "does not exist"),
         (["ckpt_path={corrupt}"], CheckpointError, "unreadable"),
     ],
@@ -85,7 +85,24 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
         train(compose_config(["debug=fdr", *TINY, "model.dim=48", f"ckpt_path={ckpt}"], tmp_path / "big"))
 
 
+@run_if(min_gpus=1)
+def test_gpu_accelerator_trains_where_there_is_a_gpu(tmp_path):
+    metrics = train(compose_config(["debug=fdr", *TINY, "trainer.accelerator=gpu"], tmp_path / "run"))
+    assert "val/acc" in metrics and "ood/acc" in metrics
+
+
 def test_cli_prints_one_line_error(tmp_path):
-    result = run_cli("train.py", "trainer.accelerator=gpu", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu")
+    result = run_cli("train.py", "data=text", "data.task.path=/no/such/file", f"hydra.run.dir={tmp_path}/run",
+                     cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.task.path=/no/such/file does not exist")
+
+
+@run_if(no_gpu=True)
+def test_triton_kernels_without_gpu_or_interpreter_are_one_error_line_before_training(tmp_path):
+    result = run_cli("train.py", "kernels=triton", *TINY, "model/objective=ebt", f"hydra.run.dir={tmp_path}/run",
+                     cwd=tmp_path, env={"TRITON_INTERPRET": "0"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: kernels=triton: kernels backend 'triton' cannot run here"), last
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: compose configs in-process and run the CLI in a subprocess."""
+"""Helpers shared by the tests: compose configs in-process, run the CLI in a subprocess, gate on the hardware."""
 
 import os
 import re
@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -17,8 +18,32 @@ TEST_WITH = re.compile(r"^#\s*test-with:\s*(.*)$", re.MULTILINE)
 
 
 def compose_config(overrides: list[str], output_dir: Path | str) -> DictConfig:
-    """The config ``scripts/train.py`` would see, with outputs under ``output_dir``."""
-    return compose_train([*overrides, f"paths.output_dir={output_dir}"])
+    """The config ``scripts/train.py`` would see, with outputs under ``output_dir``, on the CPU.
+
+    ``trainer.accelerator=cpu`` comes first, so in-process training runs on the CPU on every machine (the exact
+    comparisons - determinism, resume, DDP vs one process - assume it); an override that names
+    ``trainer.accelerator`` wins over it. CLI runs (:func:`run_cli`) keep the configs' ``auto``.
+    """
+    return compose_train(["trainer.accelerator=cpu", *overrides, f"paths.output_dir={output_dir}"])
+
+
+def gpu_count() -> int:
+    """CUDA GPUs this process can use (0 when torch sees none or CUDA is unusable)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_if(*, min_gpus: int = 0, no_gpu: bool = False) -> pytest.MarkDecorator:
+    """Skip a test unless the hardware fits (after lightning-hydra-template's ``RunIf``).
+
+    ``@run_if(min_gpus=1)``: needs at least one CUDA GPU. ``@run_if(no_gpu=True)``: needs a machine without one
+    (a test of the "no CUDA GPU" error). Also usable in ``pytest.param(..., marks=run_if(...))``.
+    """
+    gpus, reasons = gpu_count(), []
+    if gpus < min_gpus:
+        reasons.append(f"needs {min_gpus} CUDA GPU(s), this machine has {gpus}")
+    if no_gpu and gpus:
+        reasons.append(f"needs a machine without a CUDA GPU, this one has {gpus}")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
 
 
 def group_options(group: str) -> list[str]:

@@ -1,5 +1,8 @@
 """Looped transformer backbone: AlgoFormer (Gao et al., 2024) with the training tricks of Yang et al. (ICLR 2024).
 
+Reference code: https://github.com/Leiay/looped_transformer at commit 6b3bdb2295625092cbe7f868ca1742ab28d4cd5b
+(``scripts/models.py``, ``TransformerModelLooped``) for Yang et al.; AlgoFormer has no public code.
+
 Papers: "On the Expressive Power of a Variant of the Looped Transformer" (Gao, Zheng, Zhang, Li, Lin, Wang, 2024;
 AlgoFormer) and "Looped Transformers are Better at Learning Learning Algorithms" (Yang, Lee, Nowak,
 Papailiopoulos, ICLR 2024).
@@ -17,7 +20,12 @@ model can be trained with few iterations and evaluated with more; ``eval_loops``
 (``model.backbone.eval_loops = 12``) for sweeps such as ``scripts/think.py``.
 
 Truncated backpropagation (Yang et al., Sec. 4): in training mode only the last ``W = train_window`` iterations
-are differentiated; iterations ``1..T-W`` run under ``torch.no_grad`` (``W = None``: all of them).
+are differentiated; iterations ``1..T-W`` run under ``torch.no_grad`` (``W = None``: all of them). Inside
+:func:`alt_arch.utils.exact_input_gradients` (the EBT thinks there) the frozen iterations run on *detached loop
+parameters* instead: the loop's parameters still get no gradient from them, but the gradient with respect to the
+backbone's input (the candidate: the EBT's ``dE/dy``) stays exact, and so does everything upstream of the input
+injection (pre blocks, encoder). The context stream of the two-stream mode does not depend on the candidate and keeps
+``torch.no_grad``.
 
 Loop-count curriculum (optional): with ``curriculum_start = T0`` and ``curriculum_steps = S`` the training
 loop count is ``T0 + floor((loops - T0) * min(1, step / S))``. ``step`` is the ``progress`` buffer (saved in
@@ -44,17 +52,27 @@ from torch import nn
 
 from alt_arch.backbones.stack import init_linear
 from alt_arch.block import MetaFormerBlock
+from alt_arch.errors import PartOptionError
 from alt_arch.linear import dense
 from alt_arch.mlp import SwiGLU
 from alt_arch.norms import RMSNorm
-from alt_arch.utils import matmul_params
+from alt_arch.utils import input_gradients_exact, matmul_params
+
+
+class LoopBlocks(nn.ModuleList):
+    """The looped blocks; calling it runs them once (``caches``: as the candidate stream of the two-stream mode)."""
+
+    def forward(self, x: torch.Tensor, caches: list | None = None) -> torch.Tensor:
+        if caches is None:
+            return Looped._run(self, x)
+        return Looped._candidates(self, x, caches)
 
 
 def _check_positive(name: str, value: int | None, minimum: int, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"looped backbone: {name} must be an integer >= {minimum}, got {value!r}")
+        raise PartOptionError(f"looped backbone: {name} must be an integer >= {minimum}, got {value!r}")
 
 
 class Looped(nn.Module):
@@ -87,8 +105,8 @@ class Looped(nn.Module):
         _check_positive("curriculum_start", curriculum_start, 1, allow_none=True)
         _check_positive("curriculum_steps", curriculum_steps, 0)
         if curriculum_start is not None and (curriculum_start > loops or curriculum_steps < 1):
-            raise ValueError(f"looped backbone: curriculum_start ({curriculum_start}) must be <= loops ({loops}) "
-                             f"and curriculum_steps ({curriculum_steps}) >= 1; or set curriculum_start=null")
+            raise PartOptionError(f"looped backbone: curriculum_start ({curriculum_start}) must be <= loops ({loops}) "
+                                  f"and curriculum_steps ({curriculum_steps}) >= 1; or set curriculum_start=null")
         self.dim = self.out_dim = dim
         self.causal = causal
         self.loops = loops
@@ -103,7 +121,8 @@ class Looped(nn.Module):
                 for _ in range(n)
             )
 
-        self.pre, self.loop, self.post = blocks(pre_depth), blocks(loop_depth), blocks(post_depth)
+        self.pre, self.post = blocks(pre_depth), blocks(post_depth)
+        self.loop = LoopBlocks(blocks(loop_depth))
         self.norm = norm(dim)
         self.register_buffer("progress", torch.zeros((), dtype=torch.long))
         init_linear(self, init_std, pre_depth + loop_depth * loops + post_depth)
@@ -143,6 +162,16 @@ class Looped(nn.Module):
         return loops, loops - window
 
     # ----- forward -----------------------------------------------------------------------------------------------
+    def _iterate(self, x: torch.Tensor, frozen: bool, caches: list | None = None) -> torch.Tensor:
+        """One pass of the loop blocks; ``frozen``: a truncated iteration (no gradient to the loop's parameters)."""
+        if not frozen:
+            return self.loop(x, caches)
+        if not input_gradients_exact():
+            with torch.no_grad():
+                return self.loop(x, caches)
+        detached = {name: p.detach() for name, p in self.loop.named_parameters()}
+        return torch.func.functional_call(self.loop, detached, (x, caches))
+
     @staticmethod
     def _run(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         for block in blocks:
@@ -156,8 +185,7 @@ class Looped(nn.Module):
         h = torch.zeros_like(p)
         outputs = []
         for t in range(loops):
-            with torch.no_grad() if t < n_frozen else nullcontext():
-                h = self._run(self.loop, h + p)  # (B, N, C), input injection
+            h = self._iterate(h + p, t < n_frozen)  # (B, N, C), input injection
             if t >= n_frozen:
                 outputs.append(h)
         return [self.norm(self._run(self.post, h)) for h in outputs]
@@ -167,8 +195,7 @@ class Looped(nn.Module):
         p = self._run(self.pre, x)  # (B, N, C)
         h = torch.zeros_like(p)
         for t in range(loops):
-            with torch.no_grad() if t < n_frozen else nullcontext():
-                h = self._run(self.loop, h + p)
+            h = self._iterate(h + p, t < n_frozen)
         return self.norm(self._run(self.post, h))
 
     # ----- two-stream autoregressive EBT (see alt_arch/mixers/attention.py) --------------------------------------
@@ -204,8 +231,7 @@ class Looped(nn.Module):
         p = self._candidates(self.pre, y, pre_caches)
         h = torch.zeros_like(p)
         for t, step_caches in enumerate(loop_caches):
-            with torch.no_grad() if t < n_frozen else nullcontext():
-                h = self._candidates(self.loop, h + p, step_caches)
+            h = self._iterate(h + p, t < n_frozen, step_caches)
         return self.norm(self._candidates(self.post, h, post_caches))
 
     # ----- cost ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Hierarchical MetaFormer / PoolFormer ("MetaFormer Is Actually What You Need for Vision", Yu et al., CVPR 2022).
 
+Reference code ("the authors' reference code" below): https://github.com/sail-sg/poolformer at commit
+a075575b8b3dc3c76ecc5c49985d156167372bfa (``models/poolformer.py``, ``models/metaformer.py``).
+
 Architecture (Fig. 2 and Table 1 of the paper; details as in the authors' reference code):
 
 * stem: ``Conv2d(in, w_1, 7, stride 4, padding 2)`` (patch embedding, no norm);
@@ -42,7 +45,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from alt_arch.errors import MixerCapabilityError
+from alt_arch.errors import MixerCapabilityError, PartOptionError
 from alt_arch.linear import dense
 from alt_arch.mixers.pool import Pool
 
@@ -128,8 +131,8 @@ class ConvEmbed(nn.Module):
         self.grid = grid
         self.out_grid = tuple((s + 2 * padding - kernel) // stride + 1 for s in grid)
         if min(self.out_grid) < 1:
-            raise ValueError(f"metaformer_vision: a {kernel}x{kernel} stride-{stride} conv with padding {padding} "
-                             f"cannot map the {grid} grid; lower model.backbone.stem_stride or use fewer stages")
+            raise PartOptionError(f"metaformer_vision: a {kernel}x{kernel} stride-{stride} conv with padding {padding} "
+                                  f"cannot map the {grid} grid; lower model.backbone.stem_stride or use fewer stages")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.grid
@@ -168,13 +171,13 @@ class MetaFormerVision(nn.Module):
             raise MixerCapabilityError(f"metaformer_vision needs a 2-D token grid (H, W), got spatial_shape="
                                        f"{spatial_shape}; use an image task (data=digits, mnist, cifar10)")
         if variant not in VARIANTS:
-            raise ValueError(f"metaformer_vision: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+            raise PartOptionError(f"metaformer_vision: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
         v_depths, v_widths, v_scale, v_drop = VARIANTS[variant]
         depths = tuple(depths if depths is not None else v_depths)
         widths = tuple(widths if widths is not None else v_widths)
         if len(depths) != len(widths) or not depths or min(depths) < 1:
-            raise ValueError(f"metaformer_vision: depths {depths} and widths {widths} need the same non-zero "
-                             "number of stages and every depth >= 1")
+            raise PartOptionError(f"metaformer_vision: depths {depths} and widths {widths} need the same non-zero "
+                                  "number of stages and every depth >= 1")
         layer_scale_init = v_scale if layer_scale_init is None else layer_scale_init
         drop_path = v_drop if drop_path is None else drop_path
         self.dim, self.out_dim, self.depths, self.widths = dim, widths[-1], depths, widths

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from alt_arch.block import MetaFormerBlock
+from alt_arch.errors import PartOptionError
 from alt_arch.linear import dense
 from alt_arch.mlp import SwiGLU
 from alt_arch.norms import RMSNorm
@@ -44,7 +45,7 @@ class Stack(nn.Module):
     ) -> None:
         super().__init__()
         if n_layers < 1:
-            raise ValueError(f"backbone: n_layers must be >= 1, got {n_layers}")
+            raise PartOptionError(f"backbone: n_layers must be >= 1, got {n_layers}")
         self.dim = self.out_dim = dim
         self.causal = causal
         self.blocks = nn.ModuleList(

@@ -1,5 +1,8 @@
 """Multi-head self-attention with rotary positions (Vaswani et al., 2017; Su et al., 2021).
 
+Reference code: none is followed; this is standard pre-norm multi-head attention as in nanoGPT
+(https://github.com/karpathy/nanoGPT) with RoPE as in Su et al. (RoFormer); no deviation is intended.
+
 ``softmax(Q K^T / sqrt(d_h) + mask) V`` per head, ``Q = rope(x W_q)``, ``K = rope(x W_k)``, ``V = x W_v``,
 output ``concat_h(.) W_o``; causal or bidirectional. Projections come from the ``linear`` factory (so
 TokenFormer / MemoryFormer layers can replace them), no biases (Transformer++).
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from alt_arch.errors import PartOptionError
 from alt_arch.linear import dense
 from alt_arch.rope import Rotary
 
@@ -49,7 +53,8 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % n_heads:
-            raise ValueError(f"attention: dim={dim} is not divisible by n_heads={n_heads}")
+            raise PartOptionError(f"attention: dim={dim} (model.dim) is not divisible by n_heads={n_heads} "
+                                  "(model.mixer.n_heads); pick a width that is a multiple of the heads")
         self.causal = causal
         self.n_heads = n_heads
         self.head_dim = dim // n_heads

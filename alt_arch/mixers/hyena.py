@@ -1,6 +1,11 @@
 """The Hyena operator (Poli et al., "Hyena Hierarchy: Towards Larger Convolutional Language Models", 2023) and its
 N-D form (Zimerman & Wolf, "Multi-Dimensional Hyena for Spatial Inductive Bias", 2023).
 
+Reference code ("the reference" below): https://github.com/HazyResearch/safari at commit
+02220c69d247e5473616cd053a443ad99fd2559b (``src/models/sequence/hyena.py``); for Hyena-ND
+https://github.com/Itamarzimm/HyenaND at commit e8b875ea852b8b255211f9562ddc242fe2f73ab1
+(``pytorch-image-models/timm/models/layers/hyena2d.py``).
+
 Order-``N`` operator (Hyena, Alg. 1-3), for ``x`` (B, L, C)::
 
     z            = in_proj(x)                               (B, L, (N+1) C)   via the ``linear`` factory
@@ -12,8 +17,11 @@ Order-``N`` operator (Hyena, Alg. 1-3), for ``x`` (B, L, C)::
 The implicit filters, positional features and FFT convolutions live in :mod:`hyena_filter`. In 1-D the long
 convolution is causal (lags ``0..L-1``) or, with ``causal=False``, two-sided: a second filter output covers the
 future lags ``-1..-(L-1)`` (as in the reference's bidirectional option). Positions are normalised by ``l_max``
-(the paper's maximum/training length); ``l_max=None`` uses each input's own length. With a fixed ``l_max`` a
-filter tap depends only on its lag, so longer inputs see the same filter extended (length extrapolation).
+(the paper's maximum/training length; the reference computes the filter for ``l_max`` positions and truncates it to
+``L``). With a fixed ``l_max`` a filter tap depends only on its lag, so the output at position ``t`` does not depend
+on how long the sequence is, and longer inputs see the same filter extended (length extrapolation). A causal 1-D
+Hyena therefore needs ``l_max`` (``MixerCapabilityError`` otherwise; the builder sets it to the task's longest
+sequence); a non-causal 1-D Hyena may leave ``l_max=None``: positions normalised by each input's own length.
 
 Hyena-ND (``dims=2``, needs ``spatial_shape=(S, S)``): tokens are laid out on the square grid, the short filter is a
 depthwise 3x3 convolution and each long convolution is a 2-D FFT convolution zero-padded to ``(2S, 2S)`` with either
@@ -31,9 +39,8 @@ Two-stream mode (autoregressive EBT, causal 1-D only; see :class:`~alt_arch.mixe
 ``D v_cand[t]``), where ``v_ctx`` is the context's gated value of the same order. ``forward_context(x)`` returns the
 ordinary causal output for ``x`` and, as the cache, the context's part of every candidate's short convolution and of
 every long convolution (one FFT convolution with the filter shifted by one lag, for all ``t`` at once) plus ``h[0]``.
-Both streams use filters for ``T+1`` positions: with ``l_max=None`` (positions normalised by the input length)
-``forward_context`` therefore equals ``forward`` of a ``T+1``-token sequence truncated to ``T`` (not ``forward(x)``,
-whose filter is normalised by ``T``); with a fixed ``l_max`` it equals ``forward(x)``. Non-causal and 2-D Hyena raise
+Both streams use filters for ``T+1`` positions; with the fixed ``l_max`` of a causal Hyena a tap depends on its
+lag only, so ``forward_context(x)`` equals ``forward(x)``. Non-causal and 2-D Hyena raise
 :class:`MixerCapabilityError` there.
 
 Deviations: the filters' decay rates are fixed buffers (the reference trains them with learning rate 0); filter
@@ -48,7 +55,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from alt_arch.errors import MixerCapabilityError
+from alt_arch.errors import MixerCapabilityError, PartOptionError
 from alt_arch.linear import dense
 from alt_arch.mixers.hyena_filter import Filter1d, Filter2d, fft_conv1d, fft_conv2d
 
@@ -85,13 +92,18 @@ class Hyena(nn.Module):
     ) -> None:
         super().__init__()
         if order < 2:
-            raise ValueError(f"hyena: order must be >= 2 (one long convolution per extra gate), got {order}")
+            raise PartOptionError(f"hyena: order must be >= 2 (one long convolution per extra gate), got {order}")
         if dims is None:
             dims = 2 if spatial_shape is not None and len(spatial_shape) == 2 else 1
         if dims not in (1, 2):
             raise MixerCapabilityError(f"hyena: dims={dims} is not supported; use dims=1 (sequences) or dims=2")
         if dims == 2:
             _check_grid(spatial_shape, causal)
+        elif causal and l_max is None:
+            raise MixerCapabilityError(
+                "hyena: a causal 1-D Hyena needs l_max (the longest sequence, e.g. model.mixer.l_max=256; the "
+                "builder sets it to the task's max_len) so that outputs at position t do not depend on the sequence "
+                "length")
         self.dim, self.order, self.dims, self.causal = dim, order, dims, causal
         self.side = spatial_shape[0] if dims == 2 else None
         self.short_kernel = short_kernel

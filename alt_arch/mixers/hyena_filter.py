@@ -1,5 +1,8 @@
 """Hyena's implicit long filters and FFT convolutions (Poli et al., 2023, Sec. 3.3; Zimerman & Wolf, 2023, Sec. 3).
 
+Reference code: as :mod:`alt_arch.mixers.hyena` (safari at 02220c69d247e5473616cd053a443ad99fd2559b, HyenaND at
+e8b875ea852b8b255211f9562ddc242fe2f73ab1).
+
 Implicit 1-D filter (Hyena, Eq. 7)::
 
     h(t) = FFN(PE(t)) * (exp(-|alpha_c| t) + shift)       t = position / scale in [0, 1) for the training length
@@ -32,6 +35,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from alt_arch.errors import PartOptionError
+
 
 class Sin(nn.Module):
     """``sin(omega * z)`` with a learnable frequency per unit."""
@@ -63,7 +68,7 @@ def positional_features(n: int, *, emb_dim: int, scale: float, device=None,
                         dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """``PE(p)`` for ``p = 0..n-1``: features (n, emb_dim) and normalised time ``t = p / scale`` (n, 1)."""
     if emb_dim < 3 or emb_dim % 2 == 0:
-        raise ValueError(f"hyena: emb_dim must be odd and >= 3 (time, cos, sin), got {emb_dim}")
+        raise PartOptionError(f"hyena: emb_dim must be odd and >= 3 (time, cos, sin), got {emb_dim}")
     bands = (emb_dim - 1) // 2
     p = torch.arange(n, device=device, dtype=dtype)[:, None]  # (n, 1)
     t = p / scale
@@ -149,7 +154,11 @@ def fft_conv2d(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 class Filter1d(nn.Module):
-    """Implicit 1-D filters for ``groups`` convolutions of ``channels`` each; optionally two-sided."""
+    """Implicit 1-D filters for ``groups`` convolutions of ``channels`` each; optionally two-sided.
+
+    ``scale`` normalises positions (``t = p / scale``): fixed, a tap depends on its lag only and the filter for ``n``
+    positions is the first ``n`` taps of any longer one; ``None`` uses each input's length ``n``.
+    """
 
     def __init__(self, channels: int, groups: int, *, two_sided: bool, emb_dim: int, scale: float | None,
                  **filter_options) -> None:
@@ -162,7 +171,8 @@ class Filter1d(nn.Module):
     def forward(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Kernels (G, C, L) for lags ``0..L-1`` and, if two-sided, (G, C, L) for lags ``0..-(L-1)``."""
         ref = self.filter.alpha
-        z, t = positional_features(n, emb_dim=self.emb_dim, scale=self.scale or n, device=ref.device, dtype=ref.dtype)
+        scale = n if self.scale is None else self.scale  # None (non-causal only): each input's own length
+        z, t = positional_features(n, emb_dim=self.emb_dim, scale=scale, device=ref.device, dtype=ref.dtype)
         h = rearrange(self.filter(z, [t]), "l (s g c) -> s g c l", s=2 if self.two_sided else 1, g=self.groups)
         return h[0], (h[1] if self.two_sided else None)
 
@@ -173,7 +183,7 @@ class Filter2d(nn.Module):
     def __init__(self, channels: int, groups: int, *, kind: str, emb_dim: int, **filter_options) -> None:
         super().__init__()
         if kind not in ("product", "joint"):
-            raise ValueError(f"hyena: filter_2d={kind!r}; use 'product' or 'joint'")
+            raise PartOptionError(f"hyena: filter_2d={kind!r}; use 'product' or 'joint'")
         self.kind, self.groups, self.emb_dim = kind, groups, emb_dim
         width = channels * groups
         if kind == "product":

@@ -1,5 +1,8 @@
 """Mixture-of-Head attention (Jin, Zhu, Ning, Yuan, "MoH: Multi-Head Attention as Mixture-of-Head Attention", 2024).
 
+Reference code ("the reference implementation" below): https://github.com/SkyworkAI/MoH at commit
+2cefd57b78196dd0fabc34a858a7739235f55356 (``MoH-ViT/attention_native.py``, ``MoH-DiT/models.py``).
+
 Heads are experts. With ``H`` heads, ``h_s`` shared heads are always active and the ``E = H - h_s`` routed heads are
 chosen per token by a bias-free router (paper Eqs. 5-6, Sec. 3.2)::
 
@@ -12,9 +15,11 @@ chosen per token by a bias-free router (paper Eqs. 5-6, Sec. 3.2)::
 
 ``head_i`` is RoPE attention ``softmax(q_i k_i^T / sqrt(d_h) + mask) v_i`` exactly as in :mod:`attention`.
 Load balance (paper Eq. 7): ``L_b = E * sum_i mean_t(p_i) * mean_t(1[i in S_t])`` over all tokens of the batch,
-reported already weighted as ``self.aux_losses = {"moh_balance": balance_weight * L_b}``; ``self.aux_metrics`` holds
-``moh_active_heads`` (fraction of heads with a non-zero gate) and ``moh_max_load`` (busiest routed head's share
-times ``E``; 1 = perfectly balanced).
+reported already weighted as ``{"moh_balance": balance_weight * L_b}`` through :func:`alt_arch.utils.record_aux`, with
+the metrics ``moh_active_heads`` (fraction of heads with a non-zero gate) and ``moh_max_load`` (busiest routed head's
+share times ``E``; 1 = perfectly balanced). Every routing call is one pass: in a training step that routes several
+times (the EBT's context stream and each thinking step's candidate pass, a looped backbone's iterations) the loss
+the objective adds is the mean over all of them.
 
 **Scale.** With ``W_s = 0`` the shared gates are ``h_s * (1 / h_s) = 1`` and with ``W_h = 0`` the balance is
 ``a1 = a2 = 1``: every head is multiplied by exactly 1, so all-shared MoH with a zero router *is* standard multi-head
@@ -47,9 +52,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from alt_arch.errors import PartOptionError
 from alt_arch.linear import dense
 from alt_arch.mixers.attention import candidate_attention
 from alt_arch.rope import Rotary
+from alt_arch.utils import record_aux
 
 RoutedCompute = Literal["dense", "gather"]
 
@@ -72,14 +79,15 @@ class MoHAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % n_heads:
-            raise ValueError(f"moh: dim={dim} is not divisible by n_heads={n_heads}")
+            raise PartOptionError(f"moh: dim={dim} (model.dim) is not divisible by n_heads={n_heads} "
+                                  "(model.mixer.n_heads); pick a width that is a multiple of the heads")
         if not 0 <= shared_heads <= n_heads:
-            raise ValueError(f"moh: shared_heads={shared_heads} must lie in [0, n_heads={n_heads}]")
+            raise PartOptionError(f"moh: shared_heads={shared_heads} must lie in [0, n_heads={n_heads}]")
         routed = n_heads - shared_heads
         if routed and not 1 <= top_k <= routed:
-            raise ValueError(f"moh: top_k={top_k} must lie in [1, n_heads - shared_heads = {routed}]")
+            raise PartOptionError(f"moh: top_k={top_k} must lie in [1, n_heads - shared_heads = {routed}]")
         if routed_compute not in ("dense", "gather"):
-            raise ValueError(f"moh: routed_compute={routed_compute!r}; use 'dense' or 'gather'")
+            raise PartOptionError(f"moh: routed_compute={routed_compute!r}; use 'dense' or 'gather'")
         self.causal = causal
         self.n_heads, self.shared_heads, self.routed_heads = n_heads, shared_heads, routed
         self.top_k = top_k if routed else 0
@@ -117,15 +125,16 @@ class MoHAttention(nn.Module):
             parts.append(self.top_k * kept / denom)  # (B, N, E)
             load = selected.flatten(0, 1).float().mean(dim=0)  # (E,) share of tokens choosing each head
             balance = self.routed_heads * (probs.flatten(0, 1).mean(dim=0) * load).sum()
-            self.aux_metrics = {"moh_max_load": (load.max() * self.routed_heads / self.top_k).detach()}
+            metrics = {"moh_max_load": (load.max() * self.routed_heads / self.top_k).detach()}
         else:
-            self.aux_metrics = {}
+            metrics = {}
         if self.router_groups is not None:
             a = 2 * self.router_groups(x).softmax(dim=-1)  # (B, N, 2)
             parts = [parts[0] * a[..., :1], parts[1] * a[..., 1:]]
         gates = torch.cat(parts, dim=-1)  # (B, N, H)
-        self.aux_losses = {"moh_balance": self.balance_weight * balance} if selected is not None else {}
-        self.aux_metrics["moh_active_heads"] = (gates != 0).float().mean().detach()
+        metrics["moh_active_heads"] = (gates != 0).float().mean().detach()
+        losses = {"moh_balance": self.balance_weight * balance} if selected is not None else {}
+        record_aux(self, losses, metrics)
         return gates, selected
 
     # ------------------------------------------------------------------ attention

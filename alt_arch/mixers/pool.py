@@ -1,5 +1,8 @@
 """Pooling token mixer of PoolFormer ("MetaFormer Is Actually What You Need for Vision", Yu et al., CVPR 2022).
 
+Reference code ("the reference" below): https://github.com/sail-sg/poolformer at commit
+a075575b8b3dc3c76ecc5c49985d156167372bfa (``models/poolformer.py``, class ``Pooling``).
+
 Equation (Eq. 4 of the paper), for a 2-D token grid ``u`` of shape (C, H, W)::
 
     Pool(u)_{:, i, j} = 1 / (K * K) * sum_{p, q = 1..K} u_{:, i + p - (K+1)/2, j + q - (K+1)/2}  -  u_{:, i, j}
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from alt_arch.errors import MixerCapabilityError
+from alt_arch.errors import MixerCapabilityError, PartOptionError
 from alt_arch.linear import dense
 
 
@@ -60,7 +63,7 @@ class Pool(nn.Module):
     ) -> None:
         super().__init__()
         if pool_size < 1:
-            raise ValueError(f"pool: pool_size must be >= 1, got {pool_size}")
+            raise PartOptionError(f"pool: pool_size must be >= 1, got {pool_size}")
         shape = tuple(int(s) for s in spatial_shape) if spatial_shape is not None else None
         if shape is not None and len(shape) not in (1, 2):
             raise MixerCapabilityError(
@@ -74,7 +77,7 @@ class Pool(nn.Module):
                 "tasks are non-causal) or a sequence task for causal 1-D pooling"
             )
         if not causal and pool_size % 2 == 0:
-            raise ValueError(f"pool: a centred window needs an odd pool_size, got {pool_size}; use e.g. 3")
+            raise PartOptionError(f"pool: a centred window needs an odd pool_size, got {pool_size}; use e.g. 3")
         self.dim, self.causal, self.pool_size = dim, causal, pool_size
         self.spatial_shape = shape
 

@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebt.errors import ConfigError
 from ebt.tasks.base import IGNORE_INDEX, Task
+
+CONTINUOUS_LOSSES = ("mse", "smooth_l1")
 
 
 def input_encoder(task: Task, dim: int) -> nn.Module:
@@ -55,9 +58,13 @@ def prediction_loss(task: Task, prediction: torch.Tensor, batch: dict[str, torch
 
 
 class Objective(nn.Module):
-    def __init__(self, *, task: Task) -> None:
+    def __init__(self, *, task: Task, continuous_loss: str = "mse") -> None:
         super().__init__()
+        if continuous_loss not in CONTINUOUS_LOSSES:
+            raise ConfigError(f"model.objective.continuous_loss={continuous_loss!r} is not one of "
+                              f"{', '.join(CONTINUOUS_LOSSES)}")
         self.task = task
+        self.continuous_loss = continuous_loss  # continuous tasks: the training loss, also reported in evaluation
 
     def set_progress(self, step: int) -> None:
         """Called by the trainer before every training step; forwarded to parts that schedule themselves."""
@@ -75,5 +82,5 @@ class Objective(nn.Module):
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         prediction = self.predict(batch)
         metrics = dict(self.task.metrics(prediction, batch))
-        metrics["loss"] = prediction_loss(self.task, prediction, batch)
+        metrics["loss"] = prediction_loss(self.task, prediction, batch, self.continuous_loss)
         return metrics

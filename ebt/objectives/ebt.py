@@ -1,35 +1,53 @@
 """Energy-Based Transformer objective: predict by gradient descent on a learned energy.
 
-Gladstone et al., "Energy-Based Transformers are Scalable Learners and Thinkers" (2025); earlier
-"Cognitively Inspired Energy-Based World Models". An EBT assigns a scalar energy ``E_theta(x, y)`` to a
-context ``x`` and a candidate ``y`` and predicts by minimising it ("thinking"):
+Gladstone et al., "Energy-Based Transformers are Scalable Learners and Thinkers" (2025, arXiv:2507.02092); earlier
+"Cognitively Inspired Energy-Based World Models". The reference implementation, which "the reference" below means:
+https://github.com/alexiglad/EBT at commit 0ad36281cc1040136973270073af20c544249224 (``model/nlp/ebt.py``).
+An EBT assigns a scalar energy ``E_theta(x, y)`` to a context ``x`` and a candidate ``y`` and predicts by
+minimising it ("thinking"):
 
     y_0 ~ N(0, init_std^2)  (or zeros, or the noisy input for denoising)
-    y_{i+1} = y_i - alpha_i * grad_y E_theta(x, y_i) (+ sigma * xi),   i = 0 .. S-1
+    y_{i+1} = y_i - alpha_i * grad_y E_theta(x, y_i + sigma * xi_i),   i = 0 .. S-1
 
 and is trained with the task loss of every step's prediction ``y_{i+1}`` (mean over steps, or the last
 only), back-propagated through the gradient (``create_graph=True``: theta receives Hessian-vector terms).
 
 Modes (chosen from the task, no per-mixer special cases):
 
-* autoregressive two-stream (tokens tasks with ``causal=True``): the context stream is a causal pass over
-  the true tokens; the candidate for position t+1 attends to context positions <= t and to itself only,
-  sharing all weights (``backbone.forward_context`` / ``forward_candidates``). The context stream does not
+* autoregressive two-stream (every task with ``causal=True``: tokens, and continuous sequences such as in-context
+  regression, as the paper does for video frames): the context stream is a causal pass over the true inputs; the
+  candidate for position t (the prediction made from inputs <= t) attends to context positions <= t and to itself
+  only, sharing all weights (``backbone.forward_context`` / ``forward_candidates``). The context stream does not
   depend on the candidate, so it is computed once per batch and its per-layer keys/values are reused at
   every step (``cache_context=true``; ``false`` recomputes it per step, identical results). Energy per
   position = ``Linear(D, 1)`` after the backbone's final norm; positions' energies are summed for the
   gradient (each candidate sees only its own context, so one backward gives every position's gradient).
-* whole-target (classes, continuous, or bidirectional tokens tasks): candidate features are added to the
+* whole-target (classes, or bidirectional tokens / continuous tasks): candidate features are added to the
   context tokens (per position when aligned with them, broadcast to every token otherwise, e.g. a class
   distribution), a bidirectional pass of any backbone follows, energy = mean of per-token scalars.
 
 Discrete candidates are logits; the model reads ``softmax(y) @ W`` with ``W`` a ``V -> D`` projection
 (``tie_candidate_projection``: the token embedding). Continuous candidates are read through ``Linear``.
 
-Deviations from the reference implementation: the step-index ("time") embedding is added to the candidate
-stream only (so the context cache stays valid); the uncached path recomputes the context per step instead
-of running a 2T-token sequence with a block mask (same numbers, see tests); energies at evaluation also
-include the energy of the final candidate (one extra forward) for stopping and best-of-N.
+Auxiliary losses of the backbone (MoH load balance) are the mean over every forward pass of the training step: the
+context stream and each thinking step's candidate pass (:func:`alt_arch.utils.record_aux`).
+
+Step bounds: ``grad_clamp=c`` clamps each element of ``dE/dy`` to ``[-c, c]``; ``max_change=m`` is the reference's
+``clamp_futures_grad_max_change``: ``dE/dy`` is clamped to ``+-m / alpha`` (the base step size, not the jittered
+one), so each element of a step moves by at most ``m``. They are exclusive.
+
+Deviations from the reference:
+
+* alpha is learned in log space (``log_alpha``, so it stays positive, and ``alpha_lr_scale`` multiplies the learning
+  rate of ``log alpha``); the reference learns alpha itself, clamped at 1e-4, with its own learning-rate multiplier.
+* the step-index ("time") embedding is added to the candidate stream only (so the context cache stays valid);
+* the uncached path recomputes the context per step instead of running a 2T-token sequence with a block mask (same
+  numbers, see tests);
+* energies at evaluation also include the energy of the final candidate (one extra forward) for stopping and
+  best-of-N;
+* Langevin noise: the noisy candidate ``y + sigma xi`` is both where the gradient is taken and what the step starts
+  from, as in the reference's language model; evaluation uses ``eval_langevin_std`` (the reference's language model
+  keeps its training noise at evaluation).
 """
 
 from collections.abc import Collection
@@ -40,12 +58,13 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from alt_arch.utils import collect_aux
+from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, task_inputs
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
 from ebt.thinking import candidate_update, softmax_embed
+from kernels import KernelBackendError, resolve_backend
 
 
 @dataclass
@@ -55,7 +74,8 @@ class Thought:
     candidates: list[torch.Tensor]  # y_0 .. y_S (y_0 is the initial candidate)
     energies: list[torch.Tensor]  # E(y_0) .. E(y_{S-1}) (+ E(y_S) when requested); (B, T) or (B,)
     steps_used: torch.Tensor | None = None  # per energy element, with energy_tol
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # training: auxiliary losses (mean over passes)
+    aux_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class EBT(Objective):
@@ -83,6 +103,7 @@ class EBT(Objective):
         replay_size: int = 0,
         replay_fraction: float = 0.25,
         grad_clamp: float | None = None,
+        max_change: float | None = None,
         energy_tol: float | None = None,
         tie_candidate_projection: bool = False,
         time_embedding: bool = False,
@@ -90,7 +111,7 @@ class EBT(Objective):
         continuous_loss: str = "mse",
         kernels: str = "torch",
     ) -> None:
-        super().__init__(task=task)
+        super().__init__(task=task, continuous_loss=continuous_loss)
         _check_choice("init", init, ("noise", "zeros", "input"))
         _check_choice("loss_on", loss_on, ("all", "last"))
         if steps < 1:
@@ -101,7 +122,13 @@ class EBT(Objective):
             raise ConfigError("model.objective.alpha_jitter is a scale s >= 1 (alpha drawn from [alpha/s, alpha*s])")
         if init == "input" and (task.kind != "continuous" or task.input_dim != task.output_dim):
             raise ConfigError("model.objective.init=input needs a continuous task whose inputs have the targets' shape")
-        self.autoregressive = task.kind == "tokens" and task.causal
+        if grad_clamp is not None and max_change is not None:
+            raise ConfigError("model.objective.grad_clamp and model.objective.max_change both bound the thinking step; "
+                              "set one of them to null")
+        for name, value in (("grad_clamp", grad_clamp), ("max_change", max_change)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"model.objective.{name} must be > 0 (or null), got {value}")
+        self.autoregressive = task.causal  # a causal task is always run causally (two-stream), tokens or vectors
         self.discrete = task.kind in ("tokens", "classes")
         self.steps = steps
         self.logged_steps = _logged_steps(eval_steps, steps)
@@ -109,8 +136,11 @@ class EBT(Objective):
         self.alpha_jitter, self.init, self.init_std = alpha_jitter, init, init_std
         self.loss_on, self.detach_steps, self.truncate = loss_on, detach_steps, truncate
         self.eval_langevin_std, self.learn_langevin_after = eval_langevin_std, learn_langevin_after
-        self.random_steps, self.grad_clamp, self.energy_tol = random_steps, grad_clamp, energy_tol
-        self.cache_context, self.continuous_loss, self.kernels = cache_context, continuous_loss, kernels
+        self.random_steps, self.energy_tol = random_steps, energy_tol
+        self.grad_clamp, self.max_change = grad_clamp, max_change
+        self.cache_context = cache_context
+        self.kernels = _checked_kernels(kernels)
+        self._backends: dict[torch.device, str] = {}
         self.output_size = output_size(task)
 
         self.log_alpha = nn.Parameter(torch.tensor(float(alpha)).log(), requires_grad=learn_alpha)
@@ -146,6 +176,13 @@ class EBT(Objective):
         if self.learn_langevin_after is not None and step >= self.learn_langevin_after:
             self.langevin.requires_grad_(True)
 
+    def backend(self, device: torch.device) -> str:
+        """The kernels backend for tensors on ``device``: resolved once per device (the request was checked at
+        build time), so no op call reads the environment or probes the driver again."""
+        if device not in self._backends:
+            self._backends[device] = resolve_backend(self.kernels, device)
+        return self._backends[device]
+
     def _step_sizes(self, energy: torch.Tensor, training: bool) -> torch.Tensor:
         """alpha, or per-position alpha drawn from [alpha/s, alpha*s] in training; shaped like ``energy``."""
         alpha = self.alpha.expand_as(energy)
@@ -159,7 +196,7 @@ class EBT(Objective):
         """Candidate features the backbone reads: ``softmax(y) @ W`` (discrete) or ``W y`` (continuous)."""
         if self.discrete:
             weight = self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
-            e = softmax_embed(y, weight, backend=self.kernels)
+            e = softmax_embed(y, weight, backend=self.backend(y.device))
         else:
             e = self.candidate_proj(y)
         if self.time_embedding is not None:
@@ -189,13 +226,14 @@ class EBT(Objective):
         return energy
 
     def initial_candidate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        targets = batch["targets"]
+        """``y_0`` in the model's dtype: noise, zeros or (continuous) the input itself."""
+        targets, dtype = batch["targets"], self.energy_head.weight.dtype
         if self.init == "input":
-            return batch["inputs"].float().clone()
+            return batch["inputs"].to(dtype=dtype, copy=True)
         shape = (*targets.shape, self.output_size) if self.discrete else targets.shape
         if self.init == "zeros":
-            return torch.zeros(shape, device=targets.device)
-        return torch.randn(shape, device=targets.device) * self.init_std
+            return torch.zeros(shape, device=targets.device, dtype=dtype)
+        return torch.randn(shape, device=targets.device, dtype=dtype) * self.init_std
 
     # ------------------------------------------------------------------------------------------ thinking
     def think(
@@ -212,15 +250,23 @@ class EBT(Objective):
     ) -> Thought:
         """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate).
 
-        ``keep``: candidate indices to keep (others become ``None`` in ``Thought.candidates``, so evaluation
-        memory does not grow with the number of steps); default all.
+        ``langevin_std``: noise added before each step; default the training noise (``langevin_std``) when
+        ``training`` and ``eval_langevin_std`` otherwise. ``keep``: candidate indices to keep (others become ``None``
+        in ``Thought.candidates``, so evaluation memory does not grow with the number of steps); default all.
+        In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
+        pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
         """
-        sigma = self.langevin if langevin_std is None else torch.tensor(langevin_std)
+        if langevin_std is None:
+            sigma = self.langevin if training else torch.tensor(self.eval_langevin_std)
+        else:
+            sigma = torch.tensor(langevin_std)
         y = self.initial_candidate(batch) if init is None else init
         candidates, energies = [y], []
         steps_used, active = None, None
         backend = sdpa_kernel(SDPBackend.MATH) if training else nullcontext()  # fused SDPA: no double backward
-        with torch.enable_grad(), backend:
+        if training:
+            clear_aux(self.backbone)
+        with torch.enable_grad(), backend, exact_input_gradients():
             energy_fn = self.energy_function(batch)
             for i in range(steps):
                 if self.detach_steps or not y.requires_grad:
@@ -231,6 +277,9 @@ class EBT(Objective):
                 create_graph = training and (not self.truncate or i == steps - 1)
                 grad = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
                 _check_finite(energy, grad, i, self.alpha)
+                if self.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
+                    bound = self.max_change / self.alpha
+                    grad = grad.clamp(-bound, bound)
                 alpha = self._step_sizes(energy, training)
                 if energy_tol is not None:
                     if active is None:
@@ -241,14 +290,15 @@ class EBT(Objective):
                     alpha = alpha * active
                     steps_used = steps_used + active
                 y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=self.grad_clamp,
-                                     backend=self.kernels)
+                                     backend=self.backend(y.device))
                 if keep is not None and i not in keep:
                     candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
                 candidates.append(y)
                 energies.append(energy if training else energy.detach())
             if final_energy:
                 energies.append(energy_fn(y.detach().requires_grad_(), steps).detach())
-        return Thought(candidates, energies, steps_used, aux=collect_aux(self.backbone)[0] if training else {})
+        aux, aux_metrics = collect_aux(self.backbone) if training else ({}, {})
+        return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -275,7 +325,7 @@ class EBT(Objective):
             for k, (prediction, step_loss) in enumerate(zip(scored, losses, strict=True), start=first):
                 logs[f"loss_step{k}"] = step_loss.detach()
                 logs[f"{self.task.metric}_step{k}"] = self.task.metrics(prediction.detach(), batch)[self.task.metric]
-        logs |= {name: value.detach() for name, value in thought.aux.items()}
+        logs |= thought.aux_metrics | {name: value.detach() for name, value in thought.aux.items()}
         return loss + sum(thought.aux.values()), logs
 
     # ---------------------------------------------------------------------------------------- evaluation
@@ -310,9 +360,10 @@ def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:
     including 0 (the initial candidate) and the training step count (the headline metric)."""
     if eval_steps is None:
         eval_steps = 2 * steps
-    chosen = list(range(eval_steps + 1)) if isinstance(eval_steps, int) else [int(k) for k in eval_steps]
-    if any(k < 0 for k in chosen):
+    listed = [eval_steps] if isinstance(eval_steps, int) else [int(k) for k in eval_steps]
+    if any(k < 0 for k in listed):  # the int itself is checked: range(-1 + 1) would be empty and pass silently
         raise ConfigError(f"model.objective.eval_steps must be >= 0 (or a list of such step counts), got {eval_steps}")
+    chosen = list(range(eval_steps + 1)) if isinstance(eval_steps, int) else listed
     return sorted({0, steps, *chosen})
 
 
@@ -324,6 +375,15 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-energy-element step sizes (B, T) or (B,) as one step size per row of ``y`` (shape ``y.shape[:-1]``)."""
     return alpha.reshape(*alpha.shape, *([1] * (y.dim() - 1 - alpha.dim()))).expand(y.shape[:-1])
+
+
+def _checked_kernels(kernels: str) -> str:
+    """The requested kernels backend, refused now (one clear line) if it cannot run on this machine."""
+    try:
+        resolve_backend(kernels)
+    except (KernelBackendError, ValueError) as error:
+        raise ConfigError(f"kernels={kernels}: {error}") from None
+    return kernels
 
 
 def _check_finite(energy: torch.Tensor, grad: torch.Tensor, step: int, alpha: torch.Tensor) -> None:

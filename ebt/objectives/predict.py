@@ -7,7 +7,7 @@ Continuous: ``y = head(backbone(W_in x))`` trained with MSE (or SmoothL1).
 
 import torch
 
-from alt_arch.utils import collect_aux
+from alt_arch.utils import clear_aux, collect_aux
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective, input_encoder, output_head, prediction_loss, task_inputs
 from ebt.tasks.base import Task
@@ -16,11 +16,10 @@ from ebt.tasks.base import Task
 class Predict(Objective):
     def __init__(self, *, task: Task, backbone, dim: int, tie_embeddings: bool = False,
                  continuous_loss: str = "mse") -> None:
-        super().__init__(task=task)
+        super().__init__(task=task, continuous_loss=continuous_loss)
         self.encoder = input_encoder(task, dim)
         self.backbone = backbone(dim, causal=task.causal, spatial_shape=task.spatial_shape)
         self.head = output_head(task, self.backbone.out_dim)
-        self.continuous_loss = continuous_loss
         if tie_embeddings:
             if task.kind != "tokens":
                 raise ConfigError("model.objective.tie_embeddings=true needs a tokens task; set it to false")
@@ -33,6 +32,7 @@ class Predict(Objective):
         return self.head(features)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        clear_aux(self.backbone)
         prediction = self.predict(batch)
         loss = prediction_loss(self.task, prediction, batch, self.continuous_loss)
         aux_losses, aux_metrics = collect_aux(self.backbone)

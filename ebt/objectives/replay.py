@@ -3,7 +3,7 @@
 Stores (sample, final candidate) pairs from earlier batches; a fraction of each new batch is replaced by
 stored samples that start thinking from their stored candidate instead of fresh noise, so the energy
 landscape is also trained further along the optimisation path. Samples are stored on the batch's device;
-the buffer is not checkpointed (a resumed run starts with it empty).
+the buffer is checkpointed (``LitModel`` saves :meth:`state_dict`), so a resumed run continues with it.
 """
 
 import torch
@@ -17,6 +17,15 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return 0 if self.candidates is None else self.candidates.shape[0]
+
+    def state_dict(self) -> dict:
+        return {"samples": self.samples, "candidates": self.candidates}
+
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        """Restore (and move to ``device``) a buffer saved by :meth:`state_dict`."""
+        samples, candidates = state["samples"], state["candidates"]
+        self.samples = None if samples is None else {k: v.to(device) for k, v in samples.items()}
+        self.candidates = None if candidates is None else candidates.to(device)
 
     def add(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> None:
         if self.candidates is not None and self.candidates.shape[1:] != candidates.shape[1:]:

@@ -29,11 +29,12 @@ class Addition(Task):
     def __init__(self, *, n_digits: int = 3, ood_digits: int | None = None, seed: int = 0) -> None:
         super().__init__(seed=seed)
         if n_digits < 1:
-            raise ConfigError(f"data.n_digits must be >= 1, got {n_digits}")
+            raise ConfigError(f"data.task.n_digits must be >= 1, got {n_digits}")
         self.n_digits = n_digits
         self.ood_digits = ood_digits if ood_digits is not None else n_digits + 2
         if self.ood_digits <= n_digits:
-            raise ConfigError(f"data.ood_digits ({self.ood_digits}) must exceed data.n_digits ({n_digits})")
+            raise ConfigError(f"data.task.ood_digits ({self.ood_digits}) must exceed data.task.n_digits ({n_digits})")
+        self.max_len = self.seq_len("ood")  # ood has the most digits
 
     def digit_range(self, split: str) -> tuple[int, int]:
         return (self.n_digits + 1, self.ood_digits) if split == "ood" else (1, self.n_digits)

@@ -40,6 +40,7 @@ class AssocRecall(Task):
         self.ood_seq_len = ood_seq_len if ood_seq_len is not None else 2 * seq_len
         if self.ood_seq_len <= seq_len:
             raise ConfigError(f"data.task.ood_seq_len ({self.ood_seq_len}) must exceed data.task.seq_len ({seq_len})")
+        self.max_len = self.ood_seq_len
 
     def seq_len(self, split: str) -> int:
         """Input length of ``split`` (the query is the last input token)."""

@@ -33,6 +33,7 @@ class Task(ABC):
     input_dim: int | None = None  # continuous and classes tasks
     output_dim: int | None = None
     spatial_shape: tuple[int, ...] | None = None  # token grid of image tasks, e.g. (H, W)
+    max_len: int | None = None  # longest token sequence of any split (train/val/ood/test); None: unknown
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed

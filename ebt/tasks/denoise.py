@@ -31,12 +31,13 @@ class DigitsDenoise(Task):
     def __init__(self, *, noise_std: float = 0.3, ood_noise_std: float = 0.5, patch: int = 1,
                  split_seed: int = 0, seed: int = 0) -> None:
         super().__init__(seed=seed)
-        if noise_std < 0 or ood_noise_std < 0:
-            raise ConfigError(f"data.task.noise_std ({noise_std}) and ood_noise_std ({ood_noise_std}) must be >= 0")
+        for name, value in (("noise_std", noise_std), ("ood_noise_std", ood_noise_std)):
+            if value < 0:
+                raise ConfigError(f"data.task.{name} must be >= 0, got {value}")
         self.digits = Digits(patch=patch, split_seed=split_seed, seed=seed)
         self.noise_std, self.ood_noise_std, self.split_seed = noise_std, ood_noise_std, split_seed
         self.input_dim = self.output_dim = self.digits.input_dim
-        self.spatial_shape = self.digits.spatial_shape
+        self.spatial_shape, self.max_len = self.digits.spatial_shape, self.digits.max_len
 
     def _noise(self, split: str, index: int, rows: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
         if split == "train":

@@ -1,5 +1,8 @@
 """In-context learning of function classes (Garg, Tsipras, Liang, Valiant, NeurIPS 2022).
 
+Reference code: https://github.com/dtsip/in-context-learning at commit 338337192195827c58356f9b627e5f999ea703d2
+(``src/samplers.py``, ``src/tasks.py``).
+
 Each prompt draws a function ``f`` from a family and ``K = n_points`` inputs ``x_i ~ N(0, I_d)``; the model
 sees ``(x_1, f(x_1), ..., x_i)`` and predicts ``f(x_i)`` for every ``i`` (causally: from the ``i - 1`` earlier
 examples and the query). Families (``data.task.family``):
@@ -60,12 +63,15 @@ class ICLRegression(Task):
             raise ConfigError(f"data.task.family={family!r} is unknown; use one of {', '.join(FAMILIES)}")
         if format not in FORMATS:
             raise ConfigError(f"data.task.format={format!r} is unknown; use one of {', '.join(FORMATS)}")
-        if n_dims < 1 or n_points < 1 or hidden < 1 or depth < 1:
-            raise ConfigError("data.task.n_dims, n_points, hidden and depth must all be >= 1")
+        for name, value in (("n_dims", n_dims), ("n_points", n_points), ("hidden", hidden), ("depth", depth)):
+            if value < 1:
+                raise ConfigError(f"data.task.{name} must be >= 1, got {value}")
         if family == "sparse_linear" and not 1 <= sparsity <= n_dims:
             raise ConfigError(f"data.task.sparsity={sparsity} must be in 1..n_dims={n_dims}")
-        if noise_std < 0 or ood_x_scale <= 0:
-            raise ConfigError("data.task.noise_std must be >= 0 and data.task.ood_x_scale > 0")
+        if noise_std < 0:
+            raise ConfigError(f"data.task.noise_std must be >= 0, got {noise_std}")
+        if ood_x_scale <= 0:
+            raise ConfigError(f"data.task.ood_x_scale must be > 0, got {ood_x_scale}")
         if ood_points is not None and ood_points < 1:
             raise ConfigError(f"data.task.ood_points={ood_points} must be >= 1 (or null: same as n_points)")
         self.family, self.format = family, format
@@ -75,6 +81,8 @@ class ICLRegression(Task):
         default_ks = (1, n_dims // 2, n_dims, 2 * n_dims)
         self.report_ks = tuple(sorted(set(report_ks if report_ks is not None else default_ks)))
         self.input_dim = n_dims + 1
+        tokens_per_point = 2 if format == "interleaved" else 1
+        self.max_len = tokens_per_point * max(self.points("train"), self.points("ood"))
 
     # ----- sampling -------------------------------------------------------------------------------------------
     def points(self, split: str) -> int:

@@ -55,8 +55,9 @@ class ImageClassification(Task):
                  scale: float, upsample: int = 1, patch: int = 1, ood: str = "noise", ood_noise: float = 0.2,
                  split_seed: int = 0, seed: int = 0) -> None:
         super().__init__(seed=seed)
-        if upsample < 1 or patch < 1:
-            raise ConfigError(f"data.task.upsample ({upsample}) and data.task.patch ({patch}) must be >= 1")
+        for name, value in (("upsample", upsample), ("patch", patch)):
+            if value < 1:
+                raise ConfigError(f"data.task.{name} must be >= 1, got {value}")
         if ood not in OOD_KINDS:
             raise ConfigError(f"data.task.ood={ood!r} is unknown; use one of {OOD_KINDS}")
         _, channels, height, width = images["train"].shape
@@ -69,6 +70,7 @@ class ImageClassification(Task):
         self.num_classes = num_classes
         self.input_dim = patch * patch * channels
         self.spatial_shape = (height // patch, width // patch)
+        self.max_len = self.spatial_shape[0] * self.spatial_shape[1]
         self.ood, self.ood_noise, self.split_seed = ood, ood_noise, split_seed
 
     def pixels(self, split: str, rows: np.ndarray) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ebt.errors import DataError
+from ebt.errors import ConfigError, DataError
 from ebt.tasks.base import Task
 
 
@@ -95,7 +95,13 @@ class Text(Task):
         seed: int = 0,
     ) -> None:
         super().__init__(seed=seed)
-        self.seq_len = seq_len
+        if seq_len < 1:
+            raise ConfigError(f"data.task.seq_len must be >= 1, got {seq_len}")
+        if val_every < 1:
+            raise ConfigError(f"data.task.val_every must be >= 1 (every n-th file is validation), got {val_every}")
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"data.task.val_fraction must lie in (0, 1), got {val_fraction}")
+        self.seq_len = self.max_len = seq_len
         root = Path(path).expanduser() if path else default_corpus()
         files = _list_files(root, glob, "data.task.path")
         window = seq_len + 1
