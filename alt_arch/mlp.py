@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 
 
 def _round_up(n: int, multiple: int) -> int:

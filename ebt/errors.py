@@ -3,7 +3,7 @@
 :class:`UserError` is the one base class of every user-facing error of the project: it is defined in the lowest
 layer (:mod:`kernels.errors`) so that the kernel backend's :class:`~kernels.dispatch.KernelBackendError` and the
 parts' :class:`~alt_arch.errors.MixerCapabilityError` / :class:`~alt_arch.errors.PartOptionError` derive from it
-too, and re-exported here: ``except ebt.errors.UserError`` (in :mod:`ebt.cli`) catches them all.
+too, and re-exported here: ``except ebt.errors.UserError`` (in :mod:`ebt.training.cli`) catches them all.
 """
 
 from kernels.errors import UserError

@@ -34,7 +34,7 @@ except ImportError:  # the package must import without triton; the torch referen
     triton = None
     tl = None
 
-__all__ = ["candidate_update", "candidate_update_reference", "CandidateUpdateFn"]
+__all__ = ["candidate_update", "candidate_update_reference", "CandidateUpdateFn", "candidate_update_triton"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _SEED_MAX = 2**31 - 1
@@ -167,7 +167,7 @@ class CandidateUpdateFn(torch.autograd.Function):
         return dy, dg, da, None, None, None
 
 
-def _candidate_update_triton(y: Tensor, g: Tensor, alpha: float | Tensor, noise_std: float, seed: int | None,
+def candidate_update_triton(y: Tensor, g: Tensor, alpha: float | Tensor, noise_std: float, seed: int | None,
                              grad_clamp: float | None) -> Tensor:
     if y.dtype not in _KERNEL_DTYPES:
         raise TypeError(f"candidate_update backend 'triton' supports floating y, got {y.dtype}; use backend='torch'")
@@ -192,4 +192,4 @@ def candidate_update(y: Tensor, g: Tensor, alpha: float | Tensor, *, noise_std: 
     _check(y, g, noise_std, grad_clamp)
     if resolve_backend(backend, y.device) == "torch":
         return candidate_update_reference(y, g, alpha, noise_std=noise_std, seed=seed, grad_clamp=grad_clamp)
-    return _candidate_update_triton(y, g, alpha, noise_std, seed, grad_clamp)
+    return candidate_update_triton(y, g, alpha, noise_std, seed, grad_clamp)

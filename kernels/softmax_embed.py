@@ -41,7 +41,7 @@ except ImportError:  # the package must import without triton; the torch referen
     triton = None
     tl = None
 
-__all__ = ["softmax_embed", "softmax_embed_reference", "SoftmaxEmbedFn"]
+__all__ = ["softmax_embed", "softmax_embed_reference", "SoftmaxEmbedFn", "softmax_embed_triton"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -299,7 +299,7 @@ class SoftmaxEmbedFn(torch.autograd.Function):
         return _SoftmaxEmbedBackwardFn.apply(y, W, G.contiguous(), e.detach(), lse, need_dy, need_dw)
 
 
-def _softmax_embed_triton(y: Tensor, W: Tensor) -> Tensor:
+def softmax_embed_triton(y: Tensor, W: Tensor) -> Tensor:
     if y.dtype not in _KERNEL_DTYPES or W.dtype not in _KERNEL_DTYPES:
         raise TypeError(f"softmax_embed backend 'triton' supports float32/float16/bfloat16, got y {y.dtype} and W "
                         f"{W.dtype}; cast the inputs or use backend='torch'")
@@ -322,4 +322,4 @@ def softmax_embed(y: Tensor, W: Tensor, *, backend: str = "torch") -> Tensor:
     _check_shapes(y, W)
     if resolve_backend(backend, y.device) == "torch":
         return softmax_embed_reference(y, W)
-    return _softmax_embed_triton(y, W)
+    return softmax_embed_triton(y, W)

@@ -14,19 +14,17 @@ optimiser). Prints a table with each row's ratio to ``predict`` and appends to `
 
 import argparse
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-OUT = ROOT / "bench_results"
+from ebt.analysis.bench import append_csv, measure_step
+from ebt.tasks.base import Task
+from ebt.training.build import build_objective
+from ebt.training.config import compose_train
 
-from ebt.build import build_objective  # noqa: E402
-from ebt.config import compose_train  # noqa: E402
-from ebt.tasks.base import Task  # noqa: E402
-from scripts.benchlib import append_csv, measure_step  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench_results"
 
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4)}

@@ -22,19 +22,17 @@ import csv
 import datetime as dt
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from kernels.candidate_update import candidate_update_reference, candidate_update_triton
+from kernels.dispatch import interpreter_on, triton_status
+from kernels.softmax_embed import softmax_embed_reference, softmax_embed_triton
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-import torch  # noqa: E402
-
-from kernels.candidate_update import _candidate_update_triton, candidate_update_reference  # noqa: E402
-from kernels.dispatch import interpreter_on, triton_status  # noqa: E402
-from kernels.softmax_embed import _softmax_embed_triton, softmax_embed_reference  # noqa: E402
 
 PRESETS = {
     "gpu": dict(V=[256, 32768, 50257, 131072], D=[384, 1024], M=[2048, 8192], reps=20, warmup=5),
@@ -168,13 +166,13 @@ def make_case(op: str, M: int, V: int, D: int, dtype: torch.dtype, device: torch
 def op_fn(op: str, backend: str) -> Callable:
     if op == "softmax_embed":
         ref = softmax_embed_reference
-        tri = _softmax_embed_triton
+        tri = softmax_embed_triton
     else:
         def ref(y, g, a):
             return candidate_update_reference(y, g, a, noise_std=0.01, grad_clamp=1.0)
 
         def tri(y, g, a):
-            return _candidate_update_triton(y, g, a, 0.01, None, 1.0)
+            return candidate_update_triton(y, g, a, 0.01, None, 1.0)
     if backend == "eager":
         return ref
     if backend == "compile":

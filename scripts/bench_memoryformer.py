@@ -12,7 +12,6 @@ causal attention ``2 T d``); "proj" is the same without the attention term. Appe
 import argparse
 import platform
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -20,15 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from alt_arch.block import MetaFormerBlock  # noqa: E402
-from alt_arch.linear import dense  # noqa: E402
-from alt_arch.memory_layer import MemoryMLP, memory  # noqa: E402
-from alt_arch.mixers.attention import Attention  # noqa: E402
-from alt_arch.mlp import GeluMLP  # noqa: E402
-from alt_arch.utils import forward_flops_per_token  # noqa: E402
-from scripts.benchlib import append_csv  # noqa: E402
+from alt_arch.block import MetaFormerBlock
+from alt_arch.linears.dense import dense
+from alt_arch.linears.memory import MemoryMLP, memory
+from alt_arch.mixers.attention import Attention
+from alt_arch.mlp import GeluMLP
+from alt_arch.utils import forward_flops_per_token
+from ebt.analysis.bench import append_csv
 
 OUT = Path(__file__).resolve().parents[1] / "bench_results"
 

@@ -19,16 +19,14 @@ is ``VmHWM - VmRSS`` before the warm-up. On CPU lengths above ``--cpu-max-len`` 
 
 import argparse
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-OUT = ROOT / "bench_results"
+from ebt.analysis.bench import append_csv, measure_step
 
-from scripts.benchlib import append_csv, measure_step  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench_results"
 
 HEAD_DIM = 16
 SHARED = 2

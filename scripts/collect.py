@@ -11,10 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from ebt import collect as C  # noqa: E402
-from ebt.errors import UserError  # noqa: E402
+from ebt.analysis import collect as C
+from ebt.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

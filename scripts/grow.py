@@ -7,11 +7,9 @@ unchanged) and writes a checkpoint to resume from; it prints the exact overrides
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from ebt import config as _resolvers  # noqa: E402,F401  (registers ${uid:})
-from ebt.cli import run_reporting_errors  # noqa: E402
-from ebt.errors import ConfigError  # noqa: E402
+from ebt.errors import ConfigError
+from ebt.training import config  # noqa: F401  (registers ${uid:})
+from ebt.training.cli import run_reporting_errors
 
 USAGE = "usage: python scripts/grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]"
 KEYS = {"ckpt", "slots", "out", "seed"}
@@ -40,8 +38,8 @@ def main(argv: list[str]) -> None:
     args = parse(argv)
     import torch
 
-    from ebt.checkpoint import atomic_write, load_checkpoint
-    from ebt.growth import grow_checkpoint
+    from ebt.analysis.growth import grow_checkpoint
+    from ebt.training.checkpoint import atomic_write, load_checkpoint
 
     ckpt = Path(args["ckpt"])
     n_new, seed = args["slots"], int(args.get("seed", 0))

@@ -4,24 +4,21 @@
 ``+data.KEY=VALUE`` overrides the stored data config (a moved corpus: ``+data.task.path=...``). Writes
 ``thinking.csv``, ``thinking.md`` and ``thinking.png`` into the run's ``thinking/`` folder (``out_dir=`` to change),
 prints the table, and shows its progress on stderr. See ``configs/think.yaml`` for the options (defaults sized for
-about a minute on a 2-core CPU) and ``ebt/system2.py`` for definitions.
+about a minute on a 2-core CPU) and ``ebt/analysis/thinking_eval.py`` for definitions.
 """
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from ebt import config as _resolvers  # noqa: E402,F401  (registers ${uid:})
-from ebt.cli import run_reporting_errors  # noqa: E402
+from ebt.training import config  # noqa: F401  (registers ${uid:})
+from ebt.training.cli import run_reporting_errors
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="think")
 def main(cfg: DictConfig) -> None:
-    from ebt.think import think  # imported here so --help stays fast
+    from ebt.analysis.think_report import think  # imported here so --help stays fast
 
     run_reporting_errors(think, cfg)
 

@@ -6,21 +6,20 @@ when a job failed (the others still run), a single run exits 2 on a user error.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from ebt import config as _resolvers  # noqa: E402,F401  (registers ${uid:})
-from ebt import grid  # noqa: E402  (registers ${grid_dir:} and friends)
+from ebt.training import (
+    config,  # noqa: F401  (registers ${uid:})
+    grid,  # registers ${grid_dir:} and friends
+)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from ebt.cli import run_reporting_errors  # imported here so --help stays fast (it imports torch)
-    from ebt.train import train
+    from ebt.training.cli import run_reporting_errors  # imported here so --help stays fast (it imports torch)
+    from ebt.training.train import train
 
     run_reporting_errors(train, cfg)
 

@@ -9,8 +9,8 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from ebt.build import build_datamodule, build_lit_model, build_task
-from ebt.train import instantiate_group
+from ebt.training.build import build_datamodule, build_lit_model, build_task
+from ebt.training.train import instantiate_group
 from tests.utils import compose_config, declared_overrides, group_options, run_cli
 
 MODEL_GROUPS = ["model/mixer", "model/linear", "model/mlp", "model/backbone", "model/objective"]

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from ebt.checkpoint import load_checkpoint
-from ebt.data import TrainStream
 from ebt.tasks.addition import Addition
-from ebt.train import train
+from ebt.training.checkpoint import load_checkpoint
+from ebt.training.data import TrainStream
+from ebt.training.train import train
 from tests.utils import compose_config, run_cli
 
 # 1-digit addition: every sample scores the same number of tokens, so the mean of the ranks' losses is the loss of the

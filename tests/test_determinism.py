@@ -2,7 +2,7 @@
 
 import pytest
 
-from ebt.train import train
+from ebt.training.train import train
 from tests.utils import compose_config
 
 RUN = ["model.dim=16", "model.backbone.n_layers=1", "data.batch_size=8", "data.eval_batches=1",

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ebt.build import build_lit_model, build_task
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import prediction_loss
+from ebt.training.build import build_lit_model, build_task
 from kernels import dispatch
 from tests.utils import compose_config, declared_overrides, group_options
 

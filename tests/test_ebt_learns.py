@@ -2,7 +2,7 @@
 
 import pytest
 
-from ebt.train import train
+from ebt.training.train import train
 from tests.utils import compose_config
 
 TINY = ["model/objective=ebt", "kernels=torch", "logger=csv", "callbacks.model_checkpoint=null",

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ebt import grid
+from ebt.training import grid
 from tests.utils import CONFIG_DIR, ROOT, group_options, run_cli
 
 TINY = ["debug=fdr", "model.dim=32", "data.batch_size=16", "data.eval_batch_size=32", "data.eval_batches=2"]
@@ -107,7 +107,7 @@ def test_a_signal_records_interrupted_and_stops_the_grid(tmp_path, monkeypatch, 
     monkeypatch.setattr(grid, "_hydra_job", lambda: (tmp_path, True, ["seed=0"]))
 
     def preempted():
-        raise SystemExit(143)  # what ebt.train.train does after SIGTERM, once last.ckpt is saved
+        raise SystemExit(143)  # what ebt.training.train.train does after SIGTERM, once last.ckpt is saved
 
     with pytest.raises(SystemExit):
         grid.run_job(preempted, (), (ValueError,), report=lambda e: None)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from alt_arch.pattention import pattention_layers
-from ebt.build import build_lit_model, build_task
+from alt_arch.linears.pattention import pattention_layers
+from ebt.analysis.growth import grow_checkpoint, grow_model
 from ebt.errors import ConfigError
-from ebt.growth import grow_checkpoint, grow_model
+from ebt.training.build import build_lit_model, build_task
 from tests.utils import ROOT, compose_config, run_cli
 
 SMALL = ["experiment=tokenformer", "model.dim=16", "model.backbone.n_layers=2", "data.batch_size=4"]

@@ -1,18 +1,18 @@
 """In-context regression task and its baselines: determinism, prompt layout, metrics, baseline correctness."""
 
 import csv
-import importlib.util
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ebt import icl_baselines as B
-from ebt.build import build_lit_model, build_task
+from ebt.analysis import icl_eval
 from ebt.errors import ConfigError
+from ebt.tasks import icl_baselines as B
 from ebt.tasks.icl import FAMILIES, ICLRegression
-from tests.utils import ROOT, compose_config
+from ebt.training.build import build_lit_model, build_task
+from tests.utils import compose_config
 
 
 def linear_prompts(b=16, k=12, d=5, seed=0):
@@ -135,13 +135,6 @@ def test_bad_options_fail_clearly():
         ICLRegression(format="stacked")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("icl_eval", ROOT / "scripts" / "icl_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_eval_script_reads_a_checkpoint_and_writes_csv_and_png(tmp_path):
     cfg = compose_config(["data=icl_regression", "model/backbone=looped", "model.dim=16",
                           "model.mixer.n_heads=2", "data.task.n_points=4", "data.task.n_dims=2"], tmp_path)
@@ -151,7 +144,7 @@ def test_eval_script_reads_a_checkpoint_and_writes_csv_and_png(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": config}}, ckpt)
-    rows = _load_script().main([f"ckpt={ckpt}", "batches=1", "batch_size=4", "eval_loops=3"])
+    rows = icl_eval.main([f"ckpt={ckpt}", "batches=1", "batch_size=4", "eval_loops=3"])
     with open(tmp_path / "icl_eval.csv") as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) == 2 * 4 * 4  # 2 splits x (model + 3 baselines) x 4 positions

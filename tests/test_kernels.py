@@ -239,7 +239,7 @@ def test_candidate_update_rejects_bad_input():
 @needs_triton
 def test_tiny_ebt_trains_the_same_with_triton_kernels_and_with_the_reference(tmp_path):
     """A few AdamW steps of a tiny AR EBT (second-order thinking) give the same losses on both backends."""
-    from ebt.build import build_lit_model, build_task
+    from ebt.training.build import build_lit_model, build_task
     from tests.utils import compose_config
 
     losses = {}

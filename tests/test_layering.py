@@ -6,7 +6,7 @@ A package may import only packages to its left: ``kernels`` imports torch/triton
 The one user-error base class lives at the bottom for that reason: ``kernels.errors.UserError`` has no imports at all,
 ``alt_arch.errors`` (capability and option errors of the parts) imports it, and ``ebt.errors`` re-exports it as
 ``ebt.errors.UserError``, the base of the config, data, checkpoint and environment errors. So every user-facing error
-of every layer is one class, caught in one place (``ebt.cli.USER_ERRORS``) by every entry point.
+of every layer is one class, caught in one place (``ebt.training.cli.USER_ERRORS``) by every entry point.
 """
 
 import ast
@@ -51,8 +51,8 @@ def test_user_error_base_imports_nothing():
 
 
 def test_every_user_facing_error_is_one_class_caught_in_one_place():
-    from ebt.cli import USER_ERRORS
     from ebt.errors import UserError
+    from ebt.training.cli import USER_ERRORS
     from kernels.errors import UserError as Base
 
     assert UserError is Base

@@ -154,7 +154,7 @@ def test_bad_depths_are_rejected():
 def test_ebt_training_step_with_a_train_window_is_the_exact_gradient_step(data, tmp_path):
     """loops=3, train_window=1: a training-mode thinking step equals y - alpha * dE/dy with dE/dy computed directly
     (the frozen iterations stop only the loop parameters' gradient, not the candidate's)."""
-    from ebt.build import build_lit_model, build_task
+    from ebt.training.build import build_lit_model, build_task
     from tests.utils import compose_config
 
     extra = ["model.objective.init=input"] if data == "digits_denoise" else []

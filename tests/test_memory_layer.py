@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from alt_arch.errors import MixerCapabilityError
-from alt_arch.memory_layer import MemoryLayer, MemoryMLP, weighted_bag
+from alt_arch.linears.memory import MemoryLayer, MemoryMLP, weighted_bag
 from alt_arch.mixers.attention import Attention
-from ebt.build import build_lit_model, build_task
+from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config
 
 

@@ -125,7 +125,7 @@ def test_two_stream_candidates_equal_naive_per_position_forward(n):
 def test_ebt_balance_loss_is_the_mean_over_every_pass_of_the_step(cache_context, monkeypatch, tmp_path):
     """Under the EBT each MoH layer routes the context stream and every thinking step's candidates; the balance
     loss added to the training loss is, per layer, the mean over all of those passes (summed over layers)."""
-    from ebt.build import build_lit_model, build_task
+    from ebt.training.build import build_lit_model, build_task
     from tests.utils import compose_config
 
     cfg = compose_config(["model/objective=ebt", "model/mixer=moh", "model.dim=32", "kernels=torch",

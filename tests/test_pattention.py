@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alt_arch.pattention import Pattention, PattentionMLP, pattention
+from alt_arch.linears.pattention import Pattention, PattentionMLP, pattention
 from alt_arch.utils import forward_flops_per_token
 
 NORMS = ["l2_gelu", "gelu_l2", "softmax"]

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from ebt.build import build_lit_model, build_task
+from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ebt.build import build_lit_model, build_task, instantiate, with_task_defaults
 from ebt.tasks.text import Text
+from ebt.training.build import build_lit_model, build_task, instantiate, with_task_defaults
 from tests.utils import compose_config, declared_overrides, group_options
 
 DIM = 32

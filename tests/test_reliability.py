@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from alt_arch.errors import MixerCapabilityError
-from ebt.checkpoint import load_checkpoint, resolve_ckpt_path
 from ebt.errors import CheckpointError, ConfigError, DataError, ThinkingDivergedError, TrainingDivergedError
 from ebt.objectives.predict import Predict
-from ebt.train import train
+from ebt.training.checkpoint import load_checkpoint, resolve_ckpt_path
+from ebt.training.train import train
 from tests.utils import ROOT, compose_config, run_cli
 
 TINY = ["model/objective=predict", "model.dim=16", "data.batch_size=8",
@@ -240,7 +240,7 @@ def test_sigint_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
 @pytest.mark.parametrize(("key", "value"), [("on_nan", "skip_batch"), ("max_consecutive_skips", 3)])
 def test_top_level_training_key_under_optim_is_refused_with_its_spelling(key, value, tmp_path):
     """Every optim key the validator accepts must work: on_nan / max_consecutive_skips are top-level keys."""
-    from ebt.build import build_lit_model, build_task
+    from ebt.training.build import build_lit_model, build_task
 
     cfg = compose_config([*TINY, f"+optim.{key}={value}"], tmp_path)
     with pytest.raises(ConfigError, match=rf"optim\.{key} is not an option of the optimiser: {key} is a top-level "

@@ -17,10 +17,10 @@ import lightning as L
 import pytest
 import torch
 
-import ebt.train
-from ebt.checkpoint import load_checkpoint, weights_digest
+import ebt.training.train
 from ebt.errors import CheckpointError, ConfigError, ThinkingDivergedError, TrainingDivergedError
-from ebt.train import train
+from ebt.training.checkpoint import load_checkpoint, weights_digest
+from ebt.training.train import train
 from tests.utils import ROOT, compose_config
 
 EBT = ["model/objective=ebt_s2", "model.dim=32", "model.backbone.n_layers=1", "data.batch_size=8",
@@ -57,14 +57,14 @@ def _assert_same_weights(a: Path, b: Path) -> None:
                          ids=["ebt_s2", "ebt_s2-during-validation", "replay"])
 def test_sigterm_then_resume_is_bit_exact(overrides, during, monkeypatch, tmp_path):
     train(compose_config(overrides, tmp_path / "full"))
-    make_callbacks = ebt.train.make_callbacks
-    monkeypatch.setattr(ebt.train, "make_callbacks", lambda cfg, task: [*make_callbacks(cfg, task),
+    make_callbacks = ebt.training.train.make_callbacks
+    monkeypatch.setattr(ebt.training.train, "make_callbacks", lambda cfg, task: [*make_callbacks(cfg, task),
                                                                          SignalAt(10, during)])
     with pytest.raises(SystemExit) as stopped:
         train(compose_config(overrides, tmp_path / "run"))
     assert stopped.value.code == 143
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 10
-    monkeypatch.setattr(ebt.train, "make_callbacks", make_callbacks)
+    monkeypatch.setattr(ebt.training.train, "make_callbacks", make_callbacks)
     resumed = train(compose_config([*overrides, "ckpt_path=last"], tmp_path / "run"))
     _assert_same_weights(*(tmp_path / run / "checkpoints" / "last.ckpt" for run in ("full", "run")))
     full = json.loads((tmp_path / "full" / "summary.json").read_text())["metrics"]

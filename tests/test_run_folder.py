@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebt.errors import ConfigError, EnvironmentSetupError
-from ebt.train import train
+from ebt.training.train import train
 from tests.utils import compose_config, run_cli
 
 TINY = ["model/objective=predict", "model.dim=32", "model.backbone.n_layers=1", "data.batch_size=8",

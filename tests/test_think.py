@@ -4,10 +4,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ebt.build import build_lit_model, build_task
+from ebt.analysis.think_report import think
 from ebt.errors import CheckpointError, ConfigError, DataError
-from ebt.system2 import forward_passes, load_run, think_best_of
-from ebt.think import think
+from ebt.objectives.search import forward_passes, think_best_of
+from ebt.training.build import build_lit_model, build_task
+from ebt.training.restore import load_run
 from tests.utils import CONFIG_DIR, compose_config, run_cli
 
 TINY = ["model.dim=16", "model.backbone.n_layers=1", "kernels=torch", "data.eval_batch_size=8",

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from ebt.checkpoint import load_checkpoint
 from ebt.errors import CheckpointError, ConfigError, DataError
-from ebt.train import train
+from ebt.training.checkpoint import load_checkpoint
+from ebt.training.train import train
 from tests.utils import compose_config, run_cli, run_if
 
 TINY = ["model/objective=predict", "model.dim=32", "data.batch_size=16", "data.eval_batch_size=32",

@@ -53,7 +53,7 @@ from torch import nn
 from alt_arch.backbones.stack import init_linear
 from alt_arch.block import MetaFormerBlock
 from alt_arch.errors import PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.mlp import SwiGLU
 from alt_arch.norms import RMSNorm
 from alt_arch.utils import input_gradients_exact, matmul_params

@@ -46,7 +46,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.errors import MixerCapabilityError, PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.mixers.pool import Pool
 
 # variant: (depths, widths, layer scale init, drop path rate of the paper's training recipe)

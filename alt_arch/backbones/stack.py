@@ -12,7 +12,7 @@ from torch import nn
 
 from alt_arch.block import MetaFormerBlock
 from alt_arch.errors import PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.mlp import SwiGLU
 from alt_arch.norms import RMSNorm
 

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.errors import PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.rope import Rotary
 
 

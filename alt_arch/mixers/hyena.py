@@ -56,7 +56,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.errors import MixerCapabilityError, PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.mixers.hyena_filter import Filter1d, Filter2d, fft_conv1d, fft_conv2d
 
 

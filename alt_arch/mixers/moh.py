@@ -53,7 +53,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.errors import PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 from alt_arch.mixers.attention import candidate_attention
 from alt_arch.rope import Rotary
 from alt_arch.utils import record_aux

@@ -40,7 +40,7 @@ from einops import rearrange
 from torch import nn
 
 from alt_arch.errors import MixerCapabilityError, PartOptionError
-from alt_arch.linear import dense
+from alt_arch.linears.dense import dense
 
 
 def causal_window_sum(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -63,8 +63,7 @@ from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, task_inputs
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
-from ebt.thinking import candidate_update, softmax_embed
-from kernels import KernelBackendError, resolve_backend
+from kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
 
 
 @dataclass

@@ -28,7 +28,7 @@ Prompt formats (``data.task.format``), with token features ``F_in = d + 1``:
   positions is exactly the right loss.
 
 The batch holds ``inputs`` (B, N, d+1), ``targets`` (B, N, 1), ``target_mask`` (B, N), the raw ``xs`` (B, K, d)
-and ``ys`` (B, K) (for the baselines in ``ebt/icl_baselines.py``) and ``y_var`` (B,), the prior variance of
+and ``ys`` (B, K) (for the baselines in ``ebt/tasks/icl_baselines.py``) and ``y_var`` (B,), the prior variance of
 ``f(x)`` (plus noise) under the split. Metric: ``err = (prediction - y)^2 / y_var`` averaged over prompts and
 query positions (predicting 0 scores 1; for ``linear`` this is Garg et al.'s squared error / d), and ``err_k{k}``
 at the query that follows ``k`` in-context examples.

@@ -18,8 +18,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from ebt.checkpoint import atomic_write_text, remove_stale_temporaries
 from ebt.errors import ConfigError, EnvironmentSetupError
+from ebt.training.checkpoint import atomic_write_text, remove_stale_temporaries
 
 RESULTS = ("summary.json", "checkpoints/last.ckpt")  # a folder holding either has a run's results
 # keys that legitimately differ when a run is resumed: not compared with the checkpoint's config

@@ -1,7 +1,7 @@
 """Collect an ablation grid: one row per job, mean ± std over seeds per configuration, CSV, markdown and plots.
 
 A job is a folder holding ``.hydra/overrides.yaml`` (Hydra writes it when the job starts); its metrics come from
-``summary.json`` (written by the trainer) or ``status.json`` (written by :mod:`ebt.grid`), its status from
+``summary.json`` (written by the trainer) or ``status.json`` (written by :mod:`ebt.training.grid`), its status from
 ``status.json`` (done / failed / interrupted / running; no status file and no summary means running, or killed).
 Works on a grid that is still running: unfinished jobs appear with their status and no metrics. A job whose files
 cannot be read (a truncated ``summary.json``, say) is skipped with one line on stderr; the others are collected.
@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ebt.errors import ConfigError, DataError
-from ebt.grid import job_dirs, read_status, status_of
+from ebt.training.grid import job_dirs, read_status, status_of
 
 STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
 

@@ -11,11 +11,12 @@ from typing import Any, TextIO
 import lightning as L
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ebt.checkpoint import atomic_write, atomic_write_text, resolve_ckpt_path
+from ebt.analysis.thinking_eval import evaluate_baseline, evaluate_loops, evaluate_thinking, thinking_improvement
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
 from ebt.objectives.predict import Predict
-from ebt.system2 import Run, evaluate_baseline, evaluate_loops, evaluate_thinking, load_run, thinking_improvement
+from ebt.training.checkpoint import atomic_write, atomic_write_text, resolve_ckpt_path
+from ebt.training.restore import Run, load_run
 
 
 def _int_list(cfg: DictConfig, key: str) -> list[int]:

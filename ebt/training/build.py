@@ -37,11 +37,11 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ebt.data import TaskDataModule
 from ebt.errors import ConfigError, UserError
-from ebt.lit_module import LitModel
 from ebt.objectives.base import Objective
 from ebt.tasks.base import Task
+from ebt.training.data import TaskDataModule
+from ebt.training.lit_module import LitModel
 from kernels.dispatch import CHOICES as KERNEL_CHOICES
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -284,7 +284,7 @@ def _default_top_level() -> tuple[dict[str, typing.Any], frozenset[str]]:
     """The top-level keys of configs/train.yaml with their defaults, and every valid top-level key: those keys plus
     the config groups (folders of configs/, e.g. ``data`` or ``sweep``). Read from the files, so a key added to
     train.yaml is known here without a list to update."""
-    from ebt.config import CONFIG_DIR
+    from ebt.training.config import CONFIG_DIR
 
     raw = OmegaConf.load(CONFIG_DIR / "train.yaml")
     defaults = {k: raw._get_node(k)._value() for k in raw if k != "defaults" and not OmegaConf.is_interpolation(raw, k)

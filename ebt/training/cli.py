@@ -1,7 +1,7 @@
 """Shared behaviour of the entry points: user errors become one clear line and exit status 2.
 
 In a Hydra multirun (an ablation grid) each job records ``status.json`` in its output folder instead: a failing job
-is recorded and the grid goes on, and finished jobs are skipped on a re-run (see :mod:`ebt.grid`).
+is recorded and the grid goes on, and finished jobs are skipped on a re-run (see :mod:`ebt.training.grid`).
 """
 
 import os
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ebt.errors import UserError
-from ebt.grid import run_job
+from ebt.training.grid import run_job
 
 # every user-facing error derives from the one base class (kernels.errors.UserError, re-exported by ebt.errors):
 # config, data, checkpoint, environment, and the parts' capability/option and the kernel backend's errors

@@ -2,7 +2,7 @@
 
 ``grow_checkpoint`` takes a Lightning checkpoint written by ``scripts/train.py``, rebuilds the model from the
 config stored in it, appends ``n_new`` key/value parameter tokens to every Pattention
-(:meth:`alt_arch.pattention.Pattention.grow`: zero keys, so the function is unchanged), and returns a checkpoint
+(:meth:`alt_arch.linears.pattention.Pattention.grow`: zero keys, so the function is unchanged), and returns a checkpoint
 that ``scripts/train.py ckpt_path=...`` resumes from:
 
 * ``state_dict`` holds the grown tensors (the ``scale`` buffers keep the pre-growth ``tau``);
@@ -19,14 +19,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from alt_arch.pattention import pattention_layers
-from ebt.build import build_lit_model
-from ebt.checkpoint import check_compatible
+from alt_arch.linears.pattention import pattention_layers
 from ebt.errors import CheckpointError, ConfigError
-from ebt.lit_module import optimizer_groups
-from ebt.system2 import restore_lit_model
+from ebt.training.build import build_lit_model
+from ebt.training.checkpoint import check_compatible
+from ebt.training.lit_module import optimizer_groups
+from ebt.training.restore import restore_lit_model
 
-PATTENTION_TARGETS = {"linear": "alt_arch.pattention.pattention", "mlp": "alt_arch.pattention.PattentionMLP"}
+PATTENTION_TARGETS = {"linear": "alt_arch.linears.pattention.pattention",
+                      "mlp": "alt_arch.linears.pattention.PattentionMLP"}
 
 
 def grow_model(module: nn.Module, n_new: int, *, seed: int = 0) -> int:

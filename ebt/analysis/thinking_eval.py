@@ -1,12 +1,10 @@
 """System 2 evaluation of a trained EBT: metric versus thinking compute (behind ``scripts/think.py``).
 
-For every split, number of thinking steps ``S`` and best-of-``N``, the EBT thinks from ``N`` independent initial
-candidates (fresh noise; the same batch repeated ``N`` times), and keeps, per energy element (each position of
-the autoregressive model, each sample otherwise), the candidate with the lowest energy after its ``S`` steps.
-
-Compute is counted in forward passes of the model per prediction: ``N * S`` (each step is one forward + its
-backward to the candidate), plus ``N`` energy evaluations of the final candidates when ``N > 1`` (needed to pick
-one). With the adaptive stop rule (``energy_tol``), ``S`` is the mean number of steps actually taken.
+For every split, number of thinking steps ``S`` and best-of-``N`` (:func:`ebt.objectives.search.think_best_of`):
+the metrics of the chosen candidates. Compute is counted in forward passes of the model per prediction: ``N * S``
+(each step is one forward + its backward to the candidate), plus ``N`` energy evaluations of the final candidates
+when ``N > 1`` (needed to pick one). With the adaptive stop rule (``energy_tol``), ``S`` is the mean number of steps
+actually taken.
 
 Thinking improvement (as in the paper's Sec. 5: how much better the prediction gets from thinking longer):
 ``(best - trained) / |trained|`` for a metric to maximise (``(trained - best) / |trained|`` to minimise), where
@@ -16,57 +14,14 @@ Thinking improvement (as in the paper's Sec. 5: how much better the prediction g
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from ebt.build import build_lit_model, build_task
-from ebt.checkpoint import check_compatible, load_checkpoint
-from ebt.errors import CheckpointError, ConfigError
-from ebt.lit_module import LitModel
-from ebt.objectives.base import Objective, prediction_loss
-from ebt.objectives.ebt import EBT
-from ebt.tasks.base import Task
-
-
-@dataclass
-class Run:
-    """A trained model restored from its checkpoint (config, task, objective in eval mode)."""
-
-    path: Path
-    config: Any
-    task: Task
-    objective: Objective
-
-
-def restore_lit_model(checkpoint: dict[str, Any], path: str | Path,
-                      data_overrides: Any = None) -> tuple[Any, Task, LitModel]:
-    """The config, task and trained ``LitModel`` a ``scripts/train.py`` checkpoint (already loaded) was written from.
-
-    ``data_overrides`` (a mapping) is merged into the stored ``data`` config before the task is built, e.g.
-    ``{"task": {"path": "<the corpus' new place>"}}``; unknown keys are refused like on the training command line."""
-    config = (checkpoint.get("hyper_parameters") or {}).get("config")
-    if not config:
-        raise CheckpointError(f"checkpoint {path} stores no training config (hyper_parameters.config); "
-                              "it was not written by scripts/train.py")
-    cfg = OmegaConf.create(config)
-    if data_overrides:
-        cfg.data = OmegaConf.merge(cfg.data, OmegaConf.create(data_overrides))
-    task = build_task(cfg)
-    model = build_lit_model(cfg, task)
-    check_compatible(checkpoint["state_dict"], model, path)
-    model.load_state_dict(checkpoint["state_dict"])
-    return cfg, task, model
-
-
-def load_run(path: str | Path, data_overrides: Any = None) -> Run:
-    """Rebuild the model a checkpoint of ``scripts/train.py`` was written from, with its weights (eval mode)."""
-    cfg, task, model = restore_lit_model(load_checkpoint(path), path, data_overrides)
-    model.eval()
-    return Run(Path(path), cfg, task, model.objective)
+from ebt.errors import ConfigError
+from ebt.objectives.base import prediction_loss
+from ebt.objectives.search import forward_passes, think_best_of
+from ebt.training.restore import Run
 
 
 @contextlib.contextmanager
@@ -90,35 +45,6 @@ def set_eval_loops(model: torch.nn.Module, loops: int | None) -> int:
             module.eval_loops = loops
             changed += 1
     return changed
-
-
-def forward_passes(steps: float, best_of: int) -> float:
-    return best_of * steps + (best_of if best_of > 1 else 0)
-
-
-def _repeat(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-    return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in batch.items()}
-
-
-def think_best_of(ebt: EBT, batch: dict[str, torch.Tensor], steps: list[int], best_of: int,
-                  energy_tol: float | None = None, langevin_std: float = 0.0) -> dict[int, dict[str, torch.Tensor]]:
-    """For each step count in ``steps``: the best-of-``best_of`` candidate, its energy and steps used."""
-    b = next(iter(batch.values())).shape[0]
-    horizon = max(steps)
-    thought = ebt.think(_repeat(batch, best_of), steps=horizon, langevin_std=langevin_std, energy_tol=energy_tol,
-                        final_energy=True, keep=set(steps))
-    results = {}
-    for s in steps:
-        candidates = thought.candidates[s].detach().unflatten(0, (best_of, b))  # (N, B, ...)
-        energy = thought.energies[s].unflatten(0, (best_of, b))  # (N, B) or (N, B, T)
-        best = energy.argmin(dim=0)  # (B,) or (B, T)
-        index = best.reshape(1, *best.shape, *([1] * (candidates.dim() - best.dim() - 1)))
-        chosen = candidates.gather(0, index.expand(1, *candidates.shape[1:]))[0]
-        used = thought.steps_used.unflatten(0, (best_of, b)).float().mean() if thought.steps_used is not None \
-            else torch.tensor(float(s))
-        results[s] = {"prediction": chosen, "energy": energy.gather(0, best[None])[0].mean(),
-                      "steps_used": used if energy_tol is not None else torch.tensor(float(s))}
-    return results
 
 
 def _mean(values: list[torch.Tensor]) -> float:

@@ -9,8 +9,8 @@ batch's optimizer step (or between validation batches). This callback
   raises ``KeyboardInterrupt`` at once (Lightning's hard stop, no checkpoint). Under DDP only local rank 0 acts on
   SIGINT and forwards SIGTERM to the ranks it started (a terminal sends Ctrl-C to every process of the group);
 * saves ``path`` (normally ``<run>/checkpoints/last.ckpt``, written atomically by the checkpoint plugin) when the loop
-  stops on such a signal, and remembers the signal: ``ebt.train.train`` then exits with ``128 + signal`` (143 for
-  SIGTERM, 130 for SIGINT) after printing how to resume (``ckpt_path=last``).
+  stops on such a signal, and remembers the signal: ``ebt.training.train.train`` then exits with ``128 + signal``
+  (143 for SIGTERM, 130 for SIGINT) after printing how to resume (``ckpt_path=last``).
 """
 
 import signal

@@ -17,7 +17,7 @@ started, the error names ``optim.lr`` first (the optimizer steps are too large),
 
 Exact resume: the checkpoint holds the RNG states of the training stream and every replay buffer. Validation
 (during ``fit`` or after it) draws from a fork of the global stream, so evaluating - or being interrupted while
-evaluating - never shifts the training noise. ``weights_sha256`` (:func:`ebt.checkpoint.weights_digest`) lets
+evaluating - never shifts the training noise. ``weights_sha256`` (:func:`ebt.training.checkpoint.weights_digest`) lets
 loading detect weights altered on disk.
 """
 
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ebt.checkpoint import weights_digest
 from ebt.errors import ConfigError, ThinkingDivergedError, TrainingDivergedError
 from ebt.objectives.base import Objective
 from ebt.objectives.replay import ReplayBuffer
+from ebt.training.checkpoint import weights_digest
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding)
 ON_NAN = ("raise", "skip_batch")

@@ -21,18 +21,18 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ebt.build import build_datamodule, build_lit_model, build_task, instantiate
-from ebt.callbacks import PreemptionCheckpoint
-from ebt.checkpoint import (
+from ebt.errors import ConfigError
+from ebt.training.build import build_datamodule, build_lit_model, build_task, instantiate
+from ebt.training.callbacks import PreemptionCheckpoint
+from ebt.training.checkpoint import (
     AtomicCheckpointIO,
     atomic_write_text,
     check_compatible,
     load_checkpoint,
     resolve_ckpt_path,
 )
-from ebt.errors import ConfigError
-from ebt.preflight import check_environment
-from ebt.run_state import (
+from ebt.training.preflight import check_environment
+from ebt.training.run_state import (
     batch_scale,
     check_resume_config,
     claim_run_folder,
@@ -42,7 +42,7 @@ from ebt.run_state import (
     rank_digests,
     set_aside_metrics,
 )
-from ebt.summary import make_summary, print_summary
+from ebt.training.summary import make_summary, print_summary
 
 GPU_ACCELERATORS = {"gpu", "cuda"}
 

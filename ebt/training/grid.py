@@ -86,7 +86,7 @@ def read_status(job_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_status(job_dir: str | os.PathLike, status: str, **fields: Any) -> None:
-    from ebt.checkpoint import atomic_write_text  # imported here: it loads torch, and this module stays light
+    from ebt.training.checkpoint import atomic_write_text  # imported here: it loads torch, and this module stays light
 
     record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
     atomic_write_text(Path(job_dir) / STATUS_FILE, json.dumps(record, indent=2, default=str))
@@ -189,13 +189,14 @@ class JobLogging(Callback):
 
 class RunFolderGuard(Callback):
     """Single runs: claim the run folder (writable, locked, no results a fresh start would replace; see
-    :func:`ebt.run_state.claim_run_folder`) *before* Hydra creates it and writes ``.hydra/config.yaml`` into it, so a
-    refused run leaves the folder's run untouched and a read-only folder is one ``error:`` line, not a traceback.
+    :func:`ebt.training.run_state.claim_run_folder`) *before* Hydra creates it and writes ``.hydra/config.yaml``
+    into it, so a refused run leaves the folder's run untouched and a read-only folder is one ``error:`` line, not a
+    traceback.
     ``train()`` finds the claim and keeps it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from ebt.cli import USER_ERRORS, report_user_error
-        from ebt.run_state import claim_run_folder
+        from ebt.training.cli import USER_ERRORS, report_user_error
+        from ebt.training.run_state import claim_run_folder
 
         folder = Path(str(config.hydra.run.dir))
         try:
