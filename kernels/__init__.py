@@ -5,7 +5,8 @@ and the ``torch`` backend works without triton installed. See docs/kernels.md. :
 project's one user-error base class (imported by every layer).
 
 * :func:`softmax_embed` -- ``softmax(y) @ W`` without materialising the probabilities (online softmax).
-* :func:`candidate_update` -- ``y - alpha * clamp(g) + sigma * xi`` in one pass, noise drawn in-kernel.
+* :func:`candidate_update` -- the deterministic step ``y - alpha * clamp(g)`` in one pass (the EBT adds Langevin noise
+  itself, before the energy).
 * :func:`resolve_backend` -- ``auto | torch | triton`` -> ``torch | triton``.
 """
 

@@ -1,22 +1,19 @@
-"""The EBT candidate update ``y <- y - alpha * clamp(g, -c, c) + sigma * xi`` in one pass over memory.
+"""The EBT candidate update ``y <- y - alpha * clamp(g, -c, c)`` in one pass over memory.
 
 Energy-Based Transformers (Gladstone et al., 2025, arXiv:2507.02092) predict by gradient descent on the energy
-with respect to the candidate: ``y_{i+1} = y_i - alpha * dE/dy_i``, optionally with Langevin noise
-``+ sigma * xi``, ``xi ~ N(0, I)`` (their "Langevin dynamics" regulariser), and with the step's gradient
-optionally clipped.
+with respect to the candidate: ``y_{i+1} = y_i - alpha * dE/dy_i``, with the step's gradient optionally clipped.
+The step is deterministic: the Langevin noise of the paper (``y + sigma * xi``, ``xi ~ N(0, I)``) is added by the
+EBT itself (:mod:`ebt.objectives.ebt`) to the candidate *before* the energy is computed, as in the reference
+implementation; there is one noise implementation and it is not here.
 
 Equations (``gc = clamp(g, -c, c)``, or ``g`` without a clamp; ``alpha`` a scalar or one value per row):
 
-* forward:  ``out = y - alpha * gc + sigma * xi``
+* forward:  ``out = y - alpha * gc``
 * backward: ``dL/dy = dL/dout``; ``dL/dg = -alpha * dL/dout * [-c <= g <= c]``;
-  ``dL/dalpha = -rowsum(dL/dout * gc)`` (summed over rows for a scalar ``alpha``). ``sigma`` and ``xi`` get no
-  gradient. The backward is plain torch ops, so it is itself differentiable (double backward works).
+  ``dL/dalpha = -rowsum(dL/dout * gc)`` (summed over rows for a scalar ``alpha``). The backward is plain torch
+  ops, so it is itself differentiable (double backward works).
 
-Triton kernel: one read of ``y`` and ``g``, one write of ``out``; ``xi`` is drawn in-kernel with Philox
-(``tl.randn(seed, offset)``, offset = flat element index), so the noise is reproducible for a given seed and
-independent of the tile size. Deviation: the reference (``torch`` backend) draws ``xi`` from a
-``torch.Generator`` seeded with the same seed, which is a different stream: both are N(0, 1) and reproducible,
-but the two backends give different noise for the same seed.
+Triton kernel: one read of ``y`` and ``g``, one write of ``out``.
 """
 
 from __future__ import annotations
@@ -37,14 +34,11 @@ except ImportError:  # the package must import without triton; the torch referen
 __all__ = ["candidate_update", "candidate_update_reference", "CandidateUpdateFn", "candidate_update_triton"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_SEED_MAX = 2**31 - 1
 
 
-def _check(y: Tensor, g: Tensor, noise_std: float, grad_clamp: float | None) -> None:
+def _check(y: Tensor, g: Tensor, grad_clamp: float | None) -> None:
     if y.shape != g.shape:
         raise ValueError(f"candidate_update needs g with the shape of y; got y {tuple(y.shape)} and g {tuple(g.shape)}")
-    if noise_std < 0:
-        raise ValueError(f"candidate_update: noise_std must be >= 0, got {noise_std}")
     if grad_clamp is not None and not grad_clamp > 0:
         raise ValueError(f"candidate_update: grad_clamp must be > 0 or None (no clamp), got {grad_clamp}")
 
@@ -64,33 +58,16 @@ def _alpha_tensor(alpha: float | Tensor, y: Tensor) -> Tensor:
                      f"size per row of y {tuple(y.shape)}); got {tuple(alpha.shape)}")
 
 
-def _resolve_seed(seed: int | None) -> int:
-    """An explicit seed, or one drawn from torch's default generator (so ``torch.manual_seed`` governs it)."""
-    if seed is None:
-        return int(torch.randint(0, _SEED_MAX, (1,)).item())
-    if not 0 <= int(seed) <= _SEED_MAX:
-        raise ValueError(f"candidate_update: seed must be in [0, 2**31 - 1], got {seed}")
-    return int(seed)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Pure-torch reference
 # ----------------------------------------------------------------------------------------------------------------
-def candidate_update_reference(y: Tensor, g: Tensor, alpha: float | Tensor, *, noise_std: float = 0.0,
-                               seed: int | None = None, grad_clamp: float | None = None) -> Tensor:
-    """``y - alpha * clamp(g) + noise_std * xi`` in torch ops (autograd: any order); ``xi`` from ``torch.Generator``."""
-    _check(y, g, noise_std, grad_clamp)
+def candidate_update_reference(y: Tensor, g: Tensor, alpha: float | Tensor, *,
+                               grad_clamp: float | None = None) -> Tensor:
+    """``y - alpha * clamp(g)`` in torch ops (autograd: any order)."""
+    _check(y, g, grad_clamp)
     a = _alpha_tensor(alpha, y)
     gc = g.clamp(-grad_clamp, grad_clamp) if grad_clamp is not None else g
-    out = y - a * gc
-    if noise_std > 0:
-        if seed is None:
-            xi = torch.randn(y.shape, device=y.device, dtype=out.dtype)
-        else:
-            gen = torch.Generator(device=y.device).manual_seed(_resolve_seed(seed))
-            xi = torch.randn(y.shape, device=y.device, dtype=out.dtype, generator=gen)
-        out = out + noise_std * xi
-    return out.to(y.dtype)
+    return (y - a * gc).to(y.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,9 +76,8 @@ def candidate_update_reference(y: Tensor, g: Tensor, alpha: float | Tensor, *, n
 if triton is not None:
 
     @triton.jit
-    def _update_kernel(Y, G, ALPHA, OUT, N, V, stride_alpha, clamp, noise_std, seed,
-                       HAS_CLAMP: tl.constexpr, HAS_NOISE: tl.constexpr, COMPUTE: tl.constexpr,
-                       BLOCK: tl.constexpr):
+    def _update_kernel(Y, G, ALPHA, OUT, N, V, stride_alpha, clamp,
+                       HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
         # Flat view of contiguous (M, V) tensors; int64 offsets (M * V may exceed 2**31).
         pid = tl.program_id(0).to(tl.int64)
         offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -113,14 +89,11 @@ if triton is not None:
         if HAS_CLAMP:
             g = tl.minimum(tl.maximum(g, -clamp), clamp)
         out = y - a * g
-        if HAS_NOISE:
-            out += noise_std * tl.randn(seed, offs).to(COMPUTE)
         tl.store(OUT + offs, out.to(OUT.dtype.element_ty), mask=ok)
 
 
 @torch.compiler.disable
-def _update_triton(y: Tensor, g: Tensor, alpha_rows: Tensor, grad_clamp: float | None, noise_std: float,
-                   seed: int) -> Tensor:
+def _update_triton(y: Tensor, g: Tensor, alpha_rows: Tensor, grad_clamp: float | None) -> Tensor:
     """Launch on contiguous ``y``, ``g`` ``(M, V)`` and ``alpha_rows`` ``(M,)`` (any stride, e.g. 0)."""
     M, V = y.shape
     out = torch.empty_like(y)
@@ -130,22 +103,21 @@ def _update_triton(y: Tensor, g: Tensor, alpha_rows: Tensor, grad_clamp: float |
     block = 4096 if N >= 4096 else triton.next_power_of_2(N)
     compute = tl.float64 if y.dtype == torch.float64 else tl.float32
     _update_kernel[(triton.cdiv(N, block),)](
-        y, g, alpha_rows, out, N, V, alpha_rows.stride(0), float(grad_clamp or 0.0), float(noise_std), seed,
-        HAS_CLAMP=grad_clamp is not None, HAS_NOISE=noise_std > 0, COMPUTE=compute, BLOCK=block)
+        y, g, alpha_rows, out, N, V, alpha_rows.stride(0), float(grad_clamp or 0.0),
+        HAS_CLAMP=grad_clamp is not None, COMPUTE=compute, BLOCK=block)
     return out
 
 
 class CandidateUpdateFn(torch.autograd.Function):
-    """``y - alpha_rows[:, None] * clamp(g) + noise_std * xi`` for 2-D ``y``, ``g`` ``(M, V)``; torch backward."""
+    """``y - alpha_rows[:, None] * clamp(g)`` for 2-D ``y``, ``g`` ``(M, V)``; torch backward."""
 
     @staticmethod
-    def forward(y: Tensor, g: Tensor, alpha_rows: Tensor, grad_clamp: float | None, noise_std: float,
-                seed: int) -> Tensor:
-        return _update_triton(y, g, alpha_rows, grad_clamp, noise_std, seed)
+    def forward(y: Tensor, g: Tensor, alpha_rows: Tensor, grad_clamp: float | None) -> Tensor:
+        return _update_triton(y, g, alpha_rows, grad_clamp)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        _, g, alpha_rows, grad_clamp, _, _ = inputs
+        _, g, alpha_rows, grad_clamp = inputs
         ctx.save_for_backward(g, alpha_rows)
         ctx.grad_clamp = grad_clamp
 
@@ -164,11 +136,10 @@ class CandidateUpdateFn(torch.autograd.Function):
             dg = dg.to(g.dtype)
         if need_alpha:
             da = -(grad * gc).sum(-1).to(alpha_rows.dtype)  # (M,); expand's backward sums it for a scalar alpha
-        return dy, dg, da, None, None, None
+        return dy, dg, da, None
 
 
-def candidate_update_triton(y: Tensor, g: Tensor, alpha: float | Tensor, noise_std: float, seed: int | None,
-                             grad_clamp: float | None) -> Tensor:
+def candidate_update_triton(y: Tensor, g: Tensor, alpha: float | Tensor, grad_clamp: float | None) -> Tensor:
     if y.dtype not in _KERNEL_DTYPES:
         raise TypeError(f"candidate_update backend 'triton' supports floating y, got {y.dtype}; use backend='torch'")
     a = _alpha_tensor(alpha, y).to(y.device)
@@ -176,20 +147,20 @@ def candidate_update_triton(y: Tensor, g: Tensor, alpha: float | Tensor, noise_s
     g2 = rearrange(g, "... v -> (...) v").contiguous()  # (M, V)
     M = y2.shape[0]
     alpha_rows = a.reshape(1).expand(M) if a.dim() == 0 else rearrange(a, "... 1 -> (...)")  # (M,)
-    out = CandidateUpdateFn.apply(y2, g2, alpha_rows, grad_clamp, float(noise_std), _resolve_seed(seed))
+    out = CandidateUpdateFn.apply(y2, g2, alpha_rows, grad_clamp)
     return out.reshape(y.shape)
 
 
-def candidate_update(y: Tensor, g: Tensor, alpha: float | Tensor, *, noise_std: float = 0.0,
-                     seed: int | None = None, grad_clamp: float | None = None, backend: str = "torch") -> Tensor:
-    """One thinking step ``y - alpha * clamp(g, -c, c) + noise_std * xi`` (c = grad_clamp), y and g (..., V).
+def candidate_update(y: Tensor, g: Tensor, alpha: float | Tensor, *, grad_clamp: float | None = None,
+                     backend: str = "torch") -> Tensor:
+    """One deterministic thinking step ``y - alpha * clamp(g, -c, c)`` (c = grad_clamp), y and g (..., V).
 
     ``alpha``: a float, a scalar tensor (e.g. a learnable step size) or one value per row (shape ``y.shape[:-1]``
-    or ``(*y.shape[:-1], 1)``). ``seed``: Langevin noise seed (pass a different one per step, e.g. ``base + step``);
-    ``None`` draws one from torch's default generator. Differentiable w.r.t. ``y``, ``g`` and ``alpha`` to any
-    order. ``backend``: ``torch``, ``triton`` or ``auto`` (see :mod:`kernels.dispatch`).
+    or ``(*y.shape[:-1], 1)``). Differentiable w.r.t. ``y``, ``g`` and ``alpha`` to any order. ``backend``:
+    ``torch``, ``triton`` or ``auto`` (see :mod:`kernels.dispatch`). Langevin noise is not part of the step: the EBT
+    adds it to the candidate before the energy (reference semantics).
     """
-    _check(y, g, noise_std, grad_clamp)
+    _check(y, g, grad_clamp)
     if resolve_backend(backend, y.device) == "torch":
-        return candidate_update_reference(y, g, alpha, noise_std=noise_std, seed=seed, grad_clamp=grad_clamp)
-    return candidate_update_triton(y, g, alpha, noise_std, seed, grad_clamp)
+        return candidate_update_reference(y, g, alpha, grad_clamp=grad_clamp)
+    return candidate_update_triton(y, g, alpha, grad_clamp)

@@ -9,22 +9,18 @@ order, context keys/values computed once and reused: ``cache_context=true``), ``
 stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
 second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
 first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
-optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``.
+optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``
+(timing and CSV columns: :mod:`ebt.analysis.bench`).
 """
 
 import argparse
-import platform
-from pathlib import Path
 
 import torch
 
-from ebt.analysis.bench import append_csv, measure_step
+from ebt.analysis.bench import RESULTS, append_csv, environment, measure_step
 from ebt.tasks.base import Task
 from ebt.training.build import build_objective
 from ebt.training.config import compose_train
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench_results"
 
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4)}
@@ -74,7 +70,7 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    name = environment(device)["device"]
     rows = []
     for vocab in args.vocab:
         task = RandomTokens(vocab, args.seq)
@@ -91,7 +87,7 @@ def main() -> None:
                 loss.backward()
                 model.zero_grad(set_to_none=True)
 
-            rows.append({"device": name, "vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim,
+            rows.append({"vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim,
                          "layers": args.layers, "seq": args.seq, "batch": args.batch,
                          **measure_step(step, args.reps, device)})
             del model
@@ -102,8 +98,7 @@ def main() -> None:
     for r in rows:
         r["ratio"] = r["median_ms"] / base[r["vocab"]]
         print(f"{r['vocab']:>7} {r['kind']:>12} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.0f}")
-    path = OUT / "ebt.csv"
-    append_csv(path, rows)
+    path = append_csv(RESULTS / "ebt.csv", rows, device)
     print(f"appended to {path}")
 
 

@@ -1,11 +1,11 @@
 """Benchmark the EBT thinking-step kernels: reference eager vs torch.compile(reference) vs Triton.
 
 Ops: ``softmax_embed`` (``softmax(y) @ W``, y ``(M, V)``, W ``(V, D)``) and ``candidate_update``
-(``y - alpha * clamp(g) + sigma * xi``, y ``(M, V)``); modes ``fwd``, ``bwd`` (autograd.grad of a kept graph),
-``full`` (fwd + bwd). Per case: median and p20/p80 wall time, peak memory above the inputs (CUDA only), bytes moved
-by an ideal implementation / time (and the fraction of the device's peak bandwidth when known), TFLOP/s
-(softmax_embed). Rows are appended to ``bench_results/kernels.csv`` (device, versions, git sha) and the speed-up
-over eager vs V is plotted to ``bench_results/kernels_speedup.png``.
+(``y - alpha * clamp(g)``, y ``(M, V)``); modes ``fwd``, ``bwd`` (autograd.grad of a kept graph),
+``full`` (fwd + bwd). Per case (timing and CSV: :mod:`ebt.analysis.bench`): median and p20/p80 wall time, peak
+memory above the inputs, bytes moved by an ideal implementation / time (and the fraction of the device's peak
+bandwidth when known), TFLOP/s (softmax_embed). Rows are appended to ``bench_results/kernels.csv`` (device, versions,
+git sha) and the speed-up over eager vs V is plotted to ``bench_results/kernels_speedup.png``.
 
     python scripts/bench_kernels.py                      # GPU preset (V 256..128k, D 384/1024, M 2k/8k)
     python scripts/bench_kernels.py --preset cpu         # tiny shapes; default when there is no CUDA device
@@ -18,21 +18,16 @@ Each backend is timed explicitly.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import platform
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ebt.analysis.bench import RESULTS, append_csv, environment, measure_step
+from ebt.analysis.plotting import pyplot, save_figure
 from kernels.candidate_update import candidate_update_reference, candidate_update_triton
 from kernels.dispatch import interpreter_on, triton_status
 from kernels.softmax_embed import softmax_embed_reference, softmax_embed_triton
-
-ROOT = Path(__file__).resolve().parents[1]
 
 PRESETS = {
     "gpu": dict(V=[256, 32768, 50257, 131072], D=[384, 1024], M=[2048, 8192], reps=20, warmup=5),
@@ -42,9 +37,8 @@ PRESETS = {
 PEAK_BANDWIDTH = [("H200", 4.8e12), ("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12),
                   ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12),
                   ("L40S", 0.864e12), ("A10G", 0.6e12), ("RTX 4090", 1.008e12)]
-FIELDS = ["timestamp", "git_sha", "device", "torch", "triton", "python", "op", "mode", "backend", "dtype", "M", "V",
-          "D", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "gbytes_per_s", "peak_bw_frac", "tflops",
-          "max_abs_err_vs_eager", "note"]
+FIELDS = ["op", "mode", "backend", "dtype", "M", "V", "D", "median_ms", "p20_ms", "p80_ms", "peak_mb", "gbytes_per_s",
+          "peak_bw_frac", "tflops", "max_abs_err_vs_eager", "note"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,81 +58,13 @@ def parse_args() -> argparse.Namespace:
                    help="CPU threads (default 1 on CPU: OpenMP threads spin badly on a shared, loaded machine)")
     p.add_argument("--reps", type=int)
     p.add_argument("--warmup", type=int)
-    p.add_argument("--out", type=Path, default=ROOT / "bench_results" / "kernels.csv")
+    p.add_argument("--out", type=Path, default=RESULTS / "kernels.csv")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args()
 
 
-# --------------------------------------------------------------------------------------------------- environment
-def git_sha() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "scripts/bench_kernels.py"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
 def peak_bandwidth(name: str) -> float | None:
     return next((bw for key, bw in PEAK_BANDWIDTH if key in name), None)
-
-
-def triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return "none"
-
-
-# --------------------------------------------------------------------------------------------------- timing
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def peak_mem_mb(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak memory allocated above what was live before one call (CUDA caching allocator); None on CPU."""
-    if device.type != "cuda":
-        return None
-    sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    fn()
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-
-
-def quantile(values: list[float], q: float) -> float:
-    return torch.tensor(values, dtype=torch.float64).quantile(q).item()
 
 
 # --------------------------------------------------------------------------------------------------- cases
@@ -169,10 +95,10 @@ def op_fn(op: str, backend: str) -> Callable:
         tri = softmax_embed_triton
     else:
         def ref(y, g, a):
-            return candidate_update_reference(y, g, a, noise_std=0.01, grad_clamp=1.0)
+            return candidate_update_reference(y, g, a, grad_clamp=1.0)
 
         def tri(y, g, a):
-            return candidate_update_triton(y, g, a, 0.01, None, 1.0)
+            return candidate_update_triton(y, g, a, 1.0)
     if backend == "eager":
         return ref
     if backend == "compile":
@@ -208,58 +134,48 @@ def main() -> None:
     usable, why = triton_status(device)
     triton_note = "" if usable and not interpreter_on() else (
         f"skipped: {why}" if not usable else "skipped: TRITON_INTERPRET=1 (interpreter timings are meaningless)")
-    name = device_name(device)
+    env = environment(device)
+    name = env["device"]
     bw = peak_bandwidth(name) if device.type == "cuda" else None
-    common = dict(timestamp=dt.datetime.now().isoformat(timespec="seconds"), git_sha=git_sha(), device=name,
-                  torch=torch.__version__, triton=triton_version(), python=platform.python_version(),
-                  dtype=str(dtype).removeprefix("torch."))
-    print(f"device: {name}; torch {common['torch']}, triton {common['triton']}; dtype {common['dtype']}; "
+    dtype_name = str(dtype).removeprefix("torch.")
+    print(f"device: {name}; torch {env['torch']}, triton {env['triton']}; dtype {dtype_name}; "
           f"reps {reps}, warmup {warmup}")
     if triton_note:
         print(f"NOTE: Triton rows {triton_note}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not args.out.exists()
     rows = []
-    with args.out.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        for op in args.ops:
-            for M in Ms:
-                for D in (Ds if op == "softmax_embed" else [0]):
-                    for V in Vs:
-                        rows += bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw,
-                                            common, writer)
-                        fh.flush()
+    for op in args.ops:
+        for M in Ms:
+            for D in (Ds if op == "softmax_embed" else [0]):
+                for V in Vs:
+                    shape_rows = bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw)
+                    append_csv(args.out, [dict(row, dtype=dtype_name) for row in shape_rows], device, FIELDS)
+                    rows += shape_rows
     print(f"appended {len(rows)} rows to {args.out}")
     if not args.no_plot:
         plot(rows, args.out.with_name("kernels_speedup.png"), name)
 
 
-def bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw, common, writer) -> list[dict]:
+def bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw) -> list[dict]:
     inputs, _, G, ideal_bytes, flops = make_case(op, M, V, D, dtype, device)
     torch._dynamo.reset()
     rows, eager_out = [], None
     for backend in args.backends:
         fn = op_fn(op, backend)
         for mode in args.modes:
-            row = dict(common, op=op, mode=mode, backend=backend, M=M, V=V, D=D or "", note="")
+            row = dict(op=op, mode=mode, backend=backend, M=M, V=V, D=D or "", note="")
             if backend == "triton" and triton_note:
                 row["note"] = triton_note
             else:
                 try:
-                    run = mode_fn(fn, inputs, G, mode)
-                    times = time_ms(run, reps, warmup, device)
-                    med = quantile(times, 0.5)
-                    row.update(median_ms=f"{med:.4f}", p20_ms=f"{quantile(times, 0.2):.4f}",
-                               p80_ms=f"{quantile(times, 0.8):.4f}")
-                    mem = peak_mem_mb(run, device)
-                    row["peak_mem_mb"] = "" if mem is None else f"{mem:.1f}"
+                    timing = measure_step(mode_fn(fn, inputs, G, mode), reps, device, warmup=warmup)
+                    med = timing["median_ms"]
+                    row.update({k: f"{v:.4f}" for k, v in timing.items() if k != "peak_mb"})
+                    row["peak_mb"] = f"{timing['peak_mb']:.1f}"
                     gbps = ideal_bytes[mode] / (med * 1e-3) / 1e9
                     row["gbytes_per_s"] = f"{gbps:.2f}"
                     row["peak_bw_frac"] = "" if bw is None else f"{gbps * 1e9 / bw:.3f}"
                     row["tflops"] = "" if flops is None else f"{flops[mode] / (med * 1e-3) / 1e12:.3f}"
-                    if mode == "fwd" and op == "softmax_embed":  # candidate_update's noise differs by design
+                    if mode == "fwd":
                         with torch.no_grad():
                             out = fn(*inputs).float()
                         eager_out = out if backend == "eager" else eager_out
@@ -269,7 +185,6 @@ def bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw,
                     row["note"] = "OOM"
                     torch.cuda.empty_cache()
             rows.append(row)
-            writer.writerow(row)
             print(f"{op:16s} {mode:4s} {backend:7s} M={M:<6d} V={V:<7d} D={D:<5d} "
                   f"median {row.get('median_ms', '-'):>10s} ms  p20 {row.get('p20_ms', '-'):>10s}  "
                   f"p80 {row.get('p80_ms', '-'):>10s}  {row.get('gbytes_per_s', '-'):>8s} GB/s "
@@ -278,11 +193,7 @@ def bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw,
 
 
 def plot(rows: list[dict], path: Path, device: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ops = sorted({r["op"] for r in rows})
     fig, axes = plt.subplots(1, len(ops), figsize=(6 * len(ops), 4), squeeze=False)
     for ax, op in zip(axes[0], ops, strict=True):
@@ -300,8 +211,7 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
         ax.set(title=f"{op} (fwd+bwd)", xlabel="V (vocabulary)", ylabel="speed-up over eager reference")
         ax.legend(fontsize=7)
     fig.suptitle(device, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     print(f"plot: {path}")
 
 

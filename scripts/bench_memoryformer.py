@@ -5,14 +5,12 @@
 Dense block: pre-norm attention (Q, K, V, O = nn.Linear d x d) + GELU MLP (d -> 4d -> d), the paper's Pythia
 baseline. MemoryFormer block: Q, K, V = memory layers, no output projection, Memory Block FFN. FLOPs per token
 come from ``alt_arch.utils.forward_flops_per_token`` (2 x Linear params, the memory layers' hash + look-up sum,
-causal attention ``2 T d``); "proj" is the same without the attention term. Appends rows to
+causal attention ``2 T d``); "proj" is the same without the attention term. Forward time (median, p20/p80, no
+grad, CPU) and peak memory: :func:`ebt.analysis.bench.measure_step`. Appends rows to
 ``bench_results/memoryformer.csv`` and writes ``bench_results/memoryformer.png``.
 """
 
 import argparse
-import platform
-import statistics
-import time
 from functools import partial
 from pathlib import Path
 
@@ -25,9 +23,8 @@ from alt_arch.linears.memory import MemoryMLP, memory
 from alt_arch.mixers.attention import Attention
 from alt_arch.mlp import GeluMLP
 from alt_arch.utils import forward_flops_per_token
-from ebt.analysis.bench import append_csv
-
-OUT = Path(__file__).resolve().parents[1] / "bench_results"
+from ebt.analysis.bench import RESULTS, append_csv, measure_step
+from ebt.analysis.plotting import pyplot, save_figure
 
 
 def build(kind: str, dim: int, n_heads: int, tau: int) -> nn.Module:
@@ -38,17 +35,6 @@ def build(kind: str, dim: int, n_heads: int, tau: int) -> nn.Module:
     return MetaFormerBlock(dim, mixer=Attention(dim, causal=True, linear=partial(memory, tau=tau), n_heads=n_heads,
                                                 out_proj=False),
                            mlp=MemoryMLP(dim, tau=tau), norm=norm)
-
-
-def time_forward(block: nn.Module, x: torch.Tensor, reps: int) -> list[float]:
-    with torch.no_grad():
-        block(x)  # warm-up
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            block(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)
 
 
 def main() -> None:
@@ -62,43 +48,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)  # shared 2-core machines: 2 threads spin-wait
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    OUT.mkdir(exist_ok=True)
     rows = []
     for dim in args.dims:
         for kind in ("dense", "memoryformer"):
             torch.manual_seed(0)
             block = build(kind, dim, dim // args.head_dim, args.tau).eval()
             x = torch.randn(args.batch, args.seq_len, dim)
-            times = time_forward(block, x, args.reps)
+            with torch.no_grad():
+                timing = measure_step(lambda block=block, x=x: block(x), args.reps, "cpu")
             params = sum(p.numel() for p in block.parameters())
             rows.append({
-                "device": platform.processor() or platform.machine(), "torch": torch.__version__,
                 "threads": args.threads, "dim": dim, "seq_len": args.seq_len, "batch": args.batch, "block": kind,
                 "params_M": round(params / 1e6, 3), "param_MB_fp32": round(params * 4 / 2**20, 1),
                 "flops_per_token_M": round(forward_flops_per_token(block, seq_len=args.seq_len) / 1e6, 3),
                 "proj_flops_per_token_M": round(forward_flops_per_token(block, seq_len=0) / 1e6, 3),
-                "median_ms": round(statistics.median(times), 2),
-                "p20_ms": round(times[int(0.2 * (len(times) - 1))], 2),
-                "p80_ms": round(times[int(0.8 * (len(times) - 1))], 2),
+                **{k: round(v, 2) for k, v in timing.items()},
             })
-    path = OUT / "memoryformer.csv"
-    append_csv(path, rows)
+    path = append_csv(RESULTS / "memoryformer.csv", rows, "cpu")
     print(f"{'dim':>5} {'block':>13} {'params M':>9} {'MB fp32':>8} {'MFLOP/tok':>10} {'proj MFLOP/tok':>15} "
           f"{'median ms':>10} {'p20-p80 ms':>14}")
     for r in rows:
         print(f"{r['dim']:>5} {r['block']:>13} {r['params_M']:>9} {r['param_MB_fp32']:>8} "
               f"{r['flops_per_token_M']:>10} {r['proj_flops_per_token_M']:>15} {r['median_ms']:>10} "
               f"{r['p20_ms']:>6}-{r['p80_ms']:<7}")
-    plot(rows, OUT / "memoryformer.png")
+    plot(rows, RESULTS / "memoryformer.png")
     print(f"appended to {path}")
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     dims = sorted({r["dim"] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, key, label in zip(axes, ("proj_flops_per_token_M", "median_ms", "param_MB_fp32"),
@@ -110,8 +88,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xticks(range(len(dims)), [f"d={d}" for d in dims])
         ax.set_title(label)
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -10,23 +10,19 @@ its backward. Attention and MoH use ``n_heads = dim // 16`` heads of 16 channels
 ``moh_gather`` computes each routed head only for the queries that chose it. Pool (PoolFormer) is imported lazily
 and skipped if ``alt_arch.mixers.pool`` is absent. Hyena is order 2 with FFT long convolutions.
 
-Time: median (and p20/p80) of ``--reps`` runs after a warm-up and a memory run. Peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` above the memory held before the run; on CPU (Linux) the growth of the resident
-set: freed heap is returned (``malloc_trim``), the high-water mark is reset (``/proc/self/clear_refs``), and the peak
-is ``VmHWM - VmRSS`` before the warm-up. On CPU lengths above ``--cpu-max-len`` are skipped. Appends to
-``bench_results/mixers.csv`` and writes ``bench_results/mixers.png`` (log-log).
+Time: median (and p20/p80) of ``--reps`` runs after a warm-up and a memory run; peak memory above what was held
+before the run (CUDA allocator, or the growth of the resident set on CPU): :func:`ebt.analysis.bench.measure_step`.
+On CPU lengths above ``--cpu-max-len`` are skipped. Appends to ``bench_results/mixers.csv`` and writes
+``bench_results/mixers.png`` (log-log).
 """
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
 
-from ebt.analysis.bench import append_csv, measure_step
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench_results"
+from ebt.analysis.bench import RESULTS, append_csv, environment, measure_step
+from ebt.analysis.plotting import pyplot, save_figure
 
 HEAD_DIM = 16
 SHARED = 2
@@ -72,12 +68,8 @@ def measure(name: str, n: int, dim: int, batch: int, active: float | None, reps:
     return measure_step(step, reps, device)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[dict], path: Path, device: str) -> None:
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = sorted({r["label"] for r in rows})
     for label in labels:
@@ -93,9 +85,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     r = rows[0]
-    fig.suptitle(f"causal mixers, dim {r['dim']}, batch {r['batch']}, {r['device']} ({r['threads']} threads)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.suptitle(f"causal mixers, dim {r['dim']}, batch {r['batch']}, {environment(device)['device']}")
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -113,8 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     lengths = [n for n in args.lengths if device == "cuda" or n <= args.cpu_max_len]
-    info = {"device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or "cpu"),
-            "torch": torch.__version__, "threads": args.threads, "dim": args.dim, "batch": args.batch}
+    info = {"threads": args.threads, "dim": args.dim, "batch": args.batch}
     rows = []
     for name in args.mixers:
         for active in (args.active if name.startswith("moh_") else [None]):
@@ -133,10 +123,9 @@ def main() -> None:
                       f"p80 {row['p80_ms']:.2f})  peak {row['peak_mb']:9.1f} MB", flush=True)
     if not rows:
         return
-    path = OUT / "mixers.csv"
-    append_csv(path, rows)
-    plot(rows, OUT / "mixers.png")
-    print(f"wrote {path} and {OUT / 'mixers.png'}")
+    path = append_csv(RESULTS / "mixers.csv", rows, device)
+    plot(rows, RESULTS / "mixers.png", device)
+    print(f"wrote {path} and {RESULTS / 'mixers.png'}")
 
 
 if __name__ == "__main__":

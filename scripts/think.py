@@ -7,8 +7,6 @@ prints the table, and shows its progress on stderr. See ``configs/think.yaml`` f
 about a minute on a 2-core CPU) and ``ebt/analysis/thinking_eval.py`` for definitions.
 """
 
-
-
 import hydra
 from omegaconf import DictConfig
 

@@ -123,7 +123,7 @@ def test_truncation_gives_exactly_the_gradient_of_one_second_order_step_after_pl
     for name in manual:
         torch.testing.assert_close(truncated[name], manual[name], atol=1e-5, rtol=1e-4, msg=name)
     torch.manual_seed(1)
-    ebt.truncate = False
+    ebt.backprop.truncate = False
     full = _param_grads(ebt, ebt.loss(batch)[0])
     assert not torch.allclose(full["energy_head.weight"], truncated["energy_head.weight"])
 
@@ -238,7 +238,7 @@ def test_max_change_bounds_each_step_like_the_reference(tmp_path):
     step = ebt.think(batch, steps=1, init=init).candidates[-1] - init
     assert step.abs().max() <= 0.01 + 1e-6
     assert torch.isclose(step.abs().max(), torch.tensor(0.01))  # alpha 1000 saturates the bound somewhere
-    ebt.max_change = None
+    ebt.step_rule.max_change = None
     free = ebt.think(batch, steps=1, init=init).candidates[-1] - init
     assert free.abs().max() > 0.01
     with pytest.raises(ConfigError, match="grad_clamp and model.objective.max_change"):

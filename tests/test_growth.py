@@ -1,17 +1,17 @@
 """TokenFormer progressive growth of a whole model built from the configs: the loss is unchanged, the written
 checkpoint fits the grown config, its optimizer state resumes, and the CLI reports bad input clearly."""
 
-import importlib.util
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from alt_arch.linears.pattention import pattention_layers
+from ebt.analysis import growth
 from ebt.analysis.growth import grow_checkpoint, grow_model
 from ebt.errors import ConfigError
 from ebt.training.build import build_lit_model, build_task
-from tests.utils import ROOT, compose_config, run_cli
+from tests.utils import compose_config, run_cli
 
 SMALL = ["experiment=tokenformer", "model.dim=16", "model.backbone.n_layers=2", "data.batch_size=4"]
 
@@ -80,19 +80,12 @@ def test_growing_a_dense_model_is_a_clear_error(tmp_path):
         grow_checkpoint(ckpt, 2)
 
 
-def _grow_script():
-    spec = importlib.util.spec_from_file_location("grow_script", ROOT / "scripts" / "grow.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_grows_a_checkpoint_and_rejects_bad_input(tmp_path, capsys):
     cfg = compose_config(SMALL, tmp_path)
     _, _, ckpt = _trained_checkpoint(cfg)
     path = tmp_path / "last.ckpt"
     torch.save(ckpt, path)
-    _grow_script().main([f"ckpt={path}", "slots=+3"])  # in-process: a subprocess would re-import torch
+    growth.main([f"ckpt={path}", "slots=+3"])  # in-process: a subprocess would re-import torch
     assert "model.linear.extra_slots=3 model.mlp.extra_slots=3" in capsys.readouterr().out
     out = torch.load(tmp_path / "last-grown3.ckpt", weights_only=False)
     assert out["growth"][-1]["added"] == 3

@@ -1,7 +1,10 @@
 """Dependency direction (README.md, "Design"): kernels <- alt_arch <- ebt <- scripts; alt_arch is plain torch.
 
 A package may import only packages to its left: ``kernels`` imports torch/triton and nothing of the project,
-``alt_arch`` may import ``kernels`` (and torch) but never ``ebt``, Lightning or Hydra.
+``alt_arch`` may import ``kernels`` (and torch) but never ``ebt``, Lightning or Hydra. Inside ``ebt``:
+``tasks`` and ``objectives`` are plain torch/numpy (no Lightning, Hydra or OmegaConf, nothing of ``training`` or
+``analysis``); ``training`` never imports ``analysis`` (analysis uses training, not the other way round). Scripts are
+thin entry points: no ``sys.path`` edits (the package is installed) and no private names of the package.
 
 The one user-error base class lives at the bottom for that reason: ``kernels.errors.UserError`` has no imports at all,
 ``alt_arch.errors`` (capability and option errors of the parts) imports it, and ``ebt.errors`` re-exports it as
@@ -22,6 +25,12 @@ FORBIDDEN = {
     "kernels": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "alt_arch", "scripts", "wandb"},
 }
 ERROR_MODULES = ["kernels.errors", "kernels.dispatch", "alt_arch.errors", "ebt.errors"]
+FRAMEWORKS = {"lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb"}
+SUBPACKAGE_RULES = {  # folder -> module prefixes it must not import
+    "ebt/tasks": (*FRAMEWORKS, "ebt.training", "ebt.analysis", "ebt.objectives"),
+    "ebt/objectives": (*FRAMEWORKS, "ebt.training", "ebt.analysis"),
+    "ebt/training": ("ebt.analysis",),
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -43,6 +52,38 @@ def test_package_imports_only_what_it_may(package):
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"{package} must stay free of these imports: {offenders}"
+
+
+def full_imports(path: Path) -> set[str]:
+    """Every module imported by ``path``, dotted in full (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return names
+
+
+def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("folder", sorted(SUBPACKAGE_RULES))
+def test_ebt_subpackages_keep_their_direction(folder):
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in full_imports(p) if _matches(m, SUBPACKAGE_RULES[folder]))
+                 for p in (ROOT / folder).rglob("*.py")}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"{folder} must not import these: {offenders}"
+
+
+def test_scripts_are_thin_entry_points():
+    for path in (ROOT / "scripts").glob("*.py"):
+        text = path.read_text()
+        assert "sys.path" not in text, f"{path.name} edits sys.path; the package is installed (pip install -e .)"
+        private = [m for m in full_imports(path) if m.rsplit(".", 1)[-1].startswith("_") and m.startswith(
+            ("ebt", "alt_arch", "kernels"))]
+        assert not private, f"{path.name} imports private names {private}"
 
 
 def test_user_error_base_imports_nothing():

@@ -1,13 +1,78 @@
-"""Timing and peak-memory measurement shared by the benchmark scripts (CPU and CUDA)."""
+"""The benchmark harness shared by ``scripts/bench_*.py``: one timing function, one CSV appender.
+
+* :func:`measure_step`: ``warmup`` untimed calls, one call for the memory peak, then ``reps`` timed calls (device
+  synchronised around each); returns the median, p20 and p80 (ms, linear interpolation) and the peak memory (MB)
+  above what was held before the memory call: on CUDA ``torch.cuda.max_memory_allocated``, on CPU (Linux) the growth
+  of the resident set (freed heap returned with ``malloc_trim``, the high-water mark reset via
+  ``/proc/self/clear_refs``, peak = ``VmHWM`` - ``VmRSS`` before the call).
+* :func:`append_csv`: appends rows to ``bench_results/<name>.csv`` with the columns of :func:`environment` first
+  (timestamp, git sha, device, torch, triton and python versions), so rows from different machines and commits can
+  share one file. A file written with other columns is rewritten with the union of both.
+"""
 
 import csv
 import ctypes
+import datetime as dt
+import functools
+import os
+import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench_results"
 
 
+# --------------------------------------------------------------------------------------------------- environment
+def git_sha() -> str:
+    """The short commit of the checkout, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name, or the CPU's model name with the number of torch threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def triton_version() -> str:
+    try:
+        import triton
+    except ImportError:
+        return "none"
+    return triton.__version__
+
+
+@functools.cache
+def environment(device: str | torch.device) -> dict[str, str]:
+    """The columns every benchmark row starts with (computed once per process and device)."""
+    return {"timestamp": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(),
+            "device": device_name(device), "torch": torch.__version__, "triton": triton_version(),
+            "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------------------------------- timing
 def status_mb(key: str) -> float:
     """A ``/proc/self/status`` field (kB) in MB, e.g. ``VmRSS`` or ``VmHWM``."""
     with open("/proc/self/status") as f:
@@ -22,21 +87,29 @@ def reset_cpu_peak() -> float:
     return status_mb("VmRSS")
 
 
-def measure_step(step: Callable[[], None], reps: int, device: str) -> dict[str, float]:
-    """Warm-up, one run for the memory peak above what was held before, then ``reps`` timed runs (ms)."""
-    import torch
+def measure_step(step: Callable[[], Any], reps: int, device: str | torch.device, *,
+                 warmup: int = 1) -> dict[str, float]:
+    """``warmup`` calls, one call for the memory peak, then ``reps`` timed calls of ``step``.
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    step()  # warm-up: lazy initialisation must not count
+    Returns ``median_ms``, ``p20_ms``, ``p80_ms`` and ``peak_mb`` (see the module docstring)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):  # lazy initialisation, compilation and autotuning must not count
+        step()
     sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     else:
         before = reset_cpu_peak()
     step()
     sync()
-    peak = (torch.cuda.max_memory_allocated() - before) / 2**20 if device == "cuda" else status_mb("VmHWM") - before
+    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20 if cuda else status_mb("VmHWM") - before
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -47,12 +120,34 @@ def measure_step(step: Callable[[], None], reps: int, device: str) -> dict[str, 
     return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1], "peak_mb": peak}
 
 
-def append_csv(path: Path, rows: list[dict]) -> None:
-    """Append ``rows`` to a CSV file (header written when the file is new), creating its folder."""
+# --------------------------------------------------------------------------------------------------- results
+def append_csv(path: str | os.PathLike, rows: list[dict[str, Any]], device: str | torch.device,
+               fieldnames: list[str] | None = None) -> Path:
+    """Append ``rows`` (each prefixed with :func:`environment`) to the CSV file ``path``; returns the path.
+
+    Columns: the environment's, then ``fieldnames`` (default: every key of ``rows`` in order of first appearance).
+    A new file gets a header; an existing file with other columns is rewritten with the union of both."""
+    path = Path(path)
+    env = environment(device)
+    rows = [{**env, **r} for r in rows]
+    columns = list(dict.fromkeys([*env, *(fieldnames or (k for r in rows for k in r))]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
+    old_rows: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if header == columns:
+                mode = "a"
+            else:
+                old_rows, mode = list(reader), "w"
+                columns = list(dict.fromkeys([*header, *columns]))
+    else:
+        mode = "w"
+    with path.open(mode, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if mode == "w":
             writer.writeheader()
+            writer.writerows(old_rows)
         writer.writerows(rows)
+    return path

@@ -5,10 +5,16 @@ A job is a folder holding ``.hydra/overrides.yaml`` (Hydra writes it when the jo
 ``status.json`` (done / failed / interrupted / running; no status file and no summary means running, or killed).
 Works on a grid that is still running: unfinished jobs appear with their status and no metrics. A job whose files
 cannot be read (a truncated ``summary.json``, say) is skipped with one line on stderr; the others are collected.
+
+Command line (``scripts/collect.py``): ``collect.py DIR [DIR ...] [--out OUT] [--metrics M ...] [--seed-key seed]``.
+DIR is a multirun folder (``hydra.sweep.dir``) or any folder above job folders; it may still be running. Prints a
+markdown table per job and one per configuration (mean ± std over seeds), and writes into ``OUT`` (default:
+``DIR[0]/collect``): ``jobs.csv``, ``groups.csv``, ``table.md``, ``bars.png`` (headline metric per configuration)
+and, when jobs log ``val/<metric>_step{k}`` (EBT thinking steps), ``thinking.png``. A ``--metrics`` name no job has
+is an error (exit 2).
 """
 
-import csv
-import io
+import argparse
 import json
 import math
 import re
@@ -20,7 +26,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ebt.errors import ConfigError, DataError
+from ebt.analysis.plotting import cell, columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.errors import ConfigError, DataError, UserError
 from ebt.training.grid import job_dirs, read_status, status_of
 
 STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
@@ -144,12 +151,6 @@ def thinking_curves(jobs: list[Job], keys: list[str]) -> dict[str, dict[str, lis
             for m, by_config in values.items()}
 
 
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
 def job_rows(jobs: list[Job], keys: list[str], metrics: list[str], base: Path) -> list[dict[str, Any]]:
     rows = []
     for job in jobs:
@@ -163,23 +164,13 @@ def job_rows(jobs: list[Job], keys: list[str], metrics: list[str], base: Path) -
     return rows
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: fmt(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    return out.getvalue()
-
-
-def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+def formatted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with floats as in the tables (NaN empty), for the CSV files."""
+    return [{k: cell(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
 
 def _mean_std_text(row: dict[str, Any], metric: str) -> str:
-    mean, std = fmt(row[f"{metric} mean"]), fmt(row[f"{metric} std"])
+    mean, std = cell(row[f"{metric} mean"]), cell(row[f"{metric} std"])
     return f"{mean} ± {std}" if row["done"] > 1 and mean else mean
 
 
@@ -188,8 +179,7 @@ def group_markdown(rows: list[dict[str, Any]], keys: list[str], metrics: list[st
               **{m: _mean_std_text(r, m) for m in metrics},
               **{k: r[k] for k in ("failed", "running", "interrupted") if r[k]}}
              for r in rows]
-    columns = list(dict.fromkeys(c for r in shown for c in r))
-    return to_markdown(shown, columns)
+    return markdown_table(shown, columns_of(shown))
 
 
 def _or0(x: float) -> float:
@@ -198,11 +188,7 @@ def _or0(x: float) -> float:
 
 def plot_bars(rows: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
     """Bars of each headline metric per configuration, std over seeds as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) * max(1, len(metrics))), 3.5))
     width = 0.8 / max(1, len(metrics))
     for i, m in enumerate(metrics):
@@ -211,18 +197,12 @@ def plot_bars(rows: list[dict[str, Any]], metrics: list[str], path: Path) -> Non
     ax.set_xticks(range(len(rows)), [f"{r['config']}\n(n={r['done']})" for r in rows], fontsize=8)
     ax.set_ylabel("mean ± std over seeds")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_thinking(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
     """One panel per step metric (``val/acc_step{k}``, ...): mean ± std over seeds against thinking step k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False)
     for ax, (metric, by_config) in zip(axes[0], sorted(curves.items()), strict=True):
         for label, points in sorted(by_config.items()):
@@ -231,6 +211,54 @@ def plot_thinking(curves: dict[str, dict[str, list[tuple[int, float, float]]]], 
         ax.set_xlabel("thinking step k")
         ax.set_ylabel(f"val/{metric}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``scripts/collect.py`` command: 0 when the tables were written, 2 (and one ``error:`` line) on bad input."""
+    try:
+        return _collect(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _collect(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog="collect.py", description="Collect ablation grids into tables and plots.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="multirun folders")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: first DIR/collect)")
+    parser.add_argument("--metrics", nargs="+", default=None,
+                        help="metric columns, e.g. val/acc val/tok_acc (default: the task's val/ and ood/ metric)")
+    parser.add_argument("--seed-key", default="seed", help="override averaged over (default: seed)")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        raise ConfigError(f"not a folder: {', '.join(missing)}")
+    jobs = load_jobs(args.dirs)
+    if not jobs:
+        raise ConfigError(f"no job folders (with .hydra/) under {', '.join(map(str, args.dirs))}")
+    metrics = args.metrics or headline(jobs)
+    check_metrics(jobs, metrics)
+    out = args.out or args.dirs[0] / "collect"
+    keys, common = split_keys(jobs, args.seed_key)
+    config_keys = [k for k in keys if k != args.seed_key]
+    rows = job_rows(jobs, keys, metrics, args.dirs[0])
+    groups = group(jobs, config_keys, metrics)
+    failed = any(j.status == "failed" for j in jobs)
+    common_line = " ".join(f"{k}={v}" for k, v in common.items()) or "(none)"
+    table = "\n\n".join([f"Common overrides: {common_line}",
+                          markdown_table(rows, ["status", *keys, *metrics, "seconds", *(["error"] if failed else [])]),
+                          group_markdown(groups, config_keys, metrics)])
+    print(table)
+    write_text(out / "table.md", table + "\n")
+    write_csv(formatted(rows), out / "jobs.csv", lineterminator="\n")
+    write_csv(formatted(groups), out / "groups.csv", lineterminator="\n")
+    written = ["jobs.csv", "groups.csv", "table.md"]
+    if any(g["done"] for g in groups) and metrics:
+        plot_bars([g for g in groups if g["done"]], metrics, out / "bars.png")
+        written.append("bars.png")
+    if curves := thinking_curves(jobs, config_keys):
+        plot_thinking(curves, out / "thinking.png")
+        written.append("thinking.png")
+    print(f"\nwrote {', '.join(written)} to {out}", file=sys.stderr)
+    return 0

@@ -10,19 +10,25 @@ that ``scripts/train.py ckpt_path=...`` resumes from:
   model built from it has exactly the grown shapes (checked here);
 * the AdamW moments of the grown tensors are padded with zeros (a new token starts with no history), step
   counts, the LR schedule, the loop counters and the RNG states are kept, so training continues where it stopped.
+
+Command line (``scripts/grow.py``): ``grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]`` appends ``N`` zero-key
+parameter tokens to every Pattention of a ``scripts/train.py`` checkpoint (the function is unchanged), writes the
+grown checkpoint (default: ``<ckpt>-grown<N>.ckpt`` next to it) and prints the exact overrides that continue training.
 """
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+import ebt.training.config  # noqa: F401  (registers ${uid:})
 from alt_arch.linears.pattention import pattention_layers
 from ebt.errors import CheckpointError, ConfigError
 from ebt.training.build import build_lit_model
-from ebt.training.checkpoint import check_compatible
+from ebt.training.checkpoint import atomic_write, check_compatible, load_checkpoint, stored_config
 from ebt.training.lit_module import optimizer_groups
 from ebt.training.restore import restore_lit_model
 
@@ -87,7 +93,7 @@ def grow_checkpoint(checkpoint: dict[str, Any], n_new: int, *, seed: int = 0, pa
         raise ConfigError(f"slots must add at least one parameter token, got {n_new}")
     hparams = checkpoint.get("hyper_parameters") or {}
     cfg, task, lit = restore_lit_model(checkpoint, path)
-    config = hparams["config"]
+    config = stored_config(checkpoint, path)  # with the current module paths
     order = _optimizer_param_names(lit, hparams.get("optim") or dict(cfg.optim))
     old_shapes = {n: p.shape for n, p in lit.objective.named_parameters()}
     grown = grow_model(lit.objective, n_new, seed=seed)
@@ -112,3 +118,47 @@ def grow_checkpoint(checkpoint: dict[str, Any], n_new: int, *, seed: int = 0, pa
                      {"added": n_new, "layers": grown, "step": checkpoint.get("global_step"), "slots": slots}]
     return out
 
+
+HELP = ("Append N zero-key parameter tokens to every Pattention of a scripts/train.py checkpoint (the function is\n"
+        "unchanged) and write a checkpoint to resume from; it prints the exact overrides that continue training.")
+USAGE = "usage: python scripts/grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]"
+CLI_KEYS = {"ckpt", "slots", "out", "seed"}
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments of :func:`main`; :class:`ConfigError` for an unknown or missing one."""
+    args: dict[str, Any] = {}
+    for token in argv:
+        key, sep, value = token.partition("=")
+        if not sep or key not in CLI_KEYS:
+            raise ConfigError(f"unknown argument {token!r}; {USAGE}")
+        args[key] = value
+    if "ckpt" not in args or "slots" not in args:
+        raise ConfigError(f"ckpt= and slots= are required; {USAGE}")
+    try:
+        args["slots"] = int(args["slots"].lstrip("+"))
+    except ValueError:
+        raise ConfigError(f"slots={args['slots']!r} is not a number of parameter tokens to add; {USAGE}") from None
+    return args
+
+
+def main(argv: list[str]) -> None:
+    """The ``scripts/grow.py`` command: grow a checkpoint, write it, print how to continue training."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP + "\n" + USAGE)
+        return
+    args = parse_args(argv)
+    ckpt = Path(args["ckpt"])
+    n_new, seed = args["slots"], int(args.get("seed", 0))
+    out = Path(args.get("out") or ckpt.with_name(f"{ckpt.stem}-grown{n_new}.ckpt"))
+    grown = grow_checkpoint(load_checkpoint(ckpt), n_new, seed=seed, path=str(ckpt))
+    atomic_write(out, lambda f: torch.save(grown, f))
+    info = grown["growth"][-1]
+    model = grown["hyper_parameters"]["config"]["model"]
+    overrides = [f"model.{g}.extra_slots={model[g]['extra_slots']}" for g in ("linear", "mlp")
+                 if "extra_slots" in model[g]]
+    print(f"grew {info['layers']} Pattention layers by {n_new} slots at step {info['step']} "
+          f"(slots now {sorted(set(info['slots'].values()))})")
+    print(f"wrote {out}")
+    print("continue training with the run's overrides plus:\n  " + " ".join([*overrides, f"ckpt_path={out}",
+                                                                        "trainer.max_steps=<total steps>"]))

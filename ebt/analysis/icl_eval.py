@@ -12,12 +12,12 @@ i.e. the parent of its ``checkpoints/``). Writes ``icl_eval.csv`` (split, method
 (``d`` for linear regression): 0 is perfect, 1 is "predict 0".
 """
 
-import csv
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from ebt.analysis.plotting import pyplot, save_figure, write_csv
 from ebt.analysis.thinking_eval import set_eval_loops
 from ebt.errors import ConfigError
 from ebt.tasks.icl import ICLRegression
@@ -65,11 +65,7 @@ def evaluate(models: dict[str, tuple], task: ICLRegression, split: str, batches:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     splits = list(dict.fromkeys(r["split"] for r in rows))
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
@@ -85,9 +81,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_ylim(-0.05, 1.5)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str]) -> list[dict]:
@@ -116,11 +110,7 @@ def main(argv: list[str]) -> list[dict]:
             raise ConfigError(f"{label} was trained on {other.describe()}, not {task.describe()}; compare like tasks")
     rows = [row for split in opts.splits for row in evaluate(models, task, split, opts.batches, opts.batch_size)]
     out = Path(opts.out) if opts.out else run_dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "icl_eval.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["split", "method", "k", "err", "sem"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "icl_eval.csv", ["split", "method", "k", "err", "sem"])
     plot(rows, out / "icl_eval.png", f"{task.family} regression, d={task.n_dims}")
     _print_table(rows, task)
     print(f"wrote {out / 'icl_eval.csv'} and {out / 'icl_eval.png'}")

@@ -1,7 +1,5 @@
 """The driver behind ``scripts/think.py``: evaluate, then write the CSV / markdown table / PNG plot."""
 
-import csv
-import io
 import math
 import sys
 import time
@@ -11,11 +9,12 @@ from typing import Any, TextIO
 import lightning as L
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.thinking_eval import evaluate_baseline, evaluate_loops, evaluate_thinking, thinking_improvement
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
 from ebt.objectives.predict import Predict
-from ebt.training.checkpoint import atomic_write, atomic_write_text, resolve_ckpt_path
+from ebt.training.checkpoint import resolve_ckpt_path
 from ebt.training.restore import Run, load_run
 
 
@@ -139,7 +138,7 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
                      "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
     out_dir = _out_dir(cfg, ckpt)
-    table = markdown_table(rows, task.metric)
+    table = markdown_table(rows, [*THINKING_COLUMNS, task.metric, "loss", "energy"])
     lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
     lines += [f"thinking improvement ({split}, {name}): "
               + (f"{100 * value:+.1f}%" if math.isfinite(value) else f"n/a ({name} is 0)")
@@ -147,8 +146,8 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
               for name, improvement in improvements.items() for split, value in improvement.items()]
     text = "\n".join(lines)
     print(text)
-    atomic_write_text(out_dir / "thinking.md", text + "\n")
-    atomic_write_text(out_dir / "thinking.csv", to_csv(rows))
+    write_text(out_dir / "thinking.md", text + "\n")
+    write_csv(rows, out_dir / "thinking.csv")
     plot = out_dir / "thinking.png"
     plot_thinking(rows, task.metric, plot)
     print(f"\nwrote {out_dir / 'thinking.csv'}, {out_dir / 'thinking.md'}, {plot}")
@@ -166,13 +165,12 @@ def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size)
     metric = run.task.metric
-    table = ["| split | loops | " + metric + " | loss |", "|---|---|---|---|"]
-    table += [f"| {r['split']} | {r['loops']} | {r[metric]:.4g} | {r['loss']:.4g} |" for r in rows]
-    text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + "\n".join(table)
+    table = markdown_table(rows, ["split", "loops", metric, "loss"])
+    text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + table
     print(text)
     out_dir = _out_dir(cfg, ckpt)
-    atomic_write_text(out_dir / "loops.md", text + "\n")
-    atomic_write_text(out_dir / "loops.csv", to_csv(rows))
+    write_text(out_dir / "loops.md", text + "\n")
+    write_csv(rows, out_dir / "loops.csv")
     _plot_lines(rows, "loops", metric, out_dir / "loops.png", "loops at evaluation", "Looping longer: metric vs loops")
     print(f"\nwrote {out_dir / 'loops.csv'}, {out_dir / 'loops.md'}, {out_dir / 'loops.png'}")
     return rows
@@ -180,11 +178,7 @@ def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
 
 def _plot_lines(rows: list[dict[str, Any]], x: str, metric: str, path: Path, xlabel: str, title: str) -> None:
     """One line of ``metric`` against ``x`` per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for split in dict.fromkeys(r["split"] for r in rows):
         line = [r for r in rows if r["split"] == split]
@@ -194,36 +188,15 @@ def _plot_lines(rows: list[dict[str, Any]], x: str, metric: str, path: Path, xla
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
-    columns = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", metric, "loss", "energy"]
-    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for r in rows:
-        cells = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
+THINKING_COLUMNS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes"]
 
 
 def plot_thinking(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
     """Metric vs forward passes (log x): one line per split and best-of-N, predictors as flat lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = {}
     for split, n in dict.fromkeys((r["split"], r["best_of"]) for r in rows if r["mode"] == "fixed"):
@@ -246,15 +219,13 @@ def plot_thinking(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
     ax.set_title("Thinking longer: metric vs compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _log_wandb(rows: list[dict[str, Any]], plot: Path, run: Run) -> None:
     import wandb
 
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = columns_of(rows)
     project = (run.config.get("logger") or {}).get("wandb", {}).get("project", "ebt-alt-arch")
     with wandb.init(project=project, job_type="think", config={"ckpt": str(run.path)}) as w:
         w.log({"thinking/table": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows]),

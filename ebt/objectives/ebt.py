@@ -45,6 +45,9 @@ Deviations from the reference:
   numbers, see tests);
 * energies at evaluation also include the energy of the final candidate (one extra forward) for stopping and
   best-of-N;
+* ``learn_langevin_after=n``: the reference switches ``requires_grad`` on for sigma when its warm-up ends; here sigma
+  is a trainable parameter from the start whose gradient is exactly zero before training step n (so DDP and the
+  optimiser see one fixed set of trainable parameters; AdamW's step count for sigma starts at 0, not n);
 * Langevin noise: the noisy candidate ``y + sigma xi`` is both where the gradient is taken and what the step starts
   from, as in the reference's language model; evaluation uses ``eval_langevin_std`` (the reference's language model
   keeps its training noise at evaluation).
@@ -77,7 +80,111 @@ class Thought:
     aux_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class StepRule:
+    """How one thinking step moves the candidate: ``y <- y - alpha_i * bound(dE/dy)``."""
+
+    alpha: float = 1.0  # step size (the reference's ``mcmc_step_size``)
+    learn_alpha: bool = True  # the reference's ``mcmc_step_size_learnable``
+    alpha_lr_scale: float = 1.0  # lr multiplier of log alpha (the reference's ``mcmc_step_size_lr_multiplier``)
+    alpha_jitter: float = 1.0  # s > 1: training draws alpha_i ~ U[alpha/s, alpha*s] per position (paper's S2 recipe)
+    grad_clamp: float | None = None  # clamp dE/dy elementwise to [-c, c]
+    max_change: float | None = None  # the reference's ``clamp_futures_grad_max_change``: |alpha * dE/dy| <= m
+
+    def __post_init__(self) -> None:
+        if self.alpha <= 0:
+            raise ConfigError(f"model.objective.alpha must be > 0, got {self.alpha}")
+        if not self.alpha_lr_scale >= 0:
+            raise ConfigError(f"model.objective.alpha_lr_scale must be >= 0, got {self.alpha_lr_scale}")
+        if self.alpha_lr_scale != 1 and not self.learn_alpha:
+            raise ConfigError("model.objective.alpha_lr_scale scales the learning rate of alpha, but "
+                              "model.objective.learn_alpha=false keeps alpha fixed; drop one of them")
+        if self.alpha_jitter < 1:
+            raise ConfigError("model.objective.alpha_jitter is a scale s >= 1 (alpha drawn from [alpha/s, alpha*s])")
+        if self.grad_clamp is not None and self.max_change is not None:
+            raise ConfigError("model.objective.grad_clamp and model.objective.max_change both bound the thinking step; "
+                              "set one of them to null")
+        for name in ("grad_clamp", "max_change"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"model.objective.{name} must be > 0 (or null), got {value}")
+
+
+@dataclass
+class Randomisation:
+    """Training-time randomisation (the paper's System 2 recipe, ``model/objective=ebt_s2``); evaluation thinks
+    without it."""
+
+    langevin_std: float = 0.0  # noise sigma added to the candidate before each step (the reference's
+    # ``langevin_dynamics_noise``)
+    learn_langevin_after: int | None = None  # sigma trainable from this training step on (the reference's
+    # ``langevin_dynamics_noise_learnable``, switched on when its warm-up ends)
+    random_steps: int = 0  # each batch thinks steps + U{0..random_steps} steps (cf. ``randomize_mcmc_num_steps``)
+    replay_size: int = 0  # > 0: replay buffer of this many (sample, final candidate) pairs (``mcmc_replay_buffer``)
+    replay_fraction: float = 0.25  # share of each batch replayed (``mcmc_replay_buffer_sample_bs_percent``)
+
+    def __post_init__(self) -> None:
+        if self.langevin_std < 0:
+            raise ConfigError(f"model.objective.langevin_std must be >= 0, got {self.langevin_std}")
+        if self.learn_langevin_after is not None and not self.langevin_std > 0:
+            raise ConfigError("model.objective.learn_langevin_after learns the noise scale, but "
+                              "model.objective.langevin_std=0 adds no noise to learn from; set langevin_std > 0 "
+                              "or learn_langevin_after=null")
+        if self.learn_langevin_after is not None and self.learn_langevin_after < 0:
+            raise ConfigError(f"model.objective.learn_langevin_after must be >= 0 (a training step) or null, "
+                              f"got {self.learn_langevin_after}")
+        if self.random_steps < 0:
+            raise ConfigError(f"model.objective.random_steps must be >= 0, got {self.random_steps}")
+        if self.replay_size < 0:
+            raise ConfigError(f"model.objective.replay_size must be >= 0 (0: no replay), got {self.replay_size}")
+        if self.replay_size and not 0 < self.replay_fraction < 1:
+            raise ConfigError(f"model.objective.replay_fraction must be in (0, 1) with model.objective.replay_size > "
+                              f"0, got {self.replay_fraction}")
+
+
+@dataclass
+class Backprop:
+    """What the training loss scores and how its gradient flows back through the thinking steps."""
+
+    detach_steps: bool = True  # detach the candidate between steps (the reference's default; ``no_mcmc_detach``)
+    truncate: bool = False  # only the last step is second order, and only its loss is scored (``truncate_mcmc``)
+    loss_on: str | None = None  # all | last | null (= last with truncate, else all)
+
+    def __post_init__(self) -> None:
+        if self.loss_on is not None:
+            _check_choice("loss_on", self.loss_on, ("all", "last"))
+        if self.truncate and self.loss_on == "all":
+            raise ConfigError("model.objective.truncate=true scores the last step only, but "
+                              "model.objective.loss_on=all asks for every step; set loss_on=null (or last), or "
+                              "truncate=false")
+
+    @property
+    def scored(self) -> str:
+        """``all`` or ``last``: the steps whose predictions the training loss averages."""
+        return self.loss_on or ("last" if self.truncate else "all")
+
+
 class EBT(Objective):
+    """The EBT objective. The keyword arguments are flat (the command line's ``model.objective.<name>``, and the
+    config old checkpoints store); they are grouped here into :class:`StepRule`, :class:`Randomisation` and
+    :class:`Backprop`, which say what each one is for. The others:
+
+    * ``steps`` / ``eval_steps``: thinking steps in training (and the headline evaluation); steps whose evaluation
+      metrics are logged (``acc_step{k}``).
+    * ``init`` / ``init_std``: ``y_0``: noise (``init_std``), zeros, or the noisy input (continuous denoising); the
+      reference's ``denoising_initial_condition`` / ``gaussian_random_noise_scaling``.
+    * ``eval_langevin_std``: Langevin noise while thinking at evaluation (the reference's
+      ``infer_langevin_dynamics_noise``): > 0 makes evaluation stochastic (e.g. for best-of-N in ``scripts/think.py``).
+    * ``energy_tol``: evaluation stops a prediction once its energy changes by less than this (adaptive compute).
+    * ``tie_candidate_projection``: tokens only: read the candidate as ``softmax(y) @ W_emb`` through the token
+      embedding (no ``candidate_proj``; the reference's ``vocab_to_embed_uses_prob_dist``).
+    * ``time_embedding``: a learned step-index embedding added to the candidate stream, so the energy can differ
+      between steps (the reference's ``ebt_type=time_embed``); zero-initialised.
+    * ``cache_context``: autoregressive: compute the context stream once per batch (same numbers as ``false``).
+    * ``continuous_loss``: continuous tasks: ``mse`` or ``smooth_l1`` for every step's prediction.
+    * ``kernels``: the implementation of the step's fused ops (``torch`` or ``triton``), the same numbers.
+    """
+
     def __init__(
         self,
         *,
@@ -92,7 +199,7 @@ class EBT(Objective):
         alpha_jitter: float = 1.0,
         init: str = "noise",
         init_std: float = 1.0,
-        loss_on: str = "all",
+        loss_on: str | None = None,
         detach_steps: bool = True,
         truncate: bool = False,
         langevin_std: float = 0.0,
@@ -111,40 +218,33 @@ class EBT(Objective):
         kernels: str = "torch",
     ) -> None:
         super().__init__(task=task, continuous_loss=continuous_loss)
+        self.step_rule = StepRule(alpha, learn_alpha, alpha_lr_scale, alpha_jitter, grad_clamp, max_change)
+        self.randomisation = Randomisation(langevin_std, learn_langevin_after, random_steps, replay_size,
+                                           replay_fraction)
+        self.backprop = Backprop(detach_steps, truncate, loss_on)
         _check_choice("init", init, ("noise", "zeros", "input"))
-        _check_choice("loss_on", loss_on, ("all", "last"))
         if steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {steps}")
-        if alpha <= 0:
-            raise ConfigError(f"model.objective.alpha must be > 0, got {alpha}")
-        if alpha_jitter < 1:
-            raise ConfigError("model.objective.alpha_jitter is a scale s >= 1 (alpha drawn from [alpha/s, alpha*s])")
         if init == "input" and (task.kind != "continuous" or task.input_dim != task.output_dim):
             raise ConfigError("model.objective.init=input needs a continuous task whose inputs have the targets' shape")
-        if grad_clamp is not None and max_change is not None:
-            raise ConfigError("model.objective.grad_clamp and model.objective.max_change both bound the thinking step; "
-                              "set one of them to null")
-        for name, value in (("grad_clamp", grad_clamp), ("max_change", max_change)):
-            if value is not None and not value > 0:
-                raise ConfigError(f"model.objective.{name} must be > 0 (or null), got {value}")
+        if eval_langevin_std < 0:
+            raise ConfigError(f"model.objective.eval_langevin_std must be >= 0, got {eval_langevin_std}")
         self.autoregressive = task.causal  # a causal task is always run causally (two-stream), tokens or vectors
         self.discrete = task.kind in ("tokens", "classes")
         self.steps = steps
         self.logged_steps = _logged_steps(eval_steps, steps)
         self.eval_steps = max(self.logged_steps)
-        self.alpha_jitter, self.init, self.init_std = alpha_jitter, init, init_std
-        self.loss_on, self.detach_steps, self.truncate = loss_on, detach_steps, truncate
-        self.eval_langevin_std, self.learn_langevin_after = eval_langevin_std, learn_langevin_after
-        self.random_steps, self.energy_tol = random_steps, energy_tol
-        self.grad_clamp, self.max_change = grad_clamp, max_change
+        self.init, self.init_std = init, init_std
+        self.eval_langevin_std, self.energy_tol = eval_langevin_std, energy_tol
         self.cache_context = cache_context
         self.kernels = _checked_kernels(kernels)
         self._backends: dict[torch.device, str] = {}
+        self._progress = 0  # the training step (set_progress); learn_langevin_after reads it
         self.output_size = output_size(task)
 
         self.log_alpha = nn.Parameter(torch.tensor(float(alpha)).log(), requires_grad=learn_alpha)
         self.log_alpha.no_weight_decay, self.log_alpha.lr_scale = True, alpha_lr_scale
-        self.langevin = nn.Parameter(torch.tensor(float(langevin_std)), requires_grad=False)
+        self.langevin = nn.Parameter(torch.tensor(float(langevin_std)), requires_grad=learn_langevin_after is not None)
         self.langevin.no_weight_decay = True
 
         self.encoder = input_encoder(task, dim)
@@ -163,7 +263,12 @@ class EBT(Objective):
         if self.time_embedding is not None:
             nn.init.zeros_(self.time_embedding.weight)
         self.replay = ReplayBuffer(replay_size) if replay_size else None
-        self.replay_fraction = replay_fraction
+
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """The stored options of a checkpoint written before ``loss_on`` defaulted to null: their ``loss_on: all``
+        meant "all, or the last step with truncate=true" (truncate overrode it), which is what null means now."""
+        return {**options, "loss_on": None} if options.get("loss_on") == "all" else options
 
     # ----------------------------------------------------------------------------------------------- knobs
     @property
@@ -172,8 +277,16 @@ class EBT(Objective):
 
     def set_progress(self, step: int) -> None:
         super().set_progress(step)
-        if self.learn_langevin_after is not None and step >= self.learn_langevin_after:
-            self.langevin.requires_grad_(True)
+        self._progress = step
+
+    def training_noise(self) -> torch.Tensor:
+        """sigma for training thinking. With ``learn_langevin_after=n`` it is trainable (``requires_grad`` from
+        the start, so DDP and the optimiser see one fixed set of parameters) and its gradient is zero before
+        training step n (its value enters the graph times zero)."""
+        after = self.randomisation.learn_langevin_after
+        if after is None or self._progress >= after:
+            return self.langevin
+        return self.langevin.detach() + 0 * self.langevin
 
     def backend(self, device: torch.device) -> str:
         """The kernels backend for tensors on ``device``: resolved once per device (the request was checked at
@@ -184,9 +297,9 @@ class EBT(Objective):
 
     def _step_sizes(self, energy: torch.Tensor, training: bool) -> torch.Tensor:
         """alpha, or per-position alpha drawn from [alpha/s, alpha*s] in training; shaped like ``energy``."""
-        alpha = self.alpha.expand_as(energy)
-        if training and self.alpha_jitter > 1:
-            low, high = alpha / self.alpha_jitter, alpha * self.alpha_jitter
+        alpha, jitter = self.alpha.expand_as(energy), self.step_rule.alpha_jitter
+        if training and jitter > 1:
+            low, high = alpha / jitter, alpha * jitter
             alpha = low + torch.rand_like(energy) * (high - low)
         return alpha
 
@@ -256,9 +369,11 @@ class EBT(Objective):
         pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
         """
         if langevin_std is None:
-            sigma = self.langevin if training else torch.tensor(self.eval_langevin_std)
+            sigma = self.training_noise() if training else torch.tensor(self.eval_langevin_std)
         else:
             sigma = torch.tensor(langevin_std)
+        noisy = sigma.requires_grad or float(sigma) > 0  # a trainable sigma is always applied (it gets a gradient)
+        rule, backprop = self.step_rule, self.backprop
         y = self.initial_candidate(batch) if init is None else init
         candidates, energies = [y], []
         steps_used, active = None, None
@@ -268,16 +383,16 @@ class EBT(Objective):
         with torch.enable_grad(), backend, exact_input_gradients():
             energy_fn = self.energy_function(batch)
             for i in range(steps):
-                if self.detach_steps or not y.requires_grad:
+                if backprop.detach_steps or not y.requires_grad:
                     y = y.detach().requires_grad_()
-                if float(sigma) > 0:
+                if noisy:
                     y = y + sigma * torch.randn_like(y)
                 energy = energy_fn(y, i)
-                create_graph = training and (not self.truncate or i == steps - 1)
+                create_graph = training and (not backprop.truncate or i == steps - 1)
                 grad = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
                 _check_finite(energy, grad, i, self.alpha)
-                if self.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
-                    bound = self.max_change / self.alpha
+                if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
+                    bound = rule.max_change / self.alpha
                     grad = grad.clamp(-bound, bound)
                 alpha = self._step_sizes(energy, training)
                 if energy_tol is not None:
@@ -288,7 +403,7 @@ class EBT(Objective):
                         active = active & ((energies[-1] - energy).abs() >= energy_tol)
                     alpha = alpha * active
                     steps_used = steps_used + active
-                y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=self.grad_clamp,
+                y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=rule.grad_clamp,
                                      backend=self.backend(y.device))
                 if keep is not None and i not in keep:
                     candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
@@ -301,15 +416,15 @@ class EBT(Objective):
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        init = None
+        init, random_steps = None, self.randomisation.random_steps
         if self.replay is not None:
-            batch, init = self.replay.mix(batch, self.initial_candidate(batch), self.replay_fraction)
-        steps = self.steps + (int(torch.randint(0, self.random_steps + 1, ())) if self.random_steps else 0)
+            batch, init = self.replay.mix(batch, self.initial_candidate(batch), self.randomisation.replay_fraction)
+        steps = self.steps + (int(torch.randint(0, random_steps + 1, ())) if random_steps else 0)
         thought = self.think(batch, steps=steps, training=True, init=init)
         if self.replay is not None:
             self.replay.add(batch, thought.candidates[-1].detach())
         predictions = thought.candidates[1:] if steps else thought.candidates
-        scored = predictions if self.loss_on == "all" and not self.truncate else predictions[-1:]
+        scored = predictions if self.backprop.scored == "all" else predictions[-1:]
         losses = [prediction_loss(self.task, p, batch, self.continuous_loss) for p in scored]
         loss = torch.stack(losses).mean()
         logs: dict[str, torch.Tensor] = {"alpha": self.alpha.detach()}

@@ -1,4 +1,4 @@
-"""Replay buffer of final candidates (EBT paper, "S2" training recipe).
+"""Replay buffer of final candidates (EBT paper, "S2" training recipe; the reference's ``mcmc_replay_buffer``).
 
 Stores (sample, final candidate) pairs from earlier batches; a fraction of each new batch is replaced by
 stored samples that start thinking from their stored candidate instead of fresh noise, so the energy
@@ -7,6 +7,8 @@ the buffer is checkpointed (``LitModel`` saves :meth:`state_dict`), so a resumed
 """
 
 import torch
+
+from ebt.errors import ConfigError
 
 
 class ReplayBuffer:
@@ -38,8 +40,13 @@ class ReplayBuffer:
             self.candidates = torch.cat([self.candidates, candidates.detach()])[-self.size:]
 
     def mix(self, batch: dict[str, torch.Tensor], init: torch.Tensor, fraction: float):
-        """Replace the last ``fraction`` of ``batch`` (and its initial candidates) with stored samples."""
+        """Replace the last ``fraction`` of ``batch`` (and its initial candidates) with stored samples (once the
+        buffer holds that many); a buffer too small to ever hold that many is an error."""
         n = int(init.shape[0] * fraction)
+        if n > self.size:
+            raise ConfigError(f"model.objective.replay_fraction={fraction} of a batch of {init.shape[0]} is {n} "
+                              f"samples, more than model.objective.replay_size={self.size} holds: nothing would ever "
+                              "be replayed; raise replay_size (or lower replay_fraction)")
         if n == 0 or len(self) < n or self.candidates.shape[1:] != init.shape[1:]:
             return batch, init
         pick = torch.randperm(len(self), device=self.candidates.device)[:n]

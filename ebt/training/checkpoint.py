@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ebt.errors import CheckpointError
@@ -202,3 +203,52 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_checkpoint(path)
+
+
+# module paths of configurable parts before the layout of ``alt_arch/linears`` and ``ebt/training`` -> now
+MOVED_MODULES = {
+    "alt_arch.linear": "alt_arch.linears.dense",
+    "alt_arch.pattention": "alt_arch.linears.pattention",
+    "alt_arch.memory_layer": "alt_arch.linears.memory",
+    "ebt.summary": "ebt.training.summary",
+    "ebt.callbacks": "ebt.training.callbacks",
+    "ebt.grid": "ebt.training.grid",
+}
+
+
+def current_target(target: str) -> str:
+    """``target`` (``module.name``) with a moved module replaced by its new path."""
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
+
+
+def upgrade_config(config: Any) -> Any:
+    """A stored (plain) config with every ``_target_`` pointing at the current module paths, and the options of a
+    part whose class has ``upgrade_options(options) -> options`` (e.g. ``EBT``) passed through it."""
+    if isinstance(config, dict):
+        config = {k: current_target(v) if k == "_target_" and isinstance(v, str) else upgrade_config(v)
+                  for k, v in config.items()}
+        upgrade = _options_upgrade(config.get("_target_"))
+        return upgrade(config) if upgrade is not None else config
+    if isinstance(config, list):
+        return [upgrade_config(v) for v in config]
+    return config
+
+
+def _options_upgrade(target: Any):
+    """``upgrade_options`` of the class a ``_target_`` names, or None (no such method, or not importable)."""
+    if not isinstance(target, str):
+        return None
+    try:
+        return getattr(get_object(target), "upgrade_options", None)
+    except Exception:  # noqa: BLE001 - an unknown target is reported when the config is built
+        return None
+
+
+def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The training config a checkpoint stores, upgraded to the current layout."""
+    config = (checkpoint.get("hyper_parameters") or {}).get("config")
+    if not config:
+        raise CheckpointError(f"checkpoint {path} stores no training config (hyper_parameters.config); "
+                              "it was not written by scripts/train.py")
+    return upgrade_config(config)

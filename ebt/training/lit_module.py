@@ -101,8 +101,6 @@ class LitModel(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.objective.set_progress(self.global_step)
-        if self.trainer.world_size > 1:
-            self._check_trainable_unchanged()
         bs = next(iter(batch.values())).shape[0]
         error, loss, logs = None, None, {}
         try:
@@ -175,7 +173,6 @@ class LitModel(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Under DDP every rank starts from the same seed; give each rank its own stream (noise, dropout)."""
-        self._trainable = [name for name, p in self.named_parameters() if p.requires_grad]
         self._start_norm = self._param_norm()
         buffers = self._replay_buffers()
         for name, state in self._pending_replay.items():  # now that the model is on its device
@@ -185,15 +182,6 @@ class LitModel(L.LightningModule):
         if self.trainer.world_size > 1:
             seed = int(torch.randint(0, 2**62, ()).item())
             torch.manual_seed(seed + self.trainer.global_rank)
-
-    def _check_trainable_unchanged(self) -> None:
-        """DDP synchronises the parameters that were trainable when it wrapped the model, and only those."""
-        now = [name for name, p in self.named_parameters() if p.requires_grad]
-        if now != self._trainable:
-            changed = sorted(set(now) ^ set(self._trainable))
-            raise ConfigError(f"training step {self.global_step}: parameter(s) {', '.join(changed[:3])} changed "
-                              "requires_grad during training (e.g. model.objective.learn_langevin_after), which DDP "
-                              "cannot synchronise; under several devices set it to null (or train on one device)")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self.task.eval_splits[dataloader_idx]

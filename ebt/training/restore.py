@@ -2,7 +2,7 @@
 
 ``think.py``, ``grow.py``, ``icl_eval.py`` and resume all go through here. A checkpoint stores its resolved config
 with ``_target_`` strings; parts that moved since it was written are mapped to their new place
-(:data:`MOVED_MODULES`), so checkpoints written before the package layout changed keep loading
+(:data:`ebt.training.checkpoint.MOVED_MODULES`), so checkpoints written before the package layout changed keep loading
 (tests/test_old_checkpoints.py loads a committed one).
 """
 
@@ -12,47 +12,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ebt.errors import CheckpointError
 from ebt.objectives.base import Objective
 from ebt.tasks.base import Task
 from ebt.training.build import build_lit_model, build_task
-from ebt.training.checkpoint import check_compatible, load_checkpoint
+from ebt.training.checkpoint import check_compatible, load_checkpoint, stored_config
 from ebt.training.lit_module import LitModel
-
-# module paths of configurable parts before the layout of ``alt_arch/linears`` and ``ebt/training`` -> now
-MOVED_MODULES = {
-    "alt_arch.linear": "alt_arch.linears.dense",
-    "alt_arch.pattention": "alt_arch.linears.pattention",
-    "alt_arch.memory_layer": "alt_arch.linears.memory",
-    "ebt.summary": "ebt.training.summary",
-    "ebt.callbacks": "ebt.training.callbacks",
-    "ebt.grid": "ebt.training.grid",
-}
-
-
-def current_target(target: str) -> str:
-    """``target`` (``module.name``) with a moved module replaced by its new path."""
-    module, _, name = target.rpartition(".")
-    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
-
-
-def upgrade_config(config: Any) -> Any:
-    """A stored (plain) config with every ``_target_`` pointing at the current module paths."""
-    if isinstance(config, dict):
-        return {k: current_target(v) if k == "_target_" and isinstance(v, str) else upgrade_config(v)
-                for k, v in config.items()}
-    if isinstance(config, list):
-        return [upgrade_config(v) for v in config]
-    return config
-
-
-def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The training config a checkpoint stores, upgraded to the current layout."""
-    config = (checkpoint.get("hyper_parameters") or {}).get("config")
-    if not config:
-        raise CheckpointError(f"checkpoint {path} stores no training config (hyper_parameters.config); "
-                              "it was not written by scripts/train.py")
-    return upgrade_config(config)
 
 
 @dataclass

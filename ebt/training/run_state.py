@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ebt.errors import ConfigError, EnvironmentSetupError
-from ebt.training.checkpoint import atomic_write_text, remove_stale_temporaries
+from ebt.training.checkpoint import atomic_write_text, remove_stale_temporaries, upgrade_config
 
 RESULTS = ("summary.json", "checkpoints/last.ckpt")  # a folder holding either has a run's results
 # keys that legitimately differ when a run is resumed: not compared with the checkpoint's config
@@ -126,6 +126,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tu
         if key.split(".")[0] in RESUME_IGNORED:
             continue
         before, after = old_flat.get(key, unset), new_flat.get(key, unset)
+        if before == unset and after is None:
+            continue  # an option added since the checkpoint was written, at its off default
         if isinstance(before, str) and old_dir and new_dir:
             before = before.replace(str(old_dir), str(new_dir))
         if before != after:
@@ -140,7 +142,7 @@ def check_resume_config(checkpoint: dict[str, Any], config: dict[str, Any], ckpt
     old = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not isinstance(old, dict):
         return  # a checkpoint written before configs were stored
-    diffs = config_differences(old, config)
+    diffs = config_differences(upgrade_config(old), upgrade_config(config))  # both: same option spelling
     model = {k: v for k, v in diffs.items() if k.startswith("model.") and not k.endswith(".kernels")}
     if model:
         changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in model.items())

@@ -1,0 +1,215 @@
+"""The EBT's options: each one shows its effect here (or in tests/test_ebt.py), and conflicting ones are refused.
+
+Elsewhere: ``truncate`` and ``detach_steps`` (test_ebt.py: exact gradients), ``max_change`` / ``grad_clamp``,
+``cache_context``, ``kernels``, ``eval_steps`` (test_bad_values.py), ``alpha_jitter`` (test_determinism.py),
+``init=input`` (test_ebt_learns.py), the replay buffer across a resume (test_resume.py).
+"""
+
+import inspect
+from dataclasses import fields
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.nn import functional as F
+
+from ebt.errors import ConfigError
+from ebt.objectives.base import prediction_loss
+from ebt.objectives.ebt import EBT, Backprop, Randomisation, StepRule
+from ebt.training.build import build_lit_model, build_task
+from ebt.training.lit_module import optimizer_groups
+from tests.test_ebt import make
+from tests.utils import CONFIG_DIR, compose_config
+
+
+def test_every_option_is_a_flat_config_key_and_every_group_field_is_an_option():
+    """The command line keeps ``model.objective.<name>`` flat: the groups are built inside ``__init__``."""
+    options = [n for n in inspect.signature(EBT).parameters if n not in ("task", "backbone", "dim")]
+    shipped = OmegaConf.load(CONFIG_DIR / "model" / "objective" / "ebt.yaml")
+    assert sorted(options) == sorted(k for k in shipped if not k.startswith("_"))
+    grouped = [f.name for group in (StepRule, Randomisation, Backprop) for f in fields(group)]
+    assert len(grouped) == len(set(grouped)) and set(grouped) <= set(options)
+
+
+# ------------------------------------------------------------------------------------------------ the step rule
+def test_alpha_lr_scale_scales_the_learning_rate_of_log_alpha_only(tmp_path):
+    ebt, _ = make(tmp_path, "model.objective.alpha_lr_scale=0.25")
+    groups = optimizer_groups(ebt, weight_decay=0.1, lr=1e-3)
+    (alpha_group,) = [g for g in groups if any(p is ebt.log_alpha for p in g["params"])]
+    assert alpha_group["lr"] == pytest.approx(0.25e-3) and alpha_group["weight_decay"] == 0
+    assert all(g["lr"] == 1e-3 for g in groups if g is not alpha_group)
+    with pytest.raises(ConfigError, match="alpha_lr_scale .*learn_alpha=false"):
+        make(tmp_path, "model.objective.alpha_lr_scale=2", "model.objective.learn_alpha=false")
+
+
+# ------------------------------------------------------------------------------------------ what the loss scores
+def _loss_and_logs(ebt, batch, seed: int = 1):
+    torch.manual_seed(seed)
+    return ebt.loss(batch)
+
+
+def test_loss_on_last_scores_only_the_final_step_and_all_the_mean_of_every_step(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.loss_on=last")
+    assert ebt.backprop.scored == "last"
+    loss, logs = _loss_and_logs(ebt, batch)
+    assert [k for k in logs if k.startswith("loss_step")] == ["loss_step2"]
+    torch.testing.assert_close(loss, logs["loss_step2"], atol=0, rtol=0)
+    ebt.backprop.loss_on = "all"
+    loss, logs = _loss_and_logs(ebt, batch)
+    assert [k for k in logs if k.startswith("loss_step")] == ["loss_step1", "loss_step2"]
+    torch.testing.assert_close(loss, (logs["loss_step1"] + logs["loss_step2"]) / 2)
+
+
+def test_loss_on_defaults_to_every_step_and_to_the_last_with_truncate(tmp_path):
+    assert make(tmp_path)[0].backprop.scored == "all"  # the default run: unchanged
+    assert make(tmp_path, "model.objective.truncate=true")[0].backprop.scored == "last"
+
+
+def test_loss_on_last_without_detaching_back_propagates_through_every_step_unlike_truncate(tmp_path):
+    """loss_on=last + detach_steps=false: the final loss reaches the parameters through every (second-order) step;
+    truncate=true keeps only the last step's second-order terms."""
+    ebt, batch = make(tmp_path, "model.objective.loss_on=last", "model.objective.detach_steps=false",
+                      "model.objective.steps=3")
+
+    def head_grad():
+        ebt.zero_grad()
+        _loss_and_logs(ebt, batch)[0].backward()
+        return ebt.energy_head.weight.grad.clone()
+
+    full = head_grad()
+    ebt.backprop = Backprop(detach_steps=False, truncate=True, loss_on=None)
+    assert not torch.allclose(full, head_grad())
+
+
+def test_truncate_with_loss_on_all_is_refused_naming_both(tmp_path):
+    with pytest.raises(ConfigError, match="truncate=true .*loss_on=all"):
+        make(tmp_path, "model.objective.truncate=true", "model.objective.loss_on=all")
+    with pytest.raises(ConfigError, match="loss_on='first' is not one of all, last"):
+        make(tmp_path, "model.objective.loss_on=first")
+
+
+def test_old_stored_options_upgrade_to_what_they_ran(tmp_path):
+    """Old checkpoints store ``loss_on: all`` (truncate overrode it): upgraded, it is null, which means the same."""
+    old = {"loss_on": "all", "truncate": True, "steps": 2}
+    assert EBT.upgrade_options(old) == {"loss_on": None, "truncate": True, "steps": 2}
+    assert EBT.upgrade_options({"loss_on": "last"}) == {"loss_on": "last"}
+
+
+def test_continuous_loss_is_the_loss_of_every_scored_step(tmp_path):
+    ebt, batch = make(tmp_path, "data=digits_denoise", "model.objective.init=input",
+                      "model.objective.continuous_loss=smooth_l1")
+    batch = ebt.task.make_batch("train", 0, 4)
+    loss, _ = _loss_and_logs(ebt, batch)
+    torch.manual_seed(1)
+    thought = ebt.think(batch, steps=ebt.steps, training=True)
+    targets = batch["targets"]
+    expected = torch.stack([F.smooth_l1_loss(y, targets) for y in thought.candidates[1:]]).mean()
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(expected, torch.stack([F.mse_loss(y, targets) for y in thought.candidates[1:]]).mean())
+    assert prediction_loss(ebt.task, thought.candidates[-1], batch, "smooth_l1") > 0
+
+
+# --------------------------------------------------------------------------------- training-time randomisation
+def test_replay_mixes_stored_samples_and_their_final_candidates_into_the_configured_fraction(tmp_path, monkeypatch):
+    ebt, _ = make(tmp_path, "model.objective.replay_size=8", "model.objective.replay_fraction=0.5")
+    seen = []
+    think = ebt.think
+
+    def spy(batch, **kwargs):
+        thought = think(batch, **kwargs)
+        seen.append((batch, ebt.initial_candidate(batch) if kwargs["init"] is None else kwargs["init"], thought))
+        return thought
+
+    monkeypatch.setattr(ebt, "think", spy)
+    first, second = ebt.task.make_batch("train", 0, 4), ebt.task.make_batch("train", 1, 4)
+    ebt.loss(first)
+    assert torch.equal(seen[0][0]["input_ids"], first["input_ids"])  # an empty buffer replays nothing
+    assert len(ebt.replay) == 4
+    ebt.loss(second)
+    batch, init, _ = seen[1]
+    assert torch.equal(batch["input_ids"][:2], second["input_ids"][:2])  # fresh: the first 1 - fraction
+    stored = seen[0][2].candidates[-1].detach()
+    for row in range(2, 4):  # replayed: a sample of the first batch, starting from its final candidate
+        (match,) = [i for i in range(4) if torch.equal(batch["input_ids"][row], first["input_ids"][i])]
+        assert torch.equal(init[row], stored[match])
+        assert torch.equal(batch["targets"][row], first["targets"][match])
+
+
+def test_a_replay_buffer_that_can_never_hold_the_replayed_share_is_refused(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.replay_size=1", "model.objective.replay_fraction=0.5")
+    with pytest.raises(ConfigError, match="replay_fraction=0.5 of a batch of 4 is 2 samples, .*replay_size=1"):
+        ebt.loss(batch)
+    with pytest.raises(ConfigError, match="replay_fraction must be in"):
+        make(tmp_path, "model.objective.replay_size=8", "model.objective.replay_fraction=1.0")
+
+
+def test_learn_langevin_after_makes_the_noise_scale_trainable_from_that_step(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.langevin_std=0.1", "model.objective.learn_langevin_after=2")
+    trainable = [n for n, p in ebt.named_parameters() if p.requires_grad]
+    assert "langevin" in trainable  # from the start: the set of trainable parameters never changes (DDP)
+    optimizer = torch.optim.AdamW(optimizer_groups(ebt, 0.1, 1e-2))
+    values = []
+    for step in range(4):
+        ebt.set_progress(step)
+        optimizer.zero_grad()
+        ebt.loss(batch)[0].backward()
+        values.append((float(ebt.langevin.detach()), float(ebt.langevin.grad)))
+        optimizer.step()
+    assert [grad == 0 for _, grad in values] == [True, True, False, False], values
+    assert values[0][0] == values[1][0] == values[2][0] == pytest.approx(0.1) != float(ebt.langevin.detach())
+    assert [n for n, p in ebt.named_parameters() if p.requires_grad] == trainable
+    fixed, _ = make(tmp_path, "model.objective.langevin_std=0.1")
+    assert not fixed.langevin.requires_grad
+
+
+def test_learning_a_noise_scale_of_zero_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="learn_langevin_after .*langevin_std=0"):
+        make(tmp_path, "model.objective.learn_langevin_after=10")
+
+
+# -------------------------------------------------------------------------------------------------- evaluation
+def test_eval_langevin_std_makes_evaluation_stochastic(tmp_path):
+    ebt, batch = make(tmp_path)
+    init = torch.randn(*batch["targets"].shape, 13)
+    assert torch.equal(ebt.think(batch, steps=2, init=init).candidates[-1],
+                       ebt.think(batch, steps=2, init=init).candidates[-1])
+    noisy, _ = make(tmp_path, "model.objective.eval_langevin_std=0.1")
+    a, b = (noisy.think(batch, steps=2, init=init).candidates[-1] for _ in range(2))
+    assert not torch.allclose(a, b)
+    torch.manual_seed(3)
+    first = noisy.evaluate(batch)["loss"]
+    torch.manual_seed(4)
+    assert noisy.evaluate(batch)["loss"] != first
+
+
+# ---------------------------------------------------------------------------------------- how y is read / scored
+def test_time_embedding_lets_the_energy_differ_between_steps(tmp_path):
+    plain, batch = make(tmp_path)
+    y = torch.randn(*batch["targets"].shape, 13)
+    energy = plain.energy_function(batch)
+    torch.testing.assert_close(energy(y, 0), energy(y, 1), atol=0, rtol=0)  # without: the same energy every step
+    timed, _ = make(tmp_path, "model.objective.time_embedding=true")
+    energy = timed.energy_function(batch)
+    torch.testing.assert_close(energy(y, 0), energy(y, 1), atol=0, rtol=0)  # zero-initialised: starts the same
+    with torch.no_grad():
+        timed.time_embedding.weight.normal_()
+    assert not torch.allclose(energy(y, 0), energy(y, 1))
+    loss, _ = timed.loss(batch)
+    loss.backward()
+    grad = timed.time_embedding.weight.grad.abs().sum(-1)
+    assert (grad[:2] > 0).all() and (grad[2:] == 0).all()  # training thinks 2 steps: their embeddings learn
+
+
+def test_tie_candidate_projection_reads_the_candidate_through_the_token_embedding(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.tie_candidate_projection=true")
+    assert ebt.candidate_proj is None and "candidate_proj.weight" not in ebt.state_dict()
+    y = torch.randn(*batch["targets"].shape, 13)
+    torch.testing.assert_close(ebt._read_candidate(y, 0), y.softmax(-1) @ ebt.encoder.weight)
+    before = ebt.energy_function(batch)(y, 0)
+    with torch.no_grad():
+        ebt.encoder.weight[:, 0] += 1.0  # the token embedding is the candidate's projection too
+    assert not torch.allclose(ebt.energy_function(batch)(y, 0), before)
+    cfg = compose_config(["model/objective=ebt", "model.dim=32", "kernels=torch", "data=digits_denoise",
+                          "model.objective.init=input", "model.objective.tie_candidate_projection=true"], tmp_path)
+    with pytest.raises(ConfigError, match="tie_candidate_projection=true needs a tokens task"):
+        build_lit_model(cfg, build_task(cfg))
