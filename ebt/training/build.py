@@ -27,7 +27,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path, PurePath
 
@@ -66,27 +66,39 @@ def _reject(node: DictConfig, unknown: list[str], valid: list[str], owner: str) 
                       "fix the spelling or drop the override")
 
 
-def check_keys(config) -> None:
-    """Raise :class:`ConfigError` for the first key of ``config`` (recursively) that its ``_target_`` does not take."""
+def config_nodes(config) -> Iterator[tuple[DictConfig, typing.Any]]:
+    """Every dict node of ``config`` (recursively, through lists; depth first) with the object its ``_target_`` names:
+    ``None`` when it has none or that cannot be imported (Hydra reports an unknown target itself)."""
     if isinstance(config, ListConfig):
         for i in range(len(config)):
-            check_keys(config._get_node(i))
+            yield from config_nodes(config._get_node(i))
         return
     if not isinstance(config, DictConfig) or config._is_none() or config._is_missing():
         return
-    target = config._get_node("_target_") if "_target_" in config else None
-    if target is not None and not OmegaConf.is_interpolation(config, "_target_"):
+    target = None
+    if "_target_" in config and not OmegaConf.is_interpolation(config, "_target_"):
         try:
-            params = inspect.signature(get_object(str(target._value()))).parameters.values()
-        except (ImportError, ValueError, TypeError):  # hydra reports an unknown target itself
-            params = None
-        if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
-            names = [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
-            unknown = [k for k in config if k not in HYDRA_KEYS and k not in names]
-            if unknown:
-                _reject(config, unknown, [n for n in names if n not in INJECTED], str(target._value()))
+            target = get_object(str(config._get_node("_target_")._value()))
+        except (ImportError, ValueError, TypeError, AttributeError):
+            target = None
+    yield config, target
     for key in config:
-        check_keys(config._get_node(key))
+        yield from config_nodes(config._get_node(key))
+
+
+def check_keys(config) -> None:
+    """Raise :class:`ConfigError` for the first key of ``config`` (recursively) that its ``_target_`` does not take."""
+    for node, target in config_nodes(config):
+        try:
+            params = inspect.signature(target).parameters.values() if target is not None else None
+        except (ValueError, TypeError):
+            params = None
+        if params is None or any(p.kind is p.VAR_KEYWORD for p in params):
+            continue
+        names = [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+        unknown = [k for k in node if k not in HYDRA_KEYS and k not in names]
+        if unknown:
+            _reject(node, unknown, [n for n in names if n not in INJECTED], str(node._get_node("_target_")._value()))
 
 
 # ------------------------------------------------------------------------------------------ value types and ranges
@@ -259,24 +271,15 @@ def _source(node: DictConfig, key: str) -> str:
 
 def check_values(config) -> None:
     """Every value of every ``_target_`` node (recursively) against its constructor's type hints and the ranges."""
-    if isinstance(config, ListConfig):
-        for i in range(len(config)):
-            check_values(config._get_node(i))
-        return
-    if not isinstance(config, DictConfig) or config._is_none() or config._is_missing():
-        return
-    hints = {}
-    if "_target_" in config and not OmegaConf.is_interpolation(config, "_target_"):
+    for node, target in config_nodes(config):
         try:
-            hints = _hints(get_object(str(config._get_node("_target_")._value())))
-        except (ImportError, ValueError, TypeError, AttributeError):  # hydra reports an unknown target itself
+            hints = _hints(target) if target is not None else {}
+        except (ValueError, TypeError, AttributeError):
             hints = {}
-    for key in config:
-        if key in HYDRA_KEYS:
-            continue
-        _check_value(_full_key(config, key), _value(config, key), hints.get(key), name=key if hints else None,
-                     source=_source(config, key))
-        check_values(config._get_node(key))
+        for key in node:
+            if key not in HYDRA_KEYS:
+                _check_value(_full_key(node, key), _value(node, key), hints.get(key), name=key if hints else None,
+                             source=_source(node, key))
 
 
 @functools.cache
