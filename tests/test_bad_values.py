@@ -1,6 +1,6 @@
 """Bad values get one clear line before anything runs.
 
-Types come from the constructors' type hints and ranges from a few hand rules (``ebt.training.build.check_config``),
+Types come from the constructors' type hints and ranges from a few hand rules (``ebt.training.validation``),
 so a wrong value is a :class:`ConfigError` naming the full key, what it must be and the value given, never a
 traceback from deep inside the build or training. Most cases run in-process; a handful go through the real entry
 points and assert exit status 2, exactly one ``error:`` line and no traceback.
@@ -9,8 +9,9 @@ points and assert exit status 2, exactly one ``error:`` line and no traceback.
 import pytest
 
 from ebt.errors import ConfigError, EnvironmentSetupError, UserError
-from ebt.training.build import build_datamodule, build_lit_model, build_task, check_config
+from ebt.training.build import build_datamodule, build_lit_model, build_task
 from ebt.training.preflight import check_environment
+from ebt.training.validation import check_config
 from tests.utils import compose_config, run_cli
 
 # (overrides, message): the message names the full key, what it must be and the value given
