@@ -185,6 +185,9 @@ class JobLogging(Callback):
                      "lightning.pytorch.trainer.connectors.checkpoint_connector"):
             logging.getLogger(name).addFilter(_worth_printing)  # a logger's filters see the records logged on it
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+        # a resume in place (or overwrite=true) writes into its own non-empty folders: expected here, since a fresh
+        # start in a folder with results is refused (ebt.training.run_state.check_fresh_start)
+        warnings.filterwarnings("ignore", message=r"(Checkpoint|Experiment logs) directory .* exists and is not empty")
 
 
 class RunFolderGuard(Callback):
