@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import lightning as L
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
+from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.thinking_eval import evaluate_baseline, evaluate_loops, evaluate_thinking, thinking_improvement
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
 from ebt.objectives.predict import Predict
-from ebt.training.checkpoint import resolve_ckpt_path
 from ebt.training.restore import Run, load_run
 
 
@@ -24,28 +24,6 @@ def _int_list(cfg: DictConfig, key: str) -> list[int]:
     if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
         raise ConfigError(f"{key}={values} must be a non-empty list of integers >= 1, e.g. {key}=[1,2,4]")
     return sorted(set(values))
-
-
-def _ckpt(cfg: DictConfig, key: str) -> str:
-    """The checkpoint file of option ``key``: a .ckpt file, or a run folder (its ``checkpoints/last.ckpt``), as
-    ``scripts/train.py ckpt_path=`` takes it."""
-    value = cfg.get(key)
-    if value is None or str(value) == "":
-        raise ConfigError(f"{key}= is required: a checkpoint of scripts/train.py or its run folder, e.g. "
-                          f"python scripts/think.py {key}=outputs/train/runs/<run>")
-    if str(value) == "last":
-        raise ConfigError(f"{key}=last means a run's own folder in train.py; pass the run folder or its .ckpt file")
-    return resolve_ckpt_path(str(value), Path.cwd())
-
-
-def _data_overrides(cfg: DictConfig) -> dict[str, Any] | None:
-    """``+data.KEY=VALUE`` options: merged into the checkpoint's stored data config (a moved corpus, ...)."""
-    data = cfg.get("data")
-    if data is None:
-        return None
-    if not isinstance(data, DictConfig):
-        raise ConfigError(f"data={data}: give data keys one by one, e.g. +data.task.path=<the corpus' new place>")
-    return OmegaConf.to_container(data, resolve=True)
 
 
 def _load_ebt(path: str, data_overrides: dict[str, Any] | None = None) -> Run:
@@ -66,33 +44,6 @@ def _load_baseline(path: str, run: Run, data_overrides: dict[str, Any] | None = 
         raise ConfigError(f"baseline_ckpt={path} was trained on '{baseline.task.describe()}' but the EBT on "
                           f"'{run.task.describe()}'; the fair comparison needs the same task")
     return baseline
-
-
-def _positive(cfg: DictConfig, key: str, default: int) -> int:
-    """``cfg[key]``, or ``default`` (the run's own setting) when null; 0 and negatives are refused."""
-    value = cfg.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{key}={value} must be an integer >= 1 (or null: the run's data.{key})")
-    return value
-
-
-def _eval_plan(cfg: DictConfig, run: Run) -> tuple[list[str], int, int]:
-    """Splits (default: the task's evaluation splits), number of batches and batch size of the evaluation."""
-    splits = list(run.task.eval_splits) if cfg.get("splits") is None else list(cfg.splits)
-    unknown = [s for s in splits if s not in (*run.task.eval_splits, "test", "train")]
-    if unknown or not splits:
-        problem = f"{unknown} unknown for this task" if unknown else "no split given"
-        raise ConfigError(f"splits={splits}: {problem}; use some of {list(run.task.eval_splits)} (null: all)")
-    data = run.config.data
-    batches = _positive(cfg, "eval_batches", data.eval_batches)
-    batch_size = _positive(cfg, "eval_batch_size", data.get("eval_batch_size") or data.batch_size)
-    return splits, batches, batch_size
-
-
-def _out_dir(cfg: DictConfig, ckpt: str) -> Path:
-    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt).resolve().parent.parent / "thinking"
 
 
 class Progress:
@@ -122,10 +73,12 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     steps, best_of = _int_list(cfg, "steps"), _int_list(cfg, "best_of")
     if cfg.energy_tol is not None and cfg.energy_tol <= 0:
         raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
-    ckpt, data_overrides = _ckpt(cfg, "ckpt"), _data_overrides(cfg)
+    ckpt, data_overrides = opts.checkpoint_option(cfg, "ckpt"), opts.data_overrides(cfg)
     run = _load_ebt(ckpt, data_overrides)
-    baseline = _load_baseline(_ckpt(cfg, "baseline_ckpt"), run, data_overrides) if cfg.baseline_ckpt else None
-    splits, batches, batch_size = _eval_plan(cfg, run)
+    baseline = None
+    if cfg.baseline_ckpt:
+        baseline = _load_baseline(opts.checkpoint_option(cfg, "baseline_ckpt"), run, data_overrides)
+    splits, batches, batch_size = opts.eval_plan(cfg, run)
 
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_thinking(run, steps=steps, best_of=best_of, splits=splits, batches=batches,
@@ -137,7 +90,7 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
                      "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
-    out_dir = _out_dir(cfg, ckpt)
+    out_dir = opts.out_dir(cfg, ckpt, "thinking")
     table = markdown_table(rows, [*THINKING_COLUMNS, task.metric, "loss", "energy"])
     lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
     lines += [f"thinking improvement ({split}, {name}): "
@@ -159,16 +112,16 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
 def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     """A looped backbone (predictor or EBT) evaluated at each ``loops`` value: more loops = thinking longer."""
     loops = _int_list(cfg, "loops")
-    ckpt = _ckpt(cfg, "ckpt")
-    run = load_run(ckpt, _data_overrides(cfg))
-    splits, batches, batch_size = _eval_plan(cfg, run)
+    ckpt = opts.checkpoint_option(cfg, "ckpt")
+    run = load_run(ckpt, opts.data_overrides(cfg))
+    splits, batches, batch_size = opts.eval_plan(cfg, run)
     L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size)
     metric = run.task.metric
     table = markdown_table(rows, ["split", "loops", metric, "loss"])
     text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + table
     print(text)
-    out_dir = _out_dir(cfg, ckpt)
+    out_dir = opts.out_dir(cfg, ckpt, "thinking")
     write_text(out_dir / "loops.md", text + "\n")
     write_csv(rows, out_dir / "loops.csv")
     _plot_lines(rows, "loops", metric, out_dir / "loops.png", "loops at evaluation", "Looping longer: metric vs loops")

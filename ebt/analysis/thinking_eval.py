@@ -88,7 +88,7 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
     return rows
 
 
-def _evaluate_split(run: Run, split: str, batches: int, batch_size: int) -> dict[str, float]:
+def evaluate_split(run: Run, split: str, batches: int, batch_size: int) -> dict[str, float]:
     """Mean of ``objective.evaluate`` over the split's first ``batches`` batches."""
     values: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
@@ -102,7 +102,7 @@ def evaluate_baseline(run: Run, *, splits: list[str], batches: int, batch_size: 
     """The predictor's metric per split at its one forward pass."""
     rows = []
     for split in splits:
-        means = _evaluate_split(run, split, batches, batch_size)
+        means = evaluate_split(run, split, batches, batch_size)
         rows.append({"split": split, "mode": "predictor", "best_of": 1, "steps": 0, "steps_used": 0.0,
                      "forward_passes": 1.0, run.task.metric: means.pop(run.task.metric), **means})
     return rows
@@ -119,7 +119,7 @@ def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: in
             raise ConfigError(f"loops={loops} needs a looped backbone (model/backbone=looped); "
                               f"{run.path} has {type(run.objective.backbone).__name__}")
         for split in splits:
-            means = _evaluate_split(run, split, batches, batch_size)
+            means = evaluate_split(run, split, batches, batch_size)
             rows.append({"split": split, "mode": "loops", "loops": n, run.task.metric: means.pop(run.task.metric),
                          "loss": means.pop("loss", math.nan)})
     return rows
