@@ -213,3 +213,71 @@ def test_tie_candidate_projection_reads_the_candidate_through_the_token_embeddin
                           "model.objective.init=input", "model.objective.tie_candidate_projection=true"], tmp_path)
     with pytest.raises(ConfigError, match="tie_candidate_projection=true needs a tokens task"):
         build_lit_model(cfg, build_task(cfg))
+
+
+# --------------------------------------------------------------------------- supervising the energy landscape
+def test_contrastive_term_is_weight_times_softplus_of_the_energy_gap_of_target_and_corruption(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.contrastive_weight=0.5")
+    plain, _ = make(tmp_path)
+    torch.manual_seed(3)
+    loss, logs = ebt.loss(batch)
+    torch.manual_seed(3)
+    base, _ = plain.loss(batch)
+    assert "contrastive_loss" in logs and "energy_margin" in logs
+    torch.testing.assert_close(loss, base + 0.5 * logs["contrastive_loss"])
+    assert logs["contrastive_loss"] > 0
+
+
+def test_contrastive_candidates_differ_from_the_target_only_where_scored():
+    from ebt.objectives.contrastive import Contrastive, corrupted_candidate, positive_candidate
+    from ebt.tasks.addition import Addition
+
+    task = Addition(n_digits=3)
+    batch = task.make_batch("train", 0, 16)
+    options = Contrastive(weight=1.0, corrupt=0.3)
+    like = torch.randn(*batch["targets"].shape, task.vocab_size)
+    positive = positive_candidate(task, batch, like, options)
+    scored = batch["targets"] != -100
+    assert torch.equal(positive[~scored], like[~scored])
+    assert torch.equal(positive[scored].argmax(-1), batch["targets"][scored])
+    torch.manual_seed(0)
+    negative = corrupted_candidate(task, batch, positive, options)
+    assert torch.equal(negative[~scored], like[~scored])
+    wrong = (negative.argmax(-1) != batch["targets"]) & scored
+    assert wrong.any(dim=1)[scored.any(dim=1)].all()  # at least one wrong token per scored row
+    assert 0.2 < wrong.sum() / scored.sum() < 0.5  # about the corrupt fraction (+ the one forced per row)
+
+
+def test_contrastive_prediction_negatives_and_continuous_tasks_train(tmp_path):
+    for extra in (["model.objective.contrastive_negatives=prediction"],
+                  ["data=digits_denoise", "model.objective.init=input", "model.objective.contrastive_corrupt=0.2"]):
+        ebt, batch = make(tmp_path, "model.objective.contrastive_weight=1", *extra)
+        batch = ebt.task.make_batch("train", 0, 4)
+        loss, logs = ebt.loss(batch)
+        loss.backward()
+        assert torch.isfinite(loss) and logs["contrastive_loss"] > 0
+        missing = [n for n, p in ebt.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"no gradient for {missing}"
+
+
+def test_contrastive_training_puts_the_target_below_its_corruptions(tmp_path):
+    """A few steps of the contrastive term alone (task loss off by weight) open a positive energy margin."""
+    ebt, batch = make(tmp_path, "model.objective.contrastive_weight=1")
+    optimiser = torch.optim.Adam(ebt.parameters(), lr=3e-3)
+    margins = []
+    for _ in range(30):
+        torch.manual_seed(0)
+        term, margin = ebt._contrastive_term(batch, ebt.initial_candidate(batch), ebt.steps)
+        optimiser.zero_grad()
+        term.backward()
+        optimiser.step()
+        margins.append(float(margin))
+    assert margins[-1] > margins[0] + 0.5 and margins[-1] > 0.5
+
+
+@pytest.mark.parametrize(("option", "message"), [("contrastive_weight=-1", "contrastive_weight must be >= 0"),
+                                                 ("contrastive_negatives=random", "is not one of corrupt, prediction"),
+                                                 ("contrastive_corrupt=0", "contrastive_corrupt must be > 0")])
+def test_bad_contrastive_options_are_refused(tmp_path, option, message):
+    with pytest.raises(ConfigError, match=message):
+        make(tmp_path, f"model.objective.{option}")

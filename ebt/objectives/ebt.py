@@ -64,6 +64,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, task_inputs
+from ebt.objectives.contrastive import (
+    Contrastive,
+    contrastive_loss,
+    corrupted_candidate,
+    positive_candidate,
+    scored_positions,
+)
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
 from kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
@@ -183,6 +190,8 @@ class EBT(Objective):
     * ``cache_context``: autoregressive: compute the context stream once per batch (same numbers as ``false``).
     * ``continuous_loss``: continuous tasks: ``mse`` or ``smooth_l1`` for every step's prediction.
     * ``kernels``: the implementation of the step's fused ops (``torch`` or ``triton``), the same numbers.
+    * ``contrastive_*``: IRED's supervision of the energy landscape (:mod:`ebt.objectives.contrastive`): the energy
+      of the target pushed below the energy of a wrong candidate, ``contrastive_weight`` times; 0 is off.
     """
 
     def __init__(
@@ -216,12 +225,18 @@ class EBT(Objective):
         cache_context: bool = True,
         continuous_loss: str = "mse",
         kernels: str = "torch",
+        contrastive_weight: float = 0.0,
+        contrastive_negatives: str = "corrupt",
+        contrastive_corrupt: float = 0.05,
+        contrastive_positive_logit: float = 5.0,
     ) -> None:
         super().__init__(task=task, continuous_loss=continuous_loss)
         self.step_rule = StepRule(alpha, learn_alpha, alpha_lr_scale, alpha_jitter, grad_clamp, max_change)
         self.randomisation = Randomisation(langevin_std, learn_langevin_after, random_steps, replay_size,
                                            replay_fraction)
         self.backprop = Backprop(detach_steps, truncate, loss_on)
+        self.contrastive = Contrastive(contrastive_weight, contrastive_negatives, contrastive_corrupt,
+                                       contrastive_positive_logit)
         _check_choice("init", init, ("noise", "zeros", "input"))
         if steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {steps}")
@@ -440,7 +455,28 @@ class EBT(Objective):
                 logs[f"loss_step{k}"] = step_loss.detach()
                 logs[f"{self.task.metric}_step{k}"] = self.task.metrics(prediction.detach(), batch)[self.task.metric]
         logs |= thought.aux_metrics | {name: value.detach() for name, value in thought.aux.items()}
+        if self.contrastive.enabled:
+            term, margin = self._contrastive_term(batch, thought.candidates[-1].detach(), steps)
+            loss = loss + self.contrastive.weight * term
+            logs |= {"contrastive_loss": term.detach(), "energy_margin": margin}
         return loss + sum(thought.aux.values()), logs
+
+    def _contrastive_term(self, batch: dict[str, torch.Tensor], final: torch.Tensor,
+                          step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """IRED's contrastive energy loss of the target against a wrong candidate, and the mean energy margin
+        ``E(y-) - E(y+)`` (positive when the landscape ranks them right)."""
+        options = self.contrastive
+        positive = positive_candidate(self.task, batch, final, options)
+        negative = final if options.negatives == "prediction" else \
+            corrupted_candidate(self.task, batch, positive, options)
+        energy = self.energy_function(batch)
+        energy_positive, energy_negative = energy(positive, step), energy(negative, step)
+        weights = scored_positions(self.task, batch) if self.autoregressive else None
+        term = contrastive_loss(energy_positive, energy_negative, weights)
+        with torch.no_grad():
+            gap = (energy_negative - energy_positive).float()
+            margin = gap.mean() if weights is None else (gap * weights).sum() / weights.sum().clamp_min(1)
+        return term, margin
 
     # ---------------------------------------------------------------------------------------- evaluation
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
