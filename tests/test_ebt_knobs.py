@@ -281,3 +281,56 @@ def test_contrastive_training_puts_the_target_below_its_corruptions(tmp_path):
 def test_bad_contrastive_options_are_refused(tmp_path, option, message):
     with pytest.raises(ConfigError, match=message):
         make(tmp_path, f"model.objective.{option}")
+
+
+def test_landscape_schedule_anneals_from_the_smoothest_and_stays_on_the_sharpest():
+    from ebt.objectives.landscapes import Landscapes
+
+    ladder = Landscapes(count=3, steps=2, noise=1.5)
+    assert [ladder.index(i) for i in range(8)] == [2, 2, 1, 1, 0, 0, 0, 0]
+    assert [ladder.first_step(k) for k in range(3)] == [4, 2, 0]
+    assert [ladder.sigma(k) for k in range(3)] == [0.5, 1.0, 1.5]
+
+
+def test_each_thinking_step_reads_its_landscape_and_long_trajectories_extend_short_ones(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.landscapes=3", "model.objective.steps=3")
+    with torch.no_grad():
+        ebt.landscape_embedding.weight.normal_()  # zero-initialised: make the landscapes differ
+    read = []
+    original = ebt._read_candidate
+    ebt._read_candidate = lambda y, step: (read.append(ebt.landscapes.index(step)), original(y, step))[1]
+    init = ebt.initial_candidate(batch)
+    long = ebt.think(batch, steps=5, init=init).candidates
+    assert read == [2, 1, 0, 0, 0]
+    short = ebt.think(batch, steps=2, init=init).candidates
+    torch.testing.assert_close(short[-1], long[2])
+    flat, _ = make(tmp_path, "model.objective.steps=3")
+    assert flat.landscape_embedding is None
+
+
+def test_denoising_supervision_adds_one_step_from_the_noisy_target_on_a_random_landscape(tmp_path):
+    ebt, batch = make(tmp_path, "model.objective.landscapes=2", "model.objective.landscape_weight=0.5",
+                      "model.objective.landscape_noise=2.0", "model.objective.steps=2")
+    calls = []
+    think = ebt.think
+    ebt.think = lambda b, **kw: (calls.append(kw), think(b, **kw))[1]
+    loss, logs = ebt.loss(batch)
+    loss.backward()
+    assert logs["denoise_loss"] > 0 and torch.isfinite(loss)
+    (denoise,) = [kw for kw in calls if kw.get("start") is not None]
+    assert denoise["steps"] == 1 and denoise["start"] in (0, 1) and denoise["training"]
+    sigma = 2.0 * (1 - denoise["start"] + 1) / 2  # start 0 = landscape 1 (smoothest), start 1 = landscape 0
+    scored = batch["targets"] != -100
+    spread = (denoise["init"][scored] - 5.0 * torch.nn.functional.one_hot(batch["targets"][scored], 13)).std()
+    assert 0.6 * sigma < spread < 1.4 * sigma
+    missing = [n for n, p in ebt.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize(("option", "message"), [("landscapes=0", "landscapes must be >= 1"),
+                                                 ("landscape_steps=0", "landscape_steps must be >= 1"),
+                                                 ("landscape_noise=0", "landscape_noise must be > 0"),
+                                                 ("landscape_weight=-0.1", "landscape_weight must be >= 0")])
+def test_bad_landscape_options_are_refused(tmp_path, option, message):
+    with pytest.raises(ConfigError, match=message):
+        make(tmp_path, f"model.objective.{option}")

@@ -71,6 +71,7 @@ from ebt.objectives.contrastive import (
     positive_candidate,
     scored_positions,
 )
+from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
 from kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
@@ -192,6 +193,8 @@ class EBT(Objective):
     * ``kernels``: the implementation of the step's fused ops (``torch`` or ``triton``), the same numbers.
     * ``contrastive_*``: IRED's supervision of the energy landscape (:mod:`ebt.objectives.contrastive`): the energy
       of the target pushed below the energy of a wrong candidate, ``contrastive_weight`` times; 0 is off.
+    * ``landscapes`` / ``landscape_steps`` / ``landscape_noise`` / ``landscape_weight``: IRED's annealed energy
+      landscapes and their denoising supervision (:mod:`ebt.objectives.landscapes`); 1 landscape, weight 0 is off.
     """
 
     def __init__(
@@ -229,6 +232,10 @@ class EBT(Objective):
         contrastive_negatives: str = "corrupt",
         contrastive_corrupt: float = 0.05,
         contrastive_positive_logit: float = 5.0,
+        landscapes: int = 1,
+        landscape_steps: int = 1,
+        landscape_noise: float = 1.0,
+        landscape_weight: float = 0.0,
     ) -> None:
         super().__init__(task=task, continuous_loss=continuous_loss)
         self.step_rule = StepRule(alpha, learn_alpha, alpha_lr_scale, alpha_jitter, grad_clamp, max_change)
@@ -237,6 +244,7 @@ class EBT(Objective):
         self.backprop = Backprop(detach_steps, truncate, loss_on)
         self.contrastive = Contrastive(contrastive_weight, contrastive_negatives, contrastive_corrupt,
                                        contrastive_positive_logit)
+        self.landscapes = Landscapes(landscapes, landscape_steps, landscape_noise, landscape_weight)
         _check_choice("init", init, ("noise", "zeros", "input"))
         if steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {steps}")
@@ -273,10 +281,13 @@ class EBT(Objective):
         else:
             self.candidate_proj = nn.Linear(self.output_size, dim, bias=False)
             nn.init.normal_(self.candidate_proj.weight, std=0.02)
-        max_steps = max(self.steps + random_steps, self.eval_steps, 1) + 1
+        max_steps = max(self.steps + random_steps, self.eval_steps, landscapes * landscape_steps, 1) + 1
         self.time_embedding = nn.Embedding(max_steps, dim) if time_embedding else None
         if self.time_embedding is not None:
             nn.init.zeros_(self.time_embedding.weight)
+        self.landscape_embedding = nn.Embedding(landscapes, dim) if landscapes > 1 else None
+        if self.landscape_embedding is not None:
+            nn.init.zeros_(self.landscape_embedding.weight)
         self.replay = ReplayBuffer(replay_size) if replay_size else None
 
     @staticmethod
@@ -329,6 +340,8 @@ class EBT(Objective):
         if self.time_embedding is not None:
             index = min(step, self.time_embedding.num_embeddings - 1)
             e = e + self.time_embedding.weight[index]
+        if self.landscape_embedding is not None:
+            e = e + self.landscape_embedding.weight[self.landscapes.index(step)]
         return e
 
     def energy_function(self, batch: dict[str, torch.Tensor]):
@@ -374,12 +387,14 @@ class EBT(Objective):
         final_energy: bool = False,
         init: torch.Tensor | None = None,
         keep: Collection[int] | None = None,
+        start: int = 0,
     ) -> Thought:
         """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate).
 
         ``langevin_std``: noise added before each step; default the training noise (``langevin_std``) when
         ``training`` and ``eval_langevin_std`` otherwise. ``keep``: candidate indices to keep (others become ``None``
         in ``Thought.candidates``, so evaluation memory does not grow with the number of steps); default all.
+        ``start``: the step index of the first step (what the step and landscape embeddings read).
         In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
         pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
         """
@@ -402,7 +417,7 @@ class EBT(Objective):
                     y = y.detach().requires_grad_()
                 if noisy:
                     y = y + sigma * torch.randn_like(y)
-                energy = energy_fn(y, i)
+                energy = energy_fn(y, start + i)
                 create_graph = training and (not backprop.truncate or i == steps - 1)
                 grad = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
                 _check_finite(energy, grad, i, self.alpha)
@@ -425,7 +440,7 @@ class EBT(Objective):
                 candidates.append(y)
                 energies.append(energy if training else energy.detach())
             if final_energy:
-                energies.append(energy_fn(y.detach().requires_grad_(), steps).detach())
+                energies.append(energy_fn(y.detach().requires_grad_(), start + steps).detach())
         aux, aux_metrics = collect_aux(self.backbone) if training else ({}, {})
         return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
 
@@ -459,7 +474,21 @@ class EBT(Objective):
             term, margin = self._contrastive_term(batch, thought.candidates[-1].detach(), steps)
             loss = loss + self.contrastive.weight * term
             logs |= {"contrastive_loss": term.detach(), "energy_margin": margin}
+        if self.landscapes.weight > 0:
+            term = self._denoising_term(batch, thought.candidates[-1].detach())
+            loss = loss + self.landscapes.weight * term
+            logs["denoise_loss"] = term.detach()
         return loss + sum(thought.aux.values()), logs
+
+    def _denoising_term(self, batch: dict[str, torch.Tensor], final: torch.Tensor) -> torch.Tensor:
+        """IRED's denoising supervision: one thinking step on a random landscape k from the target plus noise of
+        scale sigma_k; the task loss of where it lands."""
+        landscapes = self.landscapes
+        k = int(torch.randint(0, landscapes.count, ()))
+        target = positive_candidate(self.task, batch, final, self.contrastive)
+        noisy = target + landscapes.sigma(k) * torch.randn_like(target)
+        thought = self.think(batch, steps=1, training=True, init=noisy, start=landscapes.first_step(k))
+        return prediction_loss(self.task, thought.candidates[-1], batch, self.continuous_loss)
 
     def _contrastive_term(self, batch: dict[str, torch.Tensor], final: torch.Tensor,
                           step: int) -> tuple[torch.Tensor, torch.Tensor]:
