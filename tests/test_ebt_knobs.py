@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ebt.errors import ConfigError
 from ebt.objectives.base import prediction_loss
-from ebt.objectives.ebt import EBT, Backprop, Randomisation, StepRule
+from ebt.objectives.ebt import ADDED_OPTIONS, EBT, Backprop, Randomisation, StepRule
 from ebt.training.build import build_lit_model, build_task
 from ebt.training.lit_module import optimizer_groups
 from tests.test_ebt import make
@@ -91,8 +91,12 @@ def test_truncate_with_loss_on_all_is_refused_naming_both(tmp_path):
 def test_old_stored_options_upgrade_to_what_they_ran(tmp_path):
     """Old checkpoints store ``loss_on: all`` (truncate overrode it): upgraded, it is null, which means the same."""
     old = {"loss_on": "all", "truncate": True, "steps": 2}
-    assert EBT.upgrade_options(old) == {"loss_on": None, "truncate": True, "steps": 2}
-    assert EBT.upgrade_options({"loss_on": "last"}) == {"loss_on": "last"}
+    assert EBT.upgrade_options(old) == {**ADDED_OPTIONS, "loss_on": None, "truncate": True, "steps": 2}
+    assert EBT.upgrade_options({"loss_on": "last"}) == {**ADDED_OPTIONS, "loss_on": "last"}
+    # options added since are filled with their defaults, which are the constructor's (the model as trained)
+    defaults = {n: p.default for n, p in inspect.signature(EBT).parameters.items()}
+    assert {n: defaults[n] for n in ADDED_OPTIONS} == ADDED_OPTIONS
+    assert EBT.upgrade_options({"landscapes": 3})["landscapes"] == 3
 
 
 def test_continuous_loss_is_the_loss_of_every_scored_step(tmp_path):

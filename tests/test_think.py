@@ -1,12 +1,17 @@
-"""scripts/think.py: settings table, forward-pass counts, best-of-N, adaptive stopping, outputs, errors."""
+"""scripts/think.py: settings table, forward-pass counts, best-of-N, adaptive stopping, outputs, verifier
+diagnostics, errors."""
+
+import csv
+import math
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from ebt.analysis.think_report import think
+from ebt.analysis.thinking_eval import evaluate_thinking
 from ebt.errors import CheckpointError, ConfigError, DataError
-from ebt.objectives.search import forward_passes, think_best_of
+from ebt.objectives.search import forward_passes, sample_energy, think_best_of
 from ebt.training.build import build_lit_model, build_task
 from ebt.training.restore import load_run
 from tests.utils import CONFIG_DIR, compose_config, run_cli
@@ -54,6 +59,25 @@ def test_one_row_per_setting_with_its_forward_passes_and_outputs(ebt_ckpt, tmp_p
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     csv_lines = (tmp_path / "out" / "thinking.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rows) and "forward_passes" in csv_lines[0]
+    for r in ebt_rows:  # the verifier columns: on fixed-mode rows, in range (an untrained model: all wrong)
+        if r["mode"] == "fixed":  # every sample of eval_batches=2 (think.yaml) x data.eval_batch_size=8
+            assert r["samples"] == 2 * 8 and 0 <= r["right"] <= 1 and -1 <= r["energy_error_rho"] <= 1
+            assert math.isnan(r["energy_auroc"]) if r["right"] in (0, 1) else 0 <= r["energy_auroc"] <= 1
+        else:
+            assert "energy_auroc" not in r
+    for name in ("right", "energy_auroc", "energy_error_rho"):
+        assert name in csv_lines[0]
+    with open(tmp_path / "out" / "verifier.csv") as f:
+        verifier = list(csv.DictReader(f))
+    assert [(v["split"], v["best_of"], v["steps"]) for v in verifier] == [
+        (r["split"], str(r["best_of"]), str(r["steps"])) for r in ebt_rows if r["mode"] == "fixed"]
+    assert {v["right_rule"] for v in verifier} == {"right = every scored token's argmax right"}
+    assert all(v["note"] == "all wrong: AUROC undefined" for v in verifier if float(v["right"]) == 0)
+    energy_png = (tmp_path / "out" / "thinking_energy.png").read_bytes()
+    assert energy_png[:8] == b"\x89PNG\r\n\x1a\n" and len(energy_png) > 10_000
+    report = (tmp_path / "out" / "thinking.md").read_text()
+    assert "| split | best_of | steps | samples | right | energy_auroc | energy_error_rho |" in report
+    assert "Energy along the thinking steps (best-of-1):\nval: energy " in report and "\nood: energy " in report
 
 
 def test_forward_pass_count():
@@ -74,6 +98,41 @@ def test_best_of_one_is_plain_thinking_and_best_of_n_picks_the_lowest_energy(ebt
     energies = run.objective.think({k: v.repeat(3, 1) for k, v in batch.items()}, steps=3,
                                    final_energy=True).energies[-1]
     assert many["energy"] == pytest.approx(float(energies.unflatten(0, (3, 4)).min(0).values.mean()), abs=1e-5)
+
+
+def test_best_of_n_returns_the_chosen_candidates_energies_per_element_and_per_sample(ebt_ckpt):
+    run = load_run(ebt_ckpt)
+    batch = run.task.make_batch("val", 0, 4)
+    torch.manual_seed(3)
+    out = think_best_of(run.objective, batch, [1, 2], 3)
+    for s in (1, 2):
+        assert out[s]["energies"].shape == batch["targets"].shape  # addition: one energy per position
+        assert float(out[s]["energy"]) == pytest.approx(float(out[s]["energies"].mean()))
+        torch.testing.assert_close(out[s]["sample_energy"], sample_energy(out[s]["energies"], run.task, batch))
+        scored = batch["targets"] != -100
+        expected = (out[s]["energies"] * scored).sum(1) / scored.sum(1)
+        torch.testing.assert_close(out[s]["sample_energy"], expected)
+
+
+def test_a_task_s_own_sample_error_and_sample_correct_are_honoured(ebt_ckpt):
+    run = load_run(ebt_ckpt)
+    calls = []
+
+    def sample_correct(prediction, batch):
+        calls.append("correct")
+        return torch.arange(prediction.shape[0]) % 2 == 0  # every other sample right
+
+    def sample_error(prediction, batch):
+        calls.append("error")
+        return torch.full((prediction.shape[0],), 0.25)
+
+    run.task.sample_correct, run.task.sample_error = sample_correct, sample_error
+    rows = evaluate_thinking(run, steps=[1, 2], best_of=[1], splits=["val"], batches=2, batch_size=4)
+    assert calls.count("correct") == calls.count("error") == 4  # 2 batches x 2 step counts
+    for r in rows:
+        assert r["samples"] == 8 and r["right"] == 0.5 and 0 <= r["energy_auroc"] <= 1
+        assert math.isnan(r["energy_error_rho"]) and r["verifier_note"] == "errors all equal: rho undefined"
+        assert r["right_rule"].endswith(".sample_correct")
 
 
 def test_adaptive_stop_uses_one_step_when_everything_converged_at_once(ebt_ckpt, tmp_path):
@@ -113,6 +172,7 @@ def test_command_line_on_a_trained_checkpoint(tmp_path):
     done = run_cli("think.py", f"ckpt={ckpt}", "steps=[1,2]", "best_of=[1]", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| val | fixed | 1 | 2 |" in done.stdout and (tmp_path / "run" / "thinking" / "thinking.png").is_file()
+    assert (tmp_path / "run" / "thinking" / "thinking_energy.png").is_file() and "energy_auroc" in done.stdout
     bad = run_cli("think.py", f"ckpt={ckpt}", "steps=[0]", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: steps=[0]")
 

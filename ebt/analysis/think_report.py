@@ -1,4 +1,12 @@
-"""The driver behind ``scripts/think.py``: evaluate, then write the CSV / markdown table / PNG plot."""
+"""The driver behind ``scripts/think.py``: evaluate, then write the CSV / markdown table / PNG plots.
+
+Outputs (in ``out_dir``): ``thinking.csv`` (every row, with the verifier columns on fixed-mode rows), ``thinking.md``
+(the printed report: the settings table, thinking improvement, one trajectory sentence per split, the verifier
+table), ``thinking.png`` (metric vs forward passes), ``thinking_energy.png`` (best-of-1: metric and mean energy vs
+thinking steps, the trained step count marked) and ``verifier.csv`` (split, best_of, steps, samples, right,
+energy_auroc, energy_error_rho, right_rule, note). Definitions: :mod:`ebt.analysis.thinking_eval` and
+:mod:`ebt.analysis.verifier`.
+"""
 
 import math
 import sys
@@ -11,7 +19,13 @@ from omegaconf import DictConfig, ListConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.thinking_eval import evaluate_baseline, evaluate_loops, evaluate_thinking, thinking_improvement
+from ebt.analysis.thinking_eval import (
+    evaluate_baseline,
+    evaluate_loops,
+    evaluate_thinking,
+    thinking_improvement,
+    trajectory_summary,
+)
 from ebt.errors import ConfigError
 from ebt.objectives.ebt import EBT
 from ebt.objectives.predict import Predict
@@ -97,16 +111,43 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
               + (f"{100 * value:+.1f}%" if math.isfinite(value) else f"n/a ({name} is 0)")
               + f" (from {run.objective.steps} steps, best-of-1, to the best setting)"
               for name, improvement in improvements.items() for split, value in improvement.items()]
+    lines += ["", "Energy along the thinking steps (best-of-1):"]
+    lines += trajectory_summary(rows, task.metric, task.metric_mode, run.objective.steps).values()
+    verifier = verifier_rows(rows)
+    lines += ["", verifier_report(verifier)]
     text = "\n".join(lines)
     print(text)
     write_text(out_dir / "thinking.md", text + "\n")
     write_csv(rows, out_dir / "thinking.csv")
-    plot = out_dir / "thinking.png"
+    write_csv(verifier, out_dir / "verifier.csv", VERIFIER_CSV_COLUMNS)
+    plot, energy_plot = out_dir / "thinking.png", out_dir / "thinking_energy.png"
     plot_thinking(rows, task.metric, plot)
-    print(f"\nwrote {out_dir / 'thinking.csv'}, {out_dir / 'thinking.md'}, {plot}")
+    plot_energy(rows, task.metric, run.objective.steps, energy_plot)
+    print(f"\nwrote {out_dir / 'thinking.csv'}, {out_dir / 'thinking.md'}, {out_dir / 'verifier.csv'}, {plot}, "
+          f"{energy_plot}")
     if cfg.wandb:
-        _log_wandb(rows, plot, run)
+        _log_wandb(rows, plot, run, energy_plot)
     return rows
+
+
+VERIFIER_COLUMNS = ["split", "best_of", "steps", "samples", "right", "energy_auroc", "energy_error_rho"]
+VERIFIER_CSV_COLUMNS = [*VERIFIER_COLUMNS, "right_rule", "note"]
+
+
+def verifier_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The verifier table: one row per fixed-mode setting."""
+    return [{**{c: r[c] for c in VERIFIER_COLUMNS}, "right_rule": r["right_rule"], "note": r["verifier_note"]}
+            for r in rows if r["mode"] == "fixed" and "energy_auroc" in r]
+
+
+def verifier_report(verifier: list[dict[str, Any]]) -> str:
+    """The verifier table in markdown, with what ``right`` means and why a cell is empty (NaN)."""
+    rules = " / ".join(dict.fromkeys(r["right_rule"] for r in verifier))
+    head = ("Is the energy a verifier? Per sample over all evaluated batches: energy_auroc = P(a wrong sample has "
+            "a higher final energy than a right one) (0.5: chance), energy_error_rho = Spearman(energy, error); "
+            f"{rules}")
+    columns = VERIFIER_COLUMNS + (["note"] if any(r["note"] for r in verifier) else [])
+    return head + "\n\n" + markdown_table(verifier, columns)
 
 
 def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -175,11 +216,39 @@ def plot_thinking(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _log_wandb(rows: list[dict[str, Any]], plot: Path, run: Run) -> None:
+def plot_energy(rows: list[dict[str, Any]], metric: str, train_steps: int, path: Path) -> None:
+    """Best-of-1, fixed mode, one panel per split: the metric (left axis) and the mean energy over scored positions
+    (right axis, dashed) against thinking steps; a vertical line at the trained step count."""
+    plt = pyplot()
+    splits = list(dict.fromkeys(r["split"] for r in rows if r["mode"] == "fixed" and r["best_of"] == 1))
+    fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(5.0 * max(len(splits), 1), 3.8), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=False):
+        line = sorted((r for r in rows if (r["split"], r["mode"], r["best_of"]) == (split, "fixed", 1)),
+                      key=lambda r: r["steps"])
+        x = [r["steps"] for r in line]
+        ax.plot(x, [r[metric] for r in line], marker="o", color="C0", label=metric)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("thinking steps")
+        ax.set_ylabel(metric, color="C0")
+        ax.axvline(train_steps, color="gray", linestyle=":", linewidth=1.2, label=f"trained ({train_steps} steps)")
+        twin = ax.twinx()
+        twin.plot(x, [r.get("energy_scored", r["energy"]) for r in line], marker="s", linestyle="--", color="C3",
+                  label="mean energy")
+        twin.set_ylabel("mean energy (scored positions)", color="C3")
+        ax.set_title(f"{split}: {metric} and energy vs thinking steps", fontsize=9)
+        ax.grid(alpha=0.3)
+        handles = ax.get_legend_handles_labels()
+        twin_handles = twin.get_legend_handles_labels()
+        ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=7)
+    save_figure(fig, path)
+
+
+def _log_wandb(rows: list[dict[str, Any]], plot: Path, run: Run, energy_plot: Path | None = None) -> None:
     import wandb
 
     columns = columns_of(rows)
     project = (run.config.get("logger") or {}).get("wandb", {}).get("project", "ebt-alt-arch")
     with wandb.init(project=project, job_type="think", config={"ckpt": str(run.path)}) as w:
         w.log({"thinking/table": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows]),
-               "thinking/plot": wandb.Image(str(plot))})
+               "thinking/plot": wandb.Image(str(plot)),
+               **({"thinking/energy_plot": wandb.Image(str(energy_plot))} if energy_plot else {})})

@@ -9,6 +9,18 @@ actually taken.
 Thinking improvement (as in the paper's Sec. 5: how much better the prediction gets from thinking longer):
 ``(best - trained) / |trained|`` for a metric to maximise (``(trained - best) / |trained|`` to minimise), where
 ``trained`` is the metric at the training step count with ``N = 1`` and ``best`` the best value over all settings.
+
+Verifier diagnostics (fixed mode only; :mod:`ebt.analysis.verifier` defines them): per setting, over every evaluated
+sample (not batch means), ``right`` (fraction of right samples), ``energy_auroc`` (does a higher final energy flag a
+wrong sample?), ``energy_error_rho`` (Spearman of energy and error), ``samples``, ``right_rule`` and
+``verifier_note``; and ``energy_scored``: the mean per-sample final energy over scored positions
+(:func:`ebt.objectives.search.sample_energy`; ``energy`` averages every energy element), the energy that
+:func:`trajectory_summary` follows along the thinking steps. They reuse the energies thinking computed already (no
+extra forward pass).
+
+Trajectory (:func:`trajectory_summary`): per split, best-of-1, fixed mode: how ``energy_scored`` and the metric change
+from the fewest to the most steps, in one sentence, e.g. energy falling while the metric worsens after the trained
+step count (an over-optimised landscape), or a flat energy (the step size moves nothing).
 """
 
 import contextlib
@@ -18,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ebt.analysis.verifier import VerifierStats
 from ebt.errors import ConfigError
 from ebt.objectives.base import prediction_loss
 from ebt.objectives.search import forward_passes, think_best_of
@@ -54,7 +67,8 @@ def _mean(values: list[torch.Tensor]) -> float:
 def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits: list[str], batches: int,
                       batch_size: int, energy_tol: float | None = None, langevin_std: float | None = None,
                       progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (split, best_of, steps) setting (+ adaptive rows when ``energy_tol`` is set).
+    """One row per (split, best_of, steps) setting (+ adaptive rows when ``energy_tol`` is set); fixed-mode rows also
+    hold the verifier diagnostics (see the module docstring).
 
     ``progress(settings_done, settings_total, batches_done, batches)`` is called after every batch."""
     ebt, task = run.objective, run.task
@@ -68,6 +82,7 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
                 for mode, tol in modes:
                     step_list = steps if mode == "fixed" else [max(steps)]
                     acc: dict[int, dict[str, list[torch.Tensor]]] = {s: {} for s in step_list}
+                    verifier = {s: VerifierStats(task) for s in step_list} if mode == "fixed" else {}
                     for i in range(batches):
                         batch = task.make_batch(split, i, batch_size)
                         for s, out in think_best_of(ebt, batch, step_list, n, tol, langevin).items():
@@ -76,6 +91,8 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
                             values |= {"energy": out["energy"], "steps_used": out["steps_used"]}
                             for name, value in values.items():
                                 acc[s].setdefault(name, []).append(value)
+                            if s in verifier:
+                                verifier[s].add(out["sample_energy"], out["prediction"], batch)
                         if progress is not None:
                             done = len(rows) + (len(step_list) if i + 1 == batches else 0)
                             progress(done, total, i + 1, batches)
@@ -84,7 +101,8 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
                         used = means.pop("steps_used")
                         rows.append({"split": split, "mode": mode, "best_of": n, "steps": s, "steps_used": used,
                                      "forward_passes": forward_passes(used, n),
-                                     task.metric: means.pop(task.metric), **means})
+                                     task.metric: means.pop(task.metric), **means,
+                                     **(verifier[s].summary() if s in verifier else {})})
     return rows
 
 
@@ -137,4 +155,59 @@ def thinking_improvement(rows: list[dict[str, Any]], metric: str, mode: str, tra
             continue
         best = max(sign * r[metric] for r in ebt_rows) * sign
         out[split] = sign * (best - trained[0]) / abs(trained[0]) if trained[0] else math.nan
+    return out
+
+
+def _better(a: float, b: float, sign: float) -> bool:
+    """``a`` better than ``b`` by more than rounding (``sign`` +1: larger is better, -1: smaller)."""
+    return sign * (a - b) > 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def trajectory_summary(rows: list[dict[str, Any]], metric: str, mode: str, train_steps: int) -> dict[str, str]:
+    """Per split, one sentence on energy vs metric along the thinking steps (best-of-1, fixed mode), e.g.
+    ``val: energy falls 1->8 steps (-0.42) while acc worsens after 2 steps (0.91 -> 0.85) (over-optimised ...)``.
+
+    The energy is ``energy_scored`` (``energy`` where absent); it counts as flat when it changes by at most 0.1% of its
+    magnitude (or 1e-6)."""
+    sign = 1.0 if mode == "max" else -1.0
+    out = {}
+    for split in dict.fromkeys(r["split"] for r in rows if r["mode"] == "fixed"):
+        line = sorted((r for r in rows if (r["split"], r["mode"], r["best_of"]) == (split, "fixed", 1)),
+                      key=lambda r: r["steps"])
+        if len(line) < 2:
+            if line:
+                out[split] = f"{split}: one step count ({line[0]['steps']}) evaluated, no trajectory"
+            continue
+        first, last = line[0], line[-1]
+        s0, s1 = first["steps"], last["steps"]
+        e0, e1 = (r.get("energy_scored", r["energy"]) for r in (first, last))
+        delta = e1 - e0
+        trend = "flat" if abs(delta) <= max(1e-3 * max(abs(e0), abs(e1)), 1e-6) else "falls" if delta < 0 else "rises"
+        energy_text = f"energy {trend} {s0}->{s1} steps ({delta:+.3g})"
+        values = [r[metric] for r in line]
+        best = max(range(len(line)), key=lambda i: sign * values[i])  # the first best step count
+        s_best = line[best]["steps"]
+        if _better(values[best], values[-1], sign):
+            verdict = "worsens"
+            metric_text = (f"{metric} worsens after {s_best} step{'s' * (s_best != 1)} "
+                           f"({values[best]:.4g} -> {values[-1]:.4g} at {s1})")
+        elif _better(values[-1], values[0], sign):
+            verdict = "improves"
+            metric_text = f"{metric} improves ({values[0]:.4g} -> {values[-1]:.4g})"
+        else:
+            verdict = "flat"
+            metric_text = f"{metric} unchanged ({values[0]:.4g} -> {values[-1]:.4g})"
+        if trend == "flat":
+            note = "energy flat: step size problem?"
+        elif trend == "rises":
+            note = "energy rises: steps overshoot? step size too large?"
+        elif verdict == "worsens":
+            past = " past the trained step count" if s_best == train_steps else f" past {s_best} steps"
+            note = f"over-optimised landscape: lower energy, worse answers{past}"
+        elif verdict == "improves":
+            note = "lower energy, better answers"
+        else:
+            note = "energy moves, answers do not change"
+        joint = " while " if trend == "falls" and verdict == "worsens" else ", "
+        out[split] = f"{split}: {energy_text}{joint}{metric_text} ({note})"
     return out

@@ -292,8 +292,11 @@ class EBT(Objective):
 
     @staticmethod
     def upgrade_options(options: dict) -> dict:
-        """The stored options of a checkpoint written before ``loss_on`` defaulted to null: their ``loss_on: all``
-        meant "all, or the last step with truncate=true" (truncate overrode it), which is what null means now."""
+        """The stored options of an older checkpoint, as today's options spell them: options added since are filled
+        with their defaults (off: the model the checkpoint trained), and ``loss_on: all`` of a checkpoint written
+        before ``loss_on`` defaulted to null meant "all, or the last step with truncate=true" (truncate overrode it),
+        which is what null means now."""
+        options = {**ADDED_OPTIONS, **options}
         return {**options, "loss_on": None} if options.get("loss_on") == "all" else options
 
     # ----------------------------------------------------------------------------------------------- knobs
@@ -532,6 +535,12 @@ class EBT(Objective):
         if thought.steps_used is not None:
             metrics["steps_used"] = thought.steps_used.float().mean()
         return metrics
+
+
+# Options added after checkpoints were first shared, at the defaults that leave the model as it was trained.
+ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", "contrastive_corrupt": 0.05,
+                 "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
+                 "landscape_weight": 0.0}
 
 
 def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:
