@@ -187,6 +187,20 @@ def test_looped_backbone_is_evaluated_at_each_number_of_loops(tmp_path):
         think(think_config(write_checkpoint(tmp_path, "stack", "model/objective=predict"), "loops=[2]"))
 
 
+def test_a_looped_predictor_is_its_own_loops_axis_beside_the_ebt(ebt_ckpt, tmp_path):
+    looped = write_checkpoint(tmp_path, "looped", "model/objective=predict", "model/backbone=looped")
+    rows = think(think_config(ebt_ckpt, "steps=[1,2]", "best_of=[1]", "splits=[val]", f"looped_ckpt={looped}",
+                              "looped_loops=[1,4]", f"out_dir={tmp_path / 'out'}"))
+    loops = [r for r in rows if r["mode"] == "loops"]
+    # pre 1 + loop 1 + post 1 blocks: 4 loops = 6 block evaluations = 2 passes of the same-parameter 3-block stack
+    assert [(r["loops"], r["forward_passes"]) for r in loops] == [(1, 1.0), (4, 2.0)]
+    assert (tmp_path / "out" / "thinking.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| val | loops |" in (tmp_path / "out" / "thinking.md").read_text()
+    stack = write_checkpoint(tmp_path, "stack", "model/objective=predict")
+    with pytest.raises(ConfigError, match="is not a looped predictor"):
+        think(think_config(ebt_ckpt, f"looped_ckpt={stack}"))
+
+
 def test_a_run_folder_stands_for_its_last_checkpoint(ebt_ckpt, capsys):
     run_dir = ebt_ckpt.parent.parent
     rows = think(think_config(run_dir, "steps=[1,2]", "best_of=[1]", "eval_batches=1"))

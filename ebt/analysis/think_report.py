@@ -60,6 +60,17 @@ def _load_baseline(path: str, run: Run, data_overrides: dict[str, Any] | None = 
     return baseline
 
 
+def _load_looped(path: str, run: Run, data_overrides: dict[str, Any] | None = None) -> Run:
+    looped = load_run(path, data_overrides)
+    if not isinstance(looped.objective, Predict) or not hasattr(looped.objective.backbone, "eval_loops"):
+        raise ConfigError(f"looped_ckpt={path} is not a looped predictor (model/objective=predict "
+                          "model/backbone=looped); it is drawn as its own loops axis")
+    if looped.task.describe() != run.task.describe():
+        raise ConfigError(f"looped_ckpt={path} was trained on '{looped.task.describe()}' but the EBT on "
+                          f"'{run.task.describe()}'; the fair comparison needs the same task")
+    return looped
+
+
 class Progress:
     """``thinking: settings 4/24, batch 2/3, 0:41 elapsed`` on stderr: one line rewritten in place on a terminal,
     else a line each time a group of settings is finished."""
@@ -100,6 +111,10 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
                              progress=Progress())
     if baseline is not None:
         rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size)
+    if cfg.get("looped_ckpt"):
+        looped = _load_looped(opts.checkpoint_option(cfg, "looped_ckpt"), run, data_overrides)
+        rows += evaluate_loops(looped, loops=_int_list(cfg, "looped_loops"), splits=splits, batches=batches,
+                               batch_size=batch_size)
     task = run.task
     improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
                      "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
@@ -207,6 +222,10 @@ def plot_thinking(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
             ax.axhline(r[metric], linestyle="--", color="gray", linewidth=1)
             ax.annotate(f"predictor {r['split']}", (1.0, r[metric]), textcoords="offset points", xytext=(2, 3),
                         fontsize=8, color="gray")
+    for split in dict.fromkeys(r["split"] for r in rows if r["mode"] == "loops"):
+        line = [r for r in rows if (r["split"], r["mode"]) == (split, "loops")]
+        ax.plot([r["forward_passes"] for r in line], [r[metric] for r in line], marker="^", linestyle="-.",
+                label=f"looped predictor {split} (loops {line[0]['loops']}..{line[-1]['loops']})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("forward passes per prediction")
     ax.set_ylabel(metric)

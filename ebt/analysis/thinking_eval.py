@@ -126,9 +126,20 @@ def evaluate_baseline(run: Run, *, splits: list[str], batches: int, batch_size: 
     return rows
 
 
+def loop_passes(backbone: torch.nn.Module, loops: int) -> float:
+    """Compute of a looped backbone at ``loops`` iterations in forward passes of the same-parameter stack: block
+    evaluations ``pre + loops * loop + post`` over its distinct blocks ``pre + loop + post`` (1.0 at one loop)."""
+    parts = [getattr(backbone, part, None) for part in ("pre", "loop", "post")]
+    if any(part is None for part in parts):
+        return math.nan
+    pre, loop, post = (len(part) for part in parts)
+    return (pre + loops * loop + post) / (pre + loop + post)
+
+
 def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: int,
                    batch_size: int) -> list[dict[str, Any]]:
-    """A looped backbone's metric per split at each number of evaluation loops (its kind of thinking longer).
+    """A looped backbone's metric per split at each number of evaluation loops (its kind of thinking longer), with
+    its compute in forward passes of the same-parameter stack (:func:`loop_passes`).
 
     The objective evaluates as it would in validation (an EBT thinks its training steps at every loop count)."""
     rows = []
@@ -138,8 +149,9 @@ def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: in
                               f"{run.path} has {type(run.objective.backbone).__name__}")
         for split in splits:
             means = evaluate_split(run, split, batches, batch_size)
-            rows.append({"split": split, "mode": "loops", "loops": n, run.task.metric: means.pop(run.task.metric),
-                         "loss": means.pop("loss", math.nan)})
+            rows.append({"split": split, "mode": "loops", "loops": n, "best_of": 1, "steps": 0,
+                         "forward_passes": loop_passes(run.objective.backbone, n),
+                         run.task.metric: means.pop(run.task.metric), "loss": means.pop("loss", math.nan)})
     return rows
 
 
@@ -147,8 +159,8 @@ def thinking_improvement(rows: list[dict[str, Any]], metric: str, mode: str, tra
     """Per split: relative improvement from the training step count (N = 1) to the best setting."""
     sign = 1.0 if mode == "max" else -1.0
     out = {}
-    for split in dict.fromkeys(r["split"] for r in rows if r["mode"] != "predictor"):
-        ebt_rows = [r for r in rows if r["split"] == split and r["mode"] != "predictor"]
+    for split in dict.fromkeys(r["split"] for r in rows if r["mode"] in ("fixed", "adaptive")):
+        ebt_rows = [r for r in rows if r["split"] == split and r["mode"] in ("fixed", "adaptive")]
         trained = [r[metric] for r in ebt_rows if r["mode"] == "fixed" and r["best_of"] == 1
                    and r["steps"] == train_steps]
         if not trained:
