@@ -15,13 +15,61 @@ from ebt.tasks.base import IGNORE_INDEX, Task
 CONTINUOUS_LOSSES = ("mse", "smooth_l1")
 
 
+class GroupedEncoder(nn.Module):
+    """An input encoder plus learned position-group embeddings: ``base(x)[:, n] + sum_g groups(position_groups[n, g])``.
+
+    ``position_groups`` (N, G) gives each of N positions G group ids (Sudoku: its row, column and box) in
+    ``[0, num_groups)``; a sequence may be shorter than N (its positions are the first ones). ``weight`` is the base
+    encoder's weight (the token embedding matrix of a tokens task, for tied embeddings and candidate projections).
+    The group ids are a non-persistent buffer: they come from the task, so the state dict holds only the weights
+    (``base.weight`` and ``groups.weight``).
+    """
+
+    def __init__(self, base: nn.Module, dim: int, position_groups: torch.Tensor, num_groups: int) -> None:
+        super().__init__()
+        groups = torch.as_tensor(position_groups)
+        if groups.dim() != 2 or groups.dtype.is_floating_point or groups.dtype == torch.bool:
+            raise ValueError(f"position_groups must be an (N, G) integer tensor, got {tuple(groups.shape)} "
+                             f"{groups.dtype}")
+        if groups.numel() and not (int(groups.min()) >= 0 and int(groups.max()) < num_groups):
+            raise ValueError(f"position_groups ids must lie in [0, num_position_groups={num_groups}), got "
+                             f"{int(groups.min())}..{int(groups.max())}")
+        self.base = base
+        self.groups = nn.Embedding(num_groups, dim)
+        nn.init.normal_(self.groups.weight, std=0.02)
+        self.register_buffer("position_groups", groups.to(torch.int64).clone(), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def position_embeddings(self, n: int) -> torch.Tensor:
+        """(n, dim): the summed group embeddings of the first ``n`` positions."""
+        if n > self.position_groups.shape[0]:
+            raise ValueError(f"a sequence of {n} positions, but position_groups covers {self.position_groups.shape[0]}")
+        return self.groups(self.position_groups[:n]).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.base(x)  # (B, N, dim)
+        return h + self.position_embeddings(h.shape[1]).to(h.dtype)
+
+
 def input_encoder(task: Task, dim: int) -> nn.Module:
-    """Token embedding (tokens tasks) or a linear map of the input features (continuous tasks)."""
+    """Token embedding (tokens tasks) or a linear map of the input features (continuous tasks).
+
+    A task that declares ``position_groups`` (N, G) and ``num_position_groups`` gets a :class:`GroupedEncoder`: the
+    encoder above plus, per position, the sum of learned embeddings of its G group ids (std 0.02 at init); its
+    ``weight`` is still the token embedding. Tasks without them get the plain ``nn.Embedding`` / ``nn.Linear``.
+    """
     if task.kind == "tokens":
-        embedding = nn.Embedding(task.vocab_size, dim)
-        nn.init.normal_(embedding.weight, std=0.02)
-        return embedding
-    return nn.Linear(task.input_dim, dim)
+        encoder = nn.Embedding(task.vocab_size, dim)
+        nn.init.normal_(encoder.weight, std=0.02)
+    else:
+        encoder = nn.Linear(task.input_dim, dim)
+    groups = getattr(task, "position_groups", None)
+    if groups is None:
+        return encoder
+    return GroupedEncoder(encoder, dim, groups, task.num_position_groups)
 
 
 def output_size(task: Task) -> int:

@@ -13,6 +13,7 @@ Three kinds of task exist:
   logits (B, num_classes) made from the mean over tokens (image classification).
 """
 
+import zlib
 from abc import ABC, abstractmethod
 from typing import ClassVar, Literal
 
@@ -20,7 +21,17 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = -100
-SPLIT_IDS = {"train": 0, "val": 1, "ood": 2, "test": 3}
+SPLIT_IDS = {"train": 0, "val": 1, "ood": 2, "test": 3}  # fixed stream ids: never change them (resume, eval sets)
+
+
+def split_id(split: str, extra: tuple[str, ...] | list[str] = ()) -> int:
+    """The stream id of ``split``: :data:`SPLIT_IDS` for the standard splits, ``zlib.crc32(name)`` for a name in
+    ``extra`` (a task's own evaluation splits); any other name is a ``ValueError`` listing the valid ones."""
+    if split in SPLIT_IDS:
+        return SPLIT_IDS[split]
+    if split in extra:
+        return zlib.crc32(split.encode())
+    raise ValueError(f"unknown split {split!r}; expected one of {sorted({*SPLIT_IDS, *extra})}")
 
 
 class Task(ABC):
@@ -34,6 +45,9 @@ class Task(ABC):
     output_dim: int | None = None
     spatial_shape: tuple[int, ...] | None = None  # token grid of image tasks, e.g. (H, W)
     max_len: int | None = None  # longest token sequence of any split (train/val/ood/test); None: unknown
+    position_groups: torch.Tensor | None = None  # (N, G) int64 group ids of each position (e.g. a cell's row, column
+    # and box), in [0, num_position_groups): the input encoder adds one learned embedding per group id
+    num_position_groups: int = 0
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -44,10 +58,13 @@ class Task(ABC):
         return ("val", "ood")
 
     def rng(self, split: str, index: int) -> np.random.Generator:
-        """Independent, reproducible random stream for one batch."""
-        if split not in SPLIT_IDS:
-            raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_IDS)}")
-        return np.random.default_rng([self.seed, SPLIT_IDS[split], index])
+        """Independent, reproducible random stream for one batch: ``default_rng([seed, split id, index])``.
+
+        The split id is fixed for the standard splits (:data:`SPLIT_IDS`) and ``zlib.crc32`` of the name for any other
+        split the task evaluates (``eval_splits``, e.g. the text task's named ``ood_<name>`` corpora); a name that is
+        neither is a ``ValueError``."""
+        extra = () if split in SPLIT_IDS else self.eval_splits
+        return np.random.default_rng([self.seed, split_id(split, extra), index])
 
     @abstractmethod
     def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
