@@ -87,6 +87,16 @@ def task_inputs(task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return batch["input_ids"] if task.kind == "tokens" else batch["inputs"]
 
 
+def scored_positions(task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """(B, N) bool: the positions the task scores (tokens: targets not ``IGNORE_INDEX``; continuous: the batch's
+    ``target_mask`` if any), or ``None`` when every position counts."""
+    if task.kind == "tokens":
+        return batch["targets"] != IGNORE_INDEX
+    if task.kind == "continuous":
+        return batch.get("target_mask")
+    return None
+
+
 def prediction_loss(task: Task, prediction: torch.Tensor, batch: dict[str, torch.Tensor],
                     continuous_loss: str = "mse") -> torch.Tensor:
     """Cross-entropy over scored tokens, or MSE / SmoothL1 for continuous targets."""

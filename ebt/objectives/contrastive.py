@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ebt.errors import ConfigError
-from ebt.tasks.base import IGNORE_INDEX, Task
+from ebt.objectives.base import scored_positions
+from ebt.tasks.base import Task
 
 NEGATIVES = ("corrupt", "prediction")
 
@@ -59,13 +60,6 @@ class Contrastive:
     @property
     def enabled(self) -> bool:
         return self.weight > 0
-
-
-def scored_positions(task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """(B, N) bool of the positions the task scores, or ``None`` when every position is scored."""
-    if task.kind == "tokens":
-        return batch["targets"] != IGNORE_INDEX
-    return batch.get("target_mask")
 
 
 def _keep_unscored(candidate: torch.Tensor, reference: torch.Tensor, scored: torch.Tensor | None) -> torch.Tensor:

@@ -63,14 +63,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ConfigError, ThinkingDivergedError
-from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, task_inputs
-from ebt.objectives.contrastive import (
-    Contrastive,
-    contrastive_loss,
-    corrupted_candidate,
-    positive_candidate,
-    scored_positions,
-)
+from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, scored_positions, task_inputs
+from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_candidate, positive_candidate
 from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task

@@ -13,8 +13,9 @@ task has one, every position otherwise; a row without any scored position falls 
 
 import torch
 
+from ebt.objectives.base import scored_positions
 from ebt.objectives.ebt import EBT
-from ebt.tasks.base import IGNORE_INDEX, Task
+from ebt.tasks.base import Task
 
 
 def forward_passes(steps: float, best_of: int) -> float:
@@ -23,15 +24,6 @@ def forward_passes(steps: float, best_of: int) -> float:
 
 def _repeat(batch: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
     return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in batch.items()}
-
-
-def scored_positions(task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """(B, T) bool: the positions the task scores, or ``None`` when every position counts."""
-    if task.kind == "tokens":
-        return batch["targets"] != IGNORE_INDEX
-    if task.kind == "continuous":
-        return batch.get("target_mask")
-    return None
 
 
 def sample_energy(energy: torch.Tensor, task: Task, batch: dict[str, torch.Tensor]) -> torch.Tensor:
