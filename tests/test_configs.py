@@ -58,7 +58,7 @@ def test_data_option_makes_batches(group, option, tmp_path):
 
 @pytest.mark.parametrize("option", group_options("experiment"))
 def test_experiment_composes_and_builds(option, tmp_path):
-    cfg = compose_config([f"experiment={option}"], tmp_path)
+    cfg = compose_config([f"experiment={option}", *declared_overrides("experiment", option)], tmp_path)
     build_lit_model(cfg, build_task(cfg))
 
 
