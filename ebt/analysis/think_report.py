@@ -8,6 +8,7 @@ energy_auroc, energy_error_rho, right_rule, note). Definitions: :mod:`ebt.analys
 :mod:`ebt.analysis.verifier`.
 """
 
+import json
 import math
 import sys
 import time
@@ -134,6 +135,9 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     print(text)
     write_text(out_dir / "thinking.md", text + "\n")
     write_csv(rows, out_dir / "thinking.csv")
+    write_text(out_dir / "thinking.json", json.dumps({
+        "metric": task.metric, "metric_mode": task.metric_mode, "trained_steps": run.objective.steps,
+        "task": task.describe(), "ckpt": str(ckpt), "seed": run.config.get("seed")}, indent=2) + "\n")
     write_csv(verifier, out_dir / "verifier.csv", VERIFIER_CSV_COLUMNS)
     plot, energy_plot = out_dir / "thinking.png", out_dir / "thinking_energy.png"
     plot_thinking(rows, task.metric, plot)

@@ -1,0 +1,193 @@
+"""Thinking curves over seeds: ``scripts/think_seeds.py`` turns several ``think.py`` outputs into headline numbers.
+
+Each input is the ``thinking/`` folder ``scripts/think.py`` wrote for one seed's EBT (its ``thinking.csv`` and
+``thinking.json``), or the run folder holding it. All inputs must share the task, metric and trained step count.
+
+Per seed, the **thinking setting is selected on the selection split** (``val``) and then read on every split, so a
+held-out split (``ood``) never chooses its own setting: the EBT's best (best_of, steps) on ``val``, and the looped
+predictor's best evaluation loops on ``val``. Reported per split, as mean ± std over seeds (sample std, n - 1):
+
+* ``trained``: the EBT at its training step count, best-of-1;
+* ``selected``: the EBT at the setting chosen on the selection split; ``improvement`` = relative change from
+  ``trained`` to ``selected`` (positive = better, whatever the metric's direction);
+* ``oracle``: the best setting of that split itself (an upper bound, not a result: it is tuned on the split);
+* ``predictor`` (one forward pass) and ``looped`` (at the loops chosen on the selection split) when the think.py runs
+  included ``baseline_ckpt=`` / ``looped_ckpt=``.
+
+Writes ``seeds.csv`` (every setting: mean, std, n), ``headline.csv`` / ``headline.md`` and ``thinking_seeds.png``
+(metric vs forward passes, mean ± std) into ``--out``.
+"""
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.errors import DataError, UserError
+
+KEY = ("split", "mode", "best_of", "steps", "loops")
+
+
+def _float(value: str | None) -> float:
+    return float(value) if value not in (None, "") else math.nan
+
+
+def load_seed(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(meta, rows)`` of one think.py output (a ``thinking/`` folder or the run folder above it)."""
+    folder = path if (path / "thinking.csv").is_file() else path / "thinking"
+    csv_path, meta_path = folder / "thinking.csv", folder / "thinking.json"
+    if not csv_path.is_file() or not meta_path.is_file():
+        raise DataError(f"{path}: no thinking.csv + thinking.json here or in {path / 'thinking'}; run "
+                        f"scripts/think.py ckpt={path} first")
+    meta = json.loads(meta_path.read_text())
+    rows = []
+    with csv_path.open() as f:
+        for r in csv.DictReader(f):
+            rows.append({"split": r["split"], "mode": r["mode"], "best_of": int(_float(r.get("best_of")) or 1),
+                         "steps": int(_float(r.get("steps")) if r.get("steps") else 0),
+                         "loops": int(_float(r["loops"])) if r.get("loops") else 0,
+                         "forward_passes": _float(r.get("forward_passes")), "value": _float(r.get(meta["metric"]))})
+    return meta, rows
+
+
+def _best(rows: list[dict[str, Any]], sign: float) -> dict[str, Any] | None:
+    rows = [r for r in rows if not math.isnan(r["value"])]
+    return max(rows, key=lambda r: sign * r["value"]) if rows else None
+
+
+def _lookup(rows: list[dict[str, Any]], split: str, like: dict[str, Any] | None) -> float:
+    if like is None:
+        return math.nan
+    match = [r for r in rows if r["split"] == split and all(r[k] == like[k] for k in KEY[1:])]
+    return match[0]["value"] if match else math.nan
+
+
+def seed_headline(meta: dict[str, Any], rows: list[dict[str, Any]], select_on: str) -> list[dict[str, Any]]:
+    """One seed's headline values per split (settings selected on ``select_on``)."""
+    sign = 1.0 if meta["metric_mode"] == "max" else -1.0
+    on = [r for r in rows if r["split"] == select_on]
+    chosen = _best([r for r in on if r["mode"] == "fixed"], sign)
+    chosen_loops = _best([r for r in on if r["mode"] == "loops"], sign)
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        fixed = [r for r in rows if r["split"] == split and r["mode"] == "fixed"]
+        trained = [r["value"] for r in fixed if r["best_of"] == 1 and r["steps"] == meta["trained_steps"]]
+        oracle = _best(fixed, sign)
+        predictor = [r["value"] for r in rows if r["split"] == split and r["mode"] == "predictor"]
+        selected = _lookup(rows, split, chosen)
+        base = trained[0] if trained else math.nan
+        out.append({"split": split, "trained": base, "selected": selected,
+                    "selected_setting": f"best-of-{chosen['best_of']}, {chosen['steps']} steps" if chosen else "",
+                    "improvement": sign * (selected - base) / abs(base) if base else math.nan,
+                    "oracle": oracle["value"] if oracle else math.nan,
+                    "predictor": predictor[0] if predictor else math.nan,
+                    "looped": _lookup(rows, split, chosen_loops),
+                    "looped_loops": chosen_loops["loops"] if chosen_loops else 0})
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan), len(values)
+
+
+def _pm(values: list[float], percent: bool = False) -> str:
+    mean, std, n = _mean_std(values)
+    if not n:
+        return ""
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    spread = f" ± {scale * std:.3g}{unit}" if not math.isnan(std) else ""
+    return f"{scale * mean:+.3g}{unit}{spread}" if percent else f"{mean:.4g}{spread}"
+
+
+def summarise(paths: list[Path], select_on: str = "val") -> tuple[dict[str, Any], list[dict], list[dict], str]:
+    """``(meta, per-setting rows, headline rows, markdown)`` over the seeds in ``paths``."""
+    seeds = [load_seed(p) for p in paths]
+    meta = seeds[0][0]
+    for path, (other, _) in zip(paths[1:], seeds[1:], strict=True):
+        if (other["task"], other["metric"], other["trained_steps"]) != (meta["task"], meta["metric"],
+                                                                         meta["trained_steps"]):
+            raise DataError(f"{path} is another experiment ({other['task']}, {other['trained_steps']} steps) than "
+                            f"{paths[0]} ({meta['task']}, {meta['trained_steps']} steps); pass seeds of one")
+    if not any(r["split"] == select_on for _, rows in seeds for r in rows):
+        raise DataError(f"--select-on {select_on}: no such split in the thinking tables; pass one they evaluated")
+    settings: dict[tuple, list[dict[str, Any]]] = {}
+    for _, rows in seeds:
+        for r in rows:
+            settings.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    per_setting = []
+    for key, rows in settings.items():
+        mean, std, n = _mean_std([r["value"] for r in rows])
+        per_setting.append({**dict(zip(KEY, key, strict=True)), "forward_passes": rows[0]["forward_passes"],
+                            f"{meta['metric']}_mean": mean, f"{meta['metric']}_std": std, "seeds": n})
+    heads = [seed_headline(m, rows, select_on) for m, rows in seeds]
+    headline = []
+    for split in dict.fromkeys(h["split"] for seed in heads for h in seed):
+        per = [h for seed in heads for h in seed if h["split"] == split]
+        column = {name: [h[name] for h in per] for name in per[0]}
+        headline.append({"split": split, "seeds": len(per), "trained": _pm(column["trained"]),
+                         "selected": _pm(column["selected"]), "improvement": _pm(column["improvement"], True),
+                         "oracle": _pm(column["oracle"]), "predictor": _pm(column["predictor"]),
+                         "looped": _pm(column["looped"]),
+                         "selected settings": "; ".join(dict.fromkeys(column["selected_setting"])),
+                         "looped loops": ", ".join(str(v) for v in dict.fromkeys(column["looped_loops"]) if v)})
+    columns = ["split", "seeds", "trained", "selected", "improvement", "oracle", "predictor", "looped",
+               "selected settings", "looped loops"]
+    text = (f"{meta['task']}: {meta['metric']} ({meta['metric_mode']}imise), EBT trained with {meta['trained_steps']} "
+            f"steps; mean ± std over seeds; settings selected on {select_on}\n\n" + markdown_table(headline, columns))
+    return meta, per_setting, headline, text
+
+
+def plot_seeds(per_setting: list[dict[str, Any]], metric: str, path: Path) -> None:
+    """Mean ± std of the metric against forward passes: EBT best-of-N lines, predictor flat, looped axis."""
+    plt = pyplot()
+    splits = list(dict.fromkeys(r["split"] for r in per_setting))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.0), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        rows = [r for r in per_setting if r["split"] == split]
+        lines = {(r["mode"], r["best_of"]) for r in rows if r["mode"] in ("fixed", "loops")}
+        for mode, n in sorted(lines):
+            line = sorted((r for r in rows if (r["mode"], r["best_of"]) == (mode, n)),
+                          key=lambda r: r["forward_passes"])
+            label = f"EBT best-of-{n}" if mode == "fixed" else "looped predictor (loops)"
+            ax.errorbar([r["forward_passes"] for r in line], [r[f"{metric}_mean"] for r in line],
+                        yerr=[0 if math.isnan(r[f"{metric}_std"]) else r[f"{metric}_std"] for r in line],
+                        marker="o" if mode == "fixed" else "^", capsize=3, label=label)
+        for r in rows:
+            if r["mode"] == "predictor":
+                ax.axhline(r[f"{metric}_mean"], linestyle="--", color="gray", label="predictor")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("forward passes per prediction")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{split} (mean ± std over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="think_seeds.py", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="think.py output folders (or the run folders above)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the tables and the plot")
+    parser.add_argument("--select-on", default="val", help="split that selects the thinking setting (default val)")
+    args = parser.parse_args(argv)
+    try:
+        meta, per_setting, headline, text = summarise(args.runs, args.select_on)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    write_csv(per_setting, args.out / "seeds.csv")
+    write_csv(headline, args.out / "headline.csv")
+    write_text(args.out / "headline.md", text + "\n")
+    plot_seeds(per_setting, meta["metric"], args.out / "thinking_seeds.png")
+    print(f"\nwrote {args.out / 'seeds.csv'}, {args.out / 'headline.csv'}, {args.out / 'headline.md'}, "
+          f"{args.out / 'thinking_seeds.png'}")
+    return 0

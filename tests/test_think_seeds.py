@@ -1,0 +1,74 @@
+"""scripts/think_seeds.py: settings selected on val and read on ood, mean ± std over seeds, clear errors."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from ebt.analysis.think_seeds import main, summarise
+from ebt.errors import DataError
+
+FIELDS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", "loops", "acc", "loss"]
+
+
+def write_seed(folder, rows, trained_steps=2, task="toy"):
+    folder.mkdir(parents=True)
+    with (folder / "thinking.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "thinking.json").write_text(json.dumps({"metric": "acc", "metric_mode": "max", "task": task,
+                                                      "trained_steps": trained_steps}))
+    return folder
+
+
+def rows(val_2, val_8, ood_2, ood_8, predictor=0.5, looped=(0.4, 0.45)):
+    out = []
+    for split, at2, at8 in (("val", val_2, val_8), ("ood", ood_2, ood_8)):
+        out += [{"split": split, "mode": "fixed", "best_of": 1, "steps": 2, "forward_passes": 2, "acc": at2},
+                {"split": split, "mode": "fixed", "best_of": 1, "steps": 8, "forward_passes": 8, "acc": at8},
+                {"split": split, "mode": "predictor", "best_of": 1, "steps": 0, "forward_passes": 1, "acc": predictor},
+                {"split": split, "mode": "loops", "loops": 1, "best_of": 1, "steps": 0, "forward_passes": 1,
+                 "acc": looped[0]},
+                {"split": split, "mode": "loops", "loops": 4, "best_of": 1, "steps": 0, "forward_passes": 2,
+                 "acc": looped[1] if split == "val" else looped[0] - 0.1}]
+    return out
+
+
+def test_the_setting_is_chosen_on_val_and_read_on_ood(tmp_path):
+    # seed a: 8 steps is better on val, worse on ood; seed b: 8 steps better on both
+    a = write_seed(tmp_path / "a", rows(0.6, 0.7, 0.3, 0.2))
+    b = write_seed(tmp_path / "b", rows(0.6, 0.8, 0.3, 0.5))
+    _, per_setting, headline, text = summarise([a, b])
+    ood = next(h for h in headline if h["split"] == "ood")
+    assert ood["trained"] == "0.3 ± 0"
+    assert ood["selected"].startswith("0.35 ± 0.21")  # 0.2 and 0.5 (the val choice, not the ood best)
+    assert ood["oracle"].startswith("0.4 ± 0.14")  # 0.3 and 0.5 (tuned on ood itself: an upper bound)
+    assert ood["improvement"].startswith("+16.7%")  # mean of -33.3 % and +66.7 %
+    assert ood["looped"] == "0.3 ± 0" and ood["looped loops"] == "4"  # 4 loops chosen on val, read on ood
+    assert ood["predictor"] == "0.5 ± 0"
+    setting = next(r for r in per_setting if (r["split"], r["mode"], r["steps"]) == ("ood", "fixed", 8))
+    assert math.isclose(setting["acc_mean"], 0.35) and setting["seeds"] == 2
+    assert "settings selected on val" in text
+
+
+def test_command_line_writes_tables_and_plot(tmp_path, capsys):
+    a = write_seed(tmp_path / "run_a" / "thinking", rows(0.6, 0.7, 0.3, 0.2))
+    assert main([str(tmp_path / "run_a"), "--out", str(tmp_path / "out")]) == 0
+    for name in ("seeds.csv", "headline.csv", "headline.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert (tmp_path / "out" / "thinking_seeds.png").read_bytes()[:4] == b"\x89PNG"
+    assert a.is_dir() and "| ood |" in capsys.readouterr().out
+
+
+def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_path, capsys):
+    a = write_seed(tmp_path / "a", rows(0.6, 0.7, 0.3, 0.2))
+    other = write_seed(tmp_path / "b", rows(0.6, 0.7, 0.3, 0.2), trained_steps=4)
+    with pytest.raises(DataError, match="another experiment"):
+        summarise([a, other])
+    with pytest.raises(DataError, match="no such split"):
+        summarise([a], select_on="test")
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "run scripts/think.py" in err and len(err.strip().splitlines()) == 1
