@@ -6,14 +6,31 @@ the Python standard library's ``.py`` sources, which every machine has (installe
 are read on demand, so a multi-GB corpus never loads into RAM. Bytes are bytes: any encoding works.
 
 Splits: a folder is split by file (a stable hash of the relative path sends ~1 in ``val_every`` files to
-``val``); a single file keeps its last ``val_fraction`` of bytes for ``val``. ``data.task.ood_path`` (optional) is
-a second corpus evaluated as the ``ood`` split. Metric: bits per byte, ``mean cross-entropy / ln 2``.
+``val``); a single file keeps its last ``val_fraction`` of bytes for ``val``. Metric: bits per byte,
+``mean cross-entropy / ln 2``.
+
+Out-of-distribution corpora (optional), each evaluated as its own split:
+
+* ``data.task.ood_path``: one corpus (a file, or a folder read with ``data.task.glob``), the split ``ood``;
+* ``data.task.ood_paths``: named corpora ``{NAME: SPEC}``, the splits ``ood_NAME`` (in the mapping's order). A SPEC is
+  a path (a file; a folder, read with ``data.task.glob``; or a path with wildcards, ``/texts/**/*.md``), or a mapping
+  ``{path: FOLDER, glob: PATTERN or [PATTERNS]}``: ``path`` null is the Python standard library (the default training
+  corpus), ``glob`` null is ``data.task.glob``. A pattern without ``/`` matches file names at any depth (as
+  ``data.task.glob``); one with ``/`` is relative to the folder (``**``: any depth). Installed packages are skipped.
+
+No file of a named OOD corpus may be a file of the training corpus (train or val): that is a :class:`DataError`, as
+is a corpus that is missing or matches nothing (it names the corpus and the override that points it elsewhere or
+drops it). ``ood_path`` keeps its former behaviour (no overlap check), so old configs and checkpoints load as they
+did.
 """
 
 import math
+import re
 import sysconfig
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,20 +77,67 @@ class ByteCorpus:
 
 
 INSTALLED_PACKAGES = {"site-packages", "dist-packages"}
+WILDCARDS = re.compile(r"[*?\[]")
+CORPUS_NAME = re.compile(r"[A-Za-z0-9_]+")
+OOD_PREFIX = "ood_"  # split of the named OOD corpus NAME: ood_NAME
 
 
-def _list_files(path: Path, pattern: str, what: str) -> list[Path]:
+def _list_files(path: Path, pattern: str, what: str, anchored: list[str] | None = None) -> list[Path]:
+    """Files of ``path``: the file itself, or the folder's files whose name matches ``pattern`` at any depth (or, with
+    ``anchored``, the files matching any of those patterns relative to the folder), sorted; installed packages are
+    skipped."""
     if not path.exists():
         raise DataError(f"{what}={path} does not exist; point it at a text file or a folder of text files")
     if path.is_file():
         return [path]
-    files = sorted(
-        p for p in path.rglob(pattern)
-        if p.is_file() and INSTALLED_PACKAGES.isdisjoint(p.relative_to(path).parts)
-    )
+    found = {p for pat in anchored for p in path.glob(pat)} if anchored else set(path.rglob(pattern))
+    files = sorted(p for p in found if p.is_file() and INSTALLED_PACKAGES.isdisjoint(p.relative_to(path).parts))
     if not files:
-        raise DataError(f"{what}={path} holds no files matching data.task.glob={pattern!r}")
+        raise DataError(f"{what}={path} holds no files matching data.task.glob={anchored or pattern!r}")
     return files
+
+
+def _split_wildcards(path: str) -> tuple[Path, str | None]:
+    """``/a/b/**/*.txt`` -> (``/a/b``, ``**/*.txt``); a path without wildcards -> (path, None)."""
+    parts = Path(path).expanduser().parts
+    first = next((i for i, part in enumerate(parts) if WILDCARDS.search(part)), None)
+    if first is None:
+        return Path(*parts), None
+    return Path(*parts[:first]), "/".join(parts[first:]) if first < len(parts) - 1 else parts[first]
+
+
+def ood_corpus_files(name: str, spec: Any, default_glob: str) -> tuple[Path, list[Path]]:
+    """The folder (or file) and the files of the named OOD corpus ``spec`` (see the module docstring)."""
+    key = f"data.task.ood_paths.{name}"
+    if not CORPUS_NAME.fullmatch(str(name)):
+        raise ConfigError(f"{key}: a corpus name is letters, digits and _ only (its split is {OOD_PREFIX}NAME)")
+    if isinstance(spec, str):  # a path: a file, a folder (data.task.glob) or a path with wildcards
+        root, pattern = _split_wildcards(spec)
+        patterns = [pattern if pattern else f"**/{default_glob}"]
+    elif isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"path", "glob"})
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]} is not an option of an OOD corpus; valid keys: path, glob")
+        root = Path(spec["path"]).expanduser() if spec.get("path") else default_corpus()
+        glob = spec.get("glob") or default_glob
+        patterns = [str(g) for g in ([glob] if isinstance(glob, str) else glob)]
+        if not patterns:
+            raise ConfigError(f"{key}.glob is an empty list; give a pattern such as '*.txt' (or null: data.task.glob)")
+        patterns = [g if "/" in g else f"**/{g}" for g in patterns]  # a bare name matches at any depth
+    else:
+        raise ConfigError(f"{key} must be a path or a mapping {{path: FOLDER, glob: PATTERN}}, got {spec!r}")
+    where = f"{key}.path=<folder> (and {key}.glob=<pattern>)" if isinstance(spec, Mapping) else f"{key}=<path>"
+    fix = f"point it elsewhere with {where}, or leave it out with ~{key}"
+    if not root.exists():
+        raise DataError(f"{key}: {root} does not exist; {fix}")
+    try:
+        files = _list_files(root, default_glob, key, anchored=patterns)
+    except DataError:
+        shown = patterns[0] if len(patterns) == 1 else patterns
+        stripped = (" (some Python distributions leave out parts of the standard library, such as its test/ folder)"
+                    if root == default_corpus() else "")
+        raise DataError(f"{key}: no file under {root} matches {shown!r}{stripped}; {fix}") from None
+    return root, files
 
 
 class Text(Task):
@@ -90,6 +154,7 @@ class Text(Task):
         glob: str = "*.py",
         seq_len: int = 128,
         ood_path: str | None = None,
+        ood_paths: dict[str, str | dict[str, Any]] | None = None,
         val_every: int = 20,
         val_fraction: float = 0.05,
         seed: int = 0,
@@ -117,17 +182,35 @@ class Text(Task):
             val = [(f, 0, f.stat().st_size) for f, v in zip(files, is_val, strict=True) if v]
         self.corpora = {"train": ByteCorpus(train, window, f"data.task.path={root} (train)"),
                         "val": ByteCorpus(val, window, f"data.task.path={root} (val)")}
+        self.root = root
+        training_files = {f.resolve() for f in files}
         if ood_path:
             ood_root = Path(ood_path).expanduser()
-            ood_files = [(f, 0, f.stat().st_size) for f in _list_files(ood_root, glob, "data.task.ood_path")]
-            self.corpora["ood"] = ByteCorpus(ood_files, window, f"data.task.ood_path={ood_root}")
-        self.root = root
+            ood_files = _list_files(ood_root, glob, "data.task.ood_path")  # not checked for overlap: as it was
+            self._add_ood("ood", "data.task.ood_path", ood_root, ood_files, set(), window)
+        if ood_paths is not None and not isinstance(ood_paths, Mapping):
+            raise ConfigError(f"data.task.ood_paths must be a mapping {{NAME: PATH or {{path, glob}}}}, got "
+                              f"{ood_paths!r}")
+        for name, spec in (ood_paths or {}).items():
+            ood_root, ood_files = ood_corpus_files(str(name), spec, glob)
+            self._add_ood(OOD_PREFIX + str(name), f"data.task.ood_paths.{name}", ood_root, ood_files,
+                          training_files, window)
+
+    def _add_ood(self, split: str, key: str, root: Path, files: list[Path], training: set[Path], window: int) -> None:
+        """Register ``files`` as the split ``split``; files of the training corpus are refused."""
+        shared = [f for f in files if f.resolve() in training]
+        if shared:
+            raise DataError(f"{key}: {len(shared)} of its files belong to the training corpus (e.g. {shared[0]}), so "
+                            "it is not out of distribution; narrow its glob or point it at other files")
+        self.corpora[split] = ByteCorpus([(f, 0, f.stat().st_size) for f in files], window, f"{key}={root}")
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
-        return ("val", "ood") if "ood" in self.corpora else ("val",)
+        return tuple(s for s in self.corpora if s != "train")
 
     def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        if split not in self.corpora:
+            raise ValueError(f"unknown split {split!r} of the text task; expected one of {list(self.corpora)}")
         windows = torch.from_numpy(self.corpora[split].sample(self.rng(split, index), batch_size))
         return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}
 

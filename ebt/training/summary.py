@@ -105,10 +105,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column(summary["metric"], justify="right")
     table.add_column("loss", justify="right")
     metrics, metric = summary["metrics"], summary["metric"]
-    for split in ("val", "ood"):
-        if f"{split}/{metric}" in metrics:
-            loss = metrics.get(f"{split}/loss", float("nan"))
-            table.add_row(split, f"{metrics[f'{split}/{metric}']:.4f}", f"{loss:.4f}")
+    for split in eval_splits(metrics, metric):
+        loss = metrics.get(f"{split}/loss", float("nan"))
+        table.add_row(split, f"{metrics[f'{split}/{metric}']:.4f}", f"{loss:.4f}")
     console = Console()
     console.print(table)
     print(f"params {summary['params']:,} (non-embedding {summary['params_non_embedding']:,}), "
@@ -126,6 +125,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
+def eval_splits(metrics: dict[str, float], metric: str) -> list[str]:
+    """The evaluated splits with a ``<split>/<metric>`` value: ``val``, ``ood``, then any other (e.g. the text task's
+    ``ood_<name>`` corpora) in the order logged; ``train`` is left out."""
+    logged = [key.rsplit("/", 1)[0] for key in metrics if key.endswith(f"/{metric}") and key.count("/") == 1]
+    rest = [s for s in dict.fromkeys(logged) if s not in ("train", "val", "ood")]
+    return [s for s in ("val", "ood") if s in logged] + rest
+
+
 def thinking_curve(metrics: dict[str, float], name: str) -> dict[int, float]:
     """``{k: metrics[f"{name}_step{k}"]}`` for every logged thinking step k, in order."""
     prefix = f"{name}_step"
@@ -137,7 +144,7 @@ def thinking_curve(metrics: dict[str, float], name: str) -> dict[int, float]:
 def thinking_table(summary: dict[str, Any]) -> Table | None:
     """The metric and mean energy after each thinking step k (EBT runs), one column per split."""
     metrics, metric = summary["metrics"], summary["metric"]
-    splits = [s for s in ("val", "ood") if thinking_curve(metrics, f"{s}/{metric}")]
+    splits = [s for s in ("val", "ood") if thinking_curve(metrics, f"{s}/{metric}")]  # more would not fit 80 columns
     if not splits:
         return None
     table = Table()

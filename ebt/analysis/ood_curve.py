@@ -1,0 +1,261 @@
+"""Thinking improvement against distance from the training distribution (the EBT paper's Fig. 6), from the
+``thinking.csv`` files of ``scripts/think.py``: the driver behind ``scripts/ood_curve.py``.
+
+Per split of each CSV (one CSV per seed / run):
+
+* **improvement**: :func:`ebt.analysis.thinking_eval.thinking_improvement` of the metric, in percent: from the
+  training step count with best-of-1 to the best setting evaluated (steps, best-of-N, adaptive stop);
+* **longer only**: the same over the settings with at least the trained steps (thinking longer, not less);
+* **at the longest**: the relative change from the trained steps to the most steps evaluated, best-of-1 (negative:
+  thinking that long makes the prediction worse);
+* **OOD gap**: how far out of distribution the split is, ``metric(split) - metric(val)`` of the predictor's rows
+  (``mode=predictor``, written with ``baseline_ckpt=``); without predictor rows, the EBT's own metric at its trained
+  steps (best-of-1). For a metric to maximise the sign is flipped, so a larger gap is always further out.
+
+Across CSVs: mean and sample standard deviation per split. Writes ``ood_curve.csv`` (per split), ``ood_curve_runs.csv``
+(per CSV and split), ``ood_curve.md`` (the table and the correlation of improvement with gap over the splits) and
+``ood_curve.png`` (improvement and longer-only improvement against gap, one point per split with its spread, the runs
+as small dots).
+
+The training step count comes from ``--train-steps`` or, for a CSV in ``RUN/thinking/``, from the run's
+``.hydra/config.yaml`` (``model.objective.steps``).
+"""
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.thinking_eval import thinking_improvement
+from ebt.errors import ConfigError, UserError
+
+REQUIRED = ("split", "mode", "best_of", "steps")
+REFERENCE = "val"
+
+
+def read_rows(path: Path, metric: str) -> list[dict[str, Any]]:
+    """The rows of one ``thinking.csv`` with numeric fields parsed; a missing file or column is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file; pass the thinking.csv written by scripts/think.py")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        missing = [c for c in (*REQUIRED, metric) if c not in columns]
+        if missing:
+            has = ", ".join(columns) or "none"
+            raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {has}); "
+                              f"pass the thinking.csv of scripts/think.py (and --metric for a task whose metric is "
+                              f"not {metric})")
+        raw = list(reader)
+    rows = []
+    for i, r in enumerate(raw, start=2):
+        try:
+            rows.append({**r, "best_of": int(float(r["best_of"])), "steps": int(float(r["steps"])),
+                         metric: float(r[metric])})
+        except ValueError:
+            raise ConfigError(f"{path} line {i}: best_of, steps and {metric} must be numbers, got "
+                              f"{r['best_of']!r}, {r['steps']!r}, {r[metric]!r}") from None
+    if not rows:
+        raise ConfigError(f"{path} has no rows; run scripts/think.py first")
+    return rows
+
+
+def trained_steps(path: Path) -> int:
+    """``model.objective.steps`` of the run whose ``thinking/`` folder holds ``path``."""
+    config = path.resolve().parent.parent / ".hydra" / "config.yaml"
+    steps = OmegaConf.select(OmegaConf.load(config), "model.objective.steps") if config.is_file() else None
+    if not isinstance(steps, int):
+        raise ConfigError(f"cannot tell the trained thinking steps of {path} (no model.objective.steps in {config}); "
+                          "pass --train-steps N")
+    return steps
+
+
+def curve_points(rows: list[dict[str, Any]], metric: str, mode: str, train_steps: int,
+                 source: str = "csv") -> list[dict[str, Any]]:
+    """One point per EBT split of one CSV: metric at the trained steps and at the best setting, improvement (%),
+    predictor metric and OOD gap (see the module docstring)."""
+    if mode not in ("min", "max"):
+        raise ConfigError(f"--mode {mode}: must be min or max (the direction of {metric})")
+    sign = 1.0 if mode == "max" else -1.0
+    improvements = thinking_improvement(rows, metric, mode, train_steps)
+    ebt = [r for r in rows if r["mode"] != "predictor"]
+    if not improvements:
+        settings = sorted({(r["best_of"], r["steps"]) for r in ebt if r["mode"] == "fixed"})
+        raise ConfigError(f"{source}: no fixed best-of-1 row at the trained {train_steps} steps (settings (best_of, "
+                          f"steps): {settings}); run think.py with {train_steps} in steps=, or pass --train-steps")
+    trained = {r["split"]: r[metric] for r in ebt if r["mode"] == "fixed" and r["best_of"] == 1
+               and r["steps"] == train_steps}
+    predictor = {r["split"]: r[metric] for r in rows if r["mode"] == "predictor"}
+    reference = predictor if REFERENCE in predictor else trained
+    if REFERENCE not in reference:
+        raise ConfigError(f"{source}: no {REFERENCE} rows; the OOD gap is measured from the {REFERENCE} split (run "
+                          f"think.py with {REFERENCE} among the splits)")
+    longer = thinking_improvement([r for r in ebt if r["steps"] >= train_steps], metric, mode, train_steps)
+    longest = max(r["steps"] for r in ebt if r["mode"] == "fixed")
+    at_longest = {r["split"]: r[metric] for r in ebt if r["mode"] == "fixed" and r["best_of"] == 1
+                  and r["steps"] == longest}
+    points = []
+    for split, improvement in improvements.items():
+        best = max((r for r in ebt if r["split"] == split), key=lambda r: sign * r[metric])
+        gap_from = predictor if split in predictor and reference is predictor else trained
+        change = sign * (at_longest.get(split, math.nan) - trained[split]) / abs(trained[split])
+        points.append({
+            "split": split, "source": source, "trained": trained[split], "best": best[metric],
+            "best_setting": _setting(best), "improvement_pct": 100 * improvement + 0.0,
+            "longer_pct": 100 * longer.get(split, math.nan) + 0.0, "longest_steps": longest,
+            "longest_pct": 100 * change + 0.0, "predictor": predictor.get(split, math.nan),
+            "gap": -sign * (gap_from[split] - gap_from[REFERENCE]) + 0.0,
+            "gap_from": "predictor" if gap_from is predictor else "ebt"})
+    return points
+
+
+def _setting(row: dict[str, Any]) -> str:
+    """``best-of-4, 2 steps`` (``adaptive`` prefixed for the adaptive stop rule)."""
+    steps = f"{row['steps']} step" + ("s" if row["steps"] != 1 else "")
+    return ("" if row["mode"] == "fixed" else f"{row['mode']} ") + f"best-of-{row['best_of']}, {steps}"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else math.nan
+
+
+def summarize(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over runs, per split (in first-seen order)."""
+    out = []
+    for split in dict.fromkeys(p["split"] for p in points):
+        mine = [p for p in points if p["split"] == split]
+        row: dict[str, Any] = {"split": split, "runs": len(mine)}
+        for key in ("gap", "predictor", "trained", "best", "improvement_pct", "longer_pct", "longest_pct"):
+            row[key], row[f"{key}_std"] = _mean_std([p[key] for p in mine])
+        row["best_settings"] = "; ".join(dict.fromkeys(p["best_setting"] for p in mine))
+        row["gap_from"], row["longest_steps"] = mine[0]["gap_from"], mine[0]["longest_steps"]
+        out.append(row)
+    return out
+
+
+def correlation(summary: list[dict[str, Any]]) -> tuple[float, float]:
+    """Pearson and Spearman correlation of mean improvement with mean gap over the splits (NaN when undefined)."""
+    pairs = [(r["gap"], r["improvement_pct"]) for r in summary
+             if math.isfinite(r["gap"]) and math.isfinite(r["improvement_pct"])]
+    if len(pairs) < 3:
+        return math.nan, math.nan
+    xs, ys = zip(*pairs, strict=True)
+
+    def ranks(v: tuple[float, ...]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+
+    try:
+        return statistics.correlation(xs, ys), statistics.correlation(ranks(xs), ranks(ys))
+    except statistics.StatisticsError:  # a constant series
+        return math.nan, math.nan
+
+
+def _pm(mean: float, std: float, digits: int, suffix: str = "") -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}{suffix}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+
+
+def markdown(summary: list[dict[str, Any]], metric: str, train_steps: int) -> str:
+    """The per-split table and the correlation line."""
+    rows = [{"split": r["split"], "runs": r["runs"],
+             f"OOD gap ({metric}, {r['gap_from']})": _pm(r["gap"], r["gap_std"], 3),
+             f"predictor {metric}": _pm(r["predictor"], r["predictor_std"], 3),
+             f"EBT {metric}, {train_steps} steps (trained)": _pm(r["trained"], r["trained_std"], 3),
+             f"EBT {metric}, best": _pm(r["best"], r["best_std"], 3),
+             "best setting": r["best_settings"],
+             "thinking improvement": _pm(r["improvement_pct"], r["improvement_pct_std"], 2, "%"),
+             f"longer only (>= {train_steps} steps)": _pm(r["longer_pct"], r["longer_pct_std"], 2, "%"),
+             f"{r['longest_steps']} steps, best-of-1": _pm(r["longest_pct"], r["longest_pct_std"], 2, "%")}
+            for r in sorted(summary, key=lambda r: (r["gap"] if math.isfinite(r["gap"]) else math.inf))]
+    pearson, spearman = correlation(summary)
+    line = (f"correlation of thinking improvement with OOD gap over {len(summary)} splits: "
+            f"Pearson {pearson:+.2f}, Spearman {spearman:+.2f}" if math.isfinite(pearson)
+            else "correlation: n/a (fewer than 3 splits, or a constant column)")
+    return markdown_table(rows, list(rows[0])) + "\n\n" + line
+
+
+def plot(summary: list[dict[str, Any]], points: list[dict[str, Any]], metric: str, path: Path) -> None:
+    """Improvement (%) against OOD gap: mean ± std per split (filled: any setting; hollow: longer only), runs as
+    small dots."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.scatter([p["gap"] for p in points], [p["improvement_pct"] for p in points], s=12, color="gray", alpha=0.5,
+               label="one run (any setting)")
+    span = max((r["gap"] for r in summary), default=1.0) - min((r["gap"] for r in summary), default=0.0)
+    for key, shift, style, label in (
+            ("improvement_pct", 0.0, {"color": "C0"}, "thinking improvement (mean ± std)"),
+            ("longer_pct", 0.015 * (span or 1.0), {"color": "C1", "mfc": "none"}, "longer only (>= trained steps)")):
+        for i, r in enumerate(summary):  # the hollow points a little to the right, so equal values stay visible
+            ax.errorbar([r["gap"] + shift], [r[key]], xerr=[[_or0(r["gap_std"])], [_or0(r["gap_std"])]],
+                        yerr=[[_or0(r[f"{key}_std"])], [_or0(r[f"{key}_std"])]], marker="o", capsize=3,
+                        label=label if i == 0 else None, **style)
+    for i, r in enumerate(sorted(summary, key=lambda r: r["gap"])):  # labels alternate above / below
+        ax.annotate(r["split"], (r["gap"], r["improvement_pct"]), textcoords="offset points",
+                    xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.6)
+    source = summary[0]["gap_from"] if summary else "predictor"
+    ax.set_xlabel(f"OOD gap: {source} {metric}(split) - {metric}(val)")
+    ax.set_ylabel(f"thinking improvement of {metric} (%)")
+    ax.set_title("Thinking improvement vs distance from the training data")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _or0(v: float) -> float:
+    return v if math.isfinite(v) else 0.0
+
+
+def ood_curve(csvs: list[Path], out: Path, *, metric: str = "bpb", mode: str = "min",
+              train_steps: int | None = None) -> list[dict[str, Any]]:
+    """Read the CSVs, write the curve's CSVs, table and plot to ``out``; returns the per-split summary."""
+    if not csvs:
+        raise ConfigError("no thinking.csv given")
+    points = []
+    for path in csvs:
+        steps = train_steps if train_steps is not None else trained_steps(path)
+        points += curve_points(read_rows(path, metric), metric, mode, steps, source=str(path))
+    summary = summarize(points)
+    steps_shown = train_steps if train_steps is not None else trained_steps(csvs[0])
+    text = (f"Thinking improvement vs OOD gap ({metric}; {len(csvs)} run(s): "
+            f"{', '.join(str(c) for c in csvs)})\n\n" + markdown(summary, metric, steps_shown))
+    print(text)
+    write_text(out / "ood_curve.md", text + "\n")
+    write_csv(summary, out / "ood_curve.csv", lineterminator="\n")
+    write_csv(points, out / "ood_curve_runs.csv", lineterminator="\n")
+    plot(summary, points, metric, out / "ood_curve.png")
+    print(f"\nwrote ood_curve.csv, ood_curve_runs.csv, ood_curve.md, ood_curve.png to {out}", file=sys.stderr)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``scripts/ood_curve.py`` command: 0 when written, 2 (and one ``error:`` line) on bad input."""
+    parser = argparse.ArgumentParser(prog="ood_curve.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("csvs", nargs="+", type=Path, help="thinking.csv files of scripts/think.py (one per run/seed)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first CSV's folder)")
+    parser.add_argument("--metric", default="bpb", help="metric column (default: bpb)")
+    parser.add_argument("--mode", default="min", help="min or max: the metric's direction (default: min)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="thinking steps the EBT was trained with (default: from the run's .hydra/config.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        ood_curve(args.csvs, args.out or args.csvs[0].parent, metric=args.metric, mode=args.mode,
+                  train_steps=args.train_steps)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
