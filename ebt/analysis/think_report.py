@@ -204,7 +204,7 @@ def _plot_lines(rows: list[dict[str, Any]], x: str, metric: str, path: Path, xla
     save_figure(fig, path)
 
 
-THINKING_COLUMNS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes"]
+THINKING_COLUMNS = ["split", "mode", "best_of", "steps", "loops", "steps_used", "forward_passes"]
 
 
 def plot_thinking(rows: list[dict[str, Any]], metric: str, path: Path) -> None:

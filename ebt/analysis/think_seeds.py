@@ -164,6 +164,9 @@ def plot_seeds(per_setting: list[dict[str, Any]], metric: str, path: Path) -> No
             if r["mode"] == "predictor":
                 ax.axhline(r[f"{metric}_mean"], linestyle="--", color="gray", label="predictor")
         ax.set_xscale("log", base=2)
+        values = [r[f"{metric}_mean"] for r in rows if r[f"{metric}_mean"] > 0]
+        if values and max(values) > 20 * min(values):  # a curve spanning decades: log scale keeps the best visible
+            ax.set_yscale("log")
         ax.set_xlabel("forward passes per prediction")
         ax.set_ylabel(metric)
         ax.set_title(f"{split} (mean ± std over seeds)", fontsize=9)
