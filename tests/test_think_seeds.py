@@ -53,6 +53,14 @@ def test_the_setting_is_chosen_on_val_and_read_on_ood(tmp_path):
     assert "settings selected on val" in text
 
 
+def test_another_metric_column_with_its_direction(tmp_path):
+    a = write_seed(tmp_path / "a", rows(0.6, 0.7, 0.3, 0.2))
+    meta, _, headline, _ = summarise([a], metric=("loss", "min"))  # no loss values in these rows: all NaN
+    assert meta["metric"] == "loss" and headline[0]["trained"] == ""
+    meta, _, headline, _ = summarise([a], metric=("acc", "min"))  # minimised, 2 steps beats 8 on val
+    assert next(h for h in headline if h["split"] == "ood")["selected"] == "0.3"
+
+
 def test_command_line_writes_tables_and_plot(tmp_path, capsys):
     a = write_seed(tmp_path / "run_a" / "thinking", rows(0.6, 0.7, 0.3, 0.2))
     assert main([str(tmp_path / "run_a"), "--out", str(tmp_path / "out")]) == 0
@@ -69,6 +77,8 @@ def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_pa
         summarise([a, other])
     with pytest.raises(DataError, match="no such split"):
         summarise([a], select_on="test")
+    with pytest.raises(DataError, match="no column 'cell_acc'; its metrics: acc, loss"):
+        summarise([a], metric=("cell_acc", "max"))
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "run scripts/think.py" in err and len(err.strip().splitlines()) == 1

@@ -31,23 +31,31 @@ from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv
 from ebt.errors import DataError, UserError
 
 KEY = ("split", "mode", "best_of", "steps", "loops")
+FIXED_COLUMNS = {*KEY, "steps_used", "forward_passes"}
 
 
 def _float(value: str | None) -> float:
     return float(value) if value not in (None, "") else math.nan
 
 
-def load_seed(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(meta, rows)`` of one think.py output (a ``thinking/`` folder or the run folder above it)."""
+def load_seed(path: Path, metric: tuple[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(meta, rows)`` of one think.py output (a ``thinking/`` folder or the run folder above it); ``metric`` =
+    ``(name, "max" | "min")`` reads another column of the table than the task's headline metric."""
     folder = path if (path / "thinking.csv").is_file() else path / "thinking"
     csv_path, meta_path = folder / "thinking.csv", folder / "thinking.json"
     if not csv_path.is_file() or not meta_path.is_file():
         raise DataError(f"{path}: no thinking.csv + thinking.json here or in {path / 'thinking'}; run "
                         f"scripts/think.py ckpt={path} first")
     meta = json.loads(meta_path.read_text())
+    if metric is not None:
+        meta = {**meta, "metric": metric[0], "metric_mode": metric[1]}
     rows = []
     with csv_path.open() as f:
-        for r in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        if meta["metric"] not in (reader.fieldnames or []):
+            raise DataError(f"{csv_path} has no column {meta['metric']!r}; its metrics: "
+                            f"{', '.join(c for c in reader.fieldnames or [] if c not in FIXED_COLUMNS)}")
+        for r in reader:
             rows.append({"split": r["split"], "mode": r["mode"], "best_of": int(_float(r.get("best_of")) or 1),
                          "steps": int(_float(r.get("steps")) if r.get("steps") else 0),
                          "loops": int(_float(r["loops"])) if r.get("loops") else 0,
@@ -107,9 +115,11 @@ def _pm(values: list[float], percent: bool = False) -> str:
     return f"{scale * mean:+.3g}{unit}{spread}" if percent else f"{mean:.4g}{spread}"
 
 
-def summarise(paths: list[Path], select_on: str = "val") -> tuple[dict[str, Any], list[dict], list[dict], str]:
-    """``(meta, per-setting rows, headline rows, markdown)`` over the seeds in ``paths``."""
-    seeds = [load_seed(p) for p in paths]
+def summarise(paths: list[Path], select_on: str = "val",
+              metric: tuple[str, str] | None = None) -> tuple[dict[str, Any], list[dict], list[dict], str]:
+    """``(meta, per-setting rows, headline rows, markdown)`` over the seeds in ``paths`` (``metric``: another column
+    than the task's headline metric, with its direction, e.g. ``("cell_acc", "max")``)."""
+    seeds = [load_seed(p, metric) for p in paths]
     meta = seeds[0][0]
     for path, (other, _) in zip(paths[1:], seeds[1:], strict=True):
         if (other["task"], other["metric"], other["trained_steps"]) != (meta["task"], meta["metric"],
@@ -180,9 +190,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="think.py output folders (or the run folders above)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables and the plot")
     parser.add_argument("--select-on", default="val", help="split that selects the thinking setting (default val)")
+    parser.add_argument("--metric", nargs=2, metavar=("NAME", "max|min"),
+                        help="summarise this column of thinking.csv instead of the task's metric, e.g. cell_acc max")
     args = parser.parse_args(argv)
+    if args.metric and args.metric[1] not in ("max", "min"):
+        parser.error(f"--metric {' '.join(args.metric)}: the direction is max or min")
     try:
-        meta, per_setting, headline, text = summarise(args.runs, args.select_on)
+        meta, per_setting, headline, text = summarise(args.runs, args.select_on,
+                                                      tuple(args.metric) if args.metric else None)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -151,7 +151,7 @@ def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: in
             means = evaluate_split(run, split, batches, batch_size)
             rows.append({"split": split, "mode": "loops", "loops": n, "best_of": 1, "steps": 0,
                          "forward_passes": loop_passes(run.objective.backbone, n),
-                         run.task.metric: means.pop(run.task.metric), "loss": means.pop("loss", math.nan)})
+                         run.task.metric: means.pop(run.task.metric), "loss": means.pop("loss", math.nan), **means})
     return rows
 
 
