@@ -38,3 +38,14 @@ def test_a_truncated_summary_is_skipped_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert "| done | 0 | 0.5 |" in result.stdout and "| done | 1 | 1.5 |" in result.stdout
     assert "| all | 2 | 1 ± 0.7071 |" in result.stdout  # two jobs collected, the third skipped
+
+
+def test_the_default_columns_cover_every_evaluated_split():
+    """Named OOD splits (the text task's ``ood_<name>`` corpora) get their own columns, after val and ood."""
+    from pathlib import Path
+
+    from ebt.analysis.collect import Job, headline
+
+    metrics = {"train/bpb": 3.0, "val/bpb": 2.5, "ood_prose/bpb": 3.6, "ood_c/bpb": 3.5, "val/bpb_step2": 2.6}
+    job = Job(path=Path("j"), overrides={}, status="done", metrics=metrics, metric="bpb")
+    assert headline([job]) == ["val/bpb", "ood_prose/bpb", "ood_c/bpb"]

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from ebt.analysis.plotting import cell, columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.errors import ConfigError, DataError, UserError
 from ebt.training.grid import job_dirs, read_status, status_of
+from ebt.training.summary import eval_splits
 
 STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
 
@@ -91,10 +92,11 @@ def check_metrics(jobs: list[Job], metrics: list[str]) -> None:
 
 
 def headline(jobs: list[Job]) -> list[str]:
-    """The metric columns worth a table: ``val/<metric>`` and ``ood/<metric>`` of the task (else every val/*)."""
+    """The metric columns worth a table: the task's metric on every evaluated split (``val``, ``ood``, then any other,
+    e.g. the text task's ``ood_<name>`` corpora; :func:`ebt.training.summary.eval_splits`), else every val/*."""
     names = {j.metric for j in jobs if j.metric} or {"acc"}
-    present = {k for j in jobs for k in j.metrics}
-    cols = [f"{split}/{m}" for m in sorted(names) for split in ("val", "ood") if f"{split}/{m}" in present]
+    present = dict.fromkeys(k for j in jobs for k in j.metrics)
+    cols = [f"{split}/{m}" for m in sorted(names) for split in eval_splits(present, m)]
     return cols or sorted(k for k in present if k.startswith("val/") and not STEP_METRIC.match(k))
 
 
