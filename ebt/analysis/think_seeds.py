@@ -56,11 +56,15 @@ def load_seed(path: Path, metric: tuple[str, str] | None = None) -> tuple[dict[s
             raise DataError(f"{csv_path} has no column {meta['metric']!r}; its metrics: "
                             f"{', '.join(c for c in reader.fieldnames or [] if c not in FIXED_COLUMNS)}")
         for r in reader:
-            rows.append({"split": r["split"], "mode": r["mode"], "best_of": int(_float(r.get("best_of")) or 1),
-                         "steps": int(_float(r.get("steps")) if r.get("steps") else 0),
-                         "loops": int(_float(r["loops"])) if r.get("loops") else 0,
+            rows.append({"split": r["split"], "mode": r["mode"], "best_of": _int(r.get("best_of"), 1),
+                         "steps": _int(r.get("steps"), 0), "loops": _int(r.get("loops"), 0),
                          "forward_passes": _float(r.get("forward_passes")), "value": _float(r.get(meta["metric"]))})
     return meta, rows
+
+
+def _int(value: str | None, default: int) -> int:
+    """An integer cell (written as ``2`` or ``2.0``), or ``default`` when empty."""
+    return int(float(value)) if value not in (None, "") else default
 
 
 def _best(rows: list[dict[str, Any]], sign: float) -> dict[str, Any] | None:

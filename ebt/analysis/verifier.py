@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ebt.objectives.search import sample_energy, scored_positions
+from ebt.objectives.base import scored_positions
+from ebt.objectives.search import sample_energy
 from ebt.tasks.base import IGNORE_INDEX, Task
 
 __all__ = ["VerifierStats", "auroc", "rankdata", "right_rule", "sample_correct", "sample_energy", "sample_error",
