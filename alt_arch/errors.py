@@ -1,10 +1,10 @@
 """Errors raised when a part is asked for something it cannot do, or built with an option value it cannot take.
 
-Both are :class:`kernels.errors.UserError` (the one user-error base class, defined in the lowest layer): every entry
+Both are :class:`ebt_kernels.errors.UserError` (the one user-error base class, defined in the lowest layer): every entry
 point prints them as one ``error:`` line. They are also ``ValueError``, as before.
 """
 
-from kernels.errors import UserError
+from ebt_kernels.errors import UserError
 
 
 class MixerCapabilityError(UserError, ValueError):

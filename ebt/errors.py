@@ -1,12 +1,12 @@
 """Errors a user can act on. Entry points print them as one line (set HYDRA_FULL_ERROR=1 for a traceback).
 
 :class:`UserError` is the one base class of every user-facing error of the project: it is defined in the lowest
-layer (:mod:`kernels.errors`) so that the kernel backend's :class:`~kernels.dispatch.KernelBackendError` and the
+layer (:mod:`ebt_kernels.errors`) so that the kernel backend's :class:`~ebt_kernels.dispatch.KernelBackendError` and the
 parts' :class:`~alt_arch.errors.MixerCapabilityError` / :class:`~alt_arch.errors.PartOptionError` derive from it
 too, and re-exported here: ``except ebt.errors.UserError`` (in :mod:`ebt.training.cli`) catches them all.
 """
 
-from kernels.errors import UserError
+from ebt_kernels.errors import UserError
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "EnvironmentSetupError", "ThinkingDivergedError",
            "TrainingDivergedError", "UserError"]

@@ -22,7 +22,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from kernels.dispatch import resolve_backend
+from ebt_kernels.dispatch import resolve_backend
 
 try:
     import triton
@@ -157,7 +157,7 @@ def candidate_update(y: Tensor, g: Tensor, alpha: float | Tensor, *, grad_clamp:
 
     ``alpha``: a float, a scalar tensor (e.g. a learnable step size) or one value per row (shape ``y.shape[:-1]``
     or ``(*y.shape[:-1], 1)``). Differentiable w.r.t. ``y``, ``g`` and ``alpha`` to any order. ``backend``:
-    ``torch``, ``triton`` or ``auto`` (see :mod:`kernels.dispatch`). Langevin noise is not part of the step: the EBT
+    ``torch``, ``triton`` or ``auto`` (see :mod:`ebt_kernels.dispatch`). Langevin noise is not part of the step: the EBT
     adds it to the candidate before the energy (reference semantics).
     """
     _check(y, g, grad_clamp)

@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from kernels.errors import UserError
+from ebt_kernels.errors import UserError
 
 CHOICES = ("auto", "torch", "triton")
 Backend = Literal["torch", "triton"]
@@ -38,7 +38,7 @@ _logged: set[str] = set()
 
 class KernelBackendError(UserError, RuntimeError):
     """A kernel backend that was asked for cannot run here (the message says why and what to do): a
-    :class:`~kernels.errors.UserError`, so the entry points print it as one ``error:`` line."""
+    :class:`~ebt_kernels.errors.UserError`, so the entry points print it as one ``error:`` line."""
 
 
 @functools.lru_cache(maxsize=1)

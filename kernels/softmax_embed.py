@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from kernels.dispatch import interpreter_on, resolve_backend
+from ebt_kernels.dispatch import interpreter_on, resolve_backend
 
 try:
     import triton
@@ -316,7 +316,7 @@ def softmax_embed_triton(y: Tensor, W: Tensor) -> Tensor:
 def softmax_embed(y: Tensor, W: Tensor, *, backend: str = "torch") -> Tensor:
     """``softmax(y, -1) @ W``: ``y`` ``(..., V)`` logits, ``W`` ``(V, D)`` -> ``(..., D)`` expected embedding.
 
-    ``backend``: ``torch`` (reference), ``triton`` or ``auto`` (see :mod:`kernels.dispatch`).
+    ``backend``: ``torch`` (reference), ``triton`` or ``auto`` (see :mod:`ebt_kernels.dispatch`).
     Both backends support first- and second-order autograd.
     """
     _check_shapes(y, W)

@@ -25,9 +25,9 @@ import torch
 
 from ebt.analysis.bench import RESULTS, append_csv, environment, measure_step
 from ebt.analysis.plotting import pyplot, save_figure
-from kernels.candidate_update import candidate_update_reference, candidate_update_triton
-from kernels.dispatch import interpreter_on, triton_status
-from kernels.softmax_embed import softmax_embed_reference, softmax_embed_triton
+from ebt_kernels.candidate_update import candidate_update_reference, candidate_update_triton
+from ebt_kernels.dispatch import interpreter_on, triton_status
+from ebt_kernels.softmax_embed import softmax_embed_reference, softmax_embed_triton
 
 PRESETS = {
     "gpu": dict(V=[256, 32768, 50257, 131072], D=[384, 1024], M=[2048, 8192], reps=20, warmup=5),

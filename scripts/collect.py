@@ -3,9 +3,7 @@
 Tables (markdown, CSV) and plots of a multirun, mean ± std over seeds; options and outputs: :mod:`ebt.analysis.collect`.
 """
 
-import sys
-
-from ebt.analysis.collect import main
+from ebt.commands import collect
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    collect()

@@ -8,19 +8,7 @@ prints the table, and shows its progress on stderr. See ``configs/think.yaml`` f
 about a minute on a 2-core CPU) and ``ebt/analysis/thinking_eval.py`` for definitions.
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from ebt.training import config  # noqa: F401  (registers ${uid:})
-from ebt.training.cli import run_reporting_errors
-
-
-@hydra.main(version_base="1.3", config_path="../configs", config_name="think")
-def main(cfg: DictConfig) -> None:
-    from ebt.analysis.think_report import think  # imported here so --help stays fast
-
-    run_reporting_errors(think, cfg)
-
+from ebt.commands import think
 
 if __name__ == "__main__":
-    main()
+    think()

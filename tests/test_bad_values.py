@@ -101,7 +101,7 @@ def test_wandb_without_a_key_or_offline_mode_is_refused(tmp_path):
 
 def test_every_user_error_is_one_class():
     from alt_arch.errors import MixerCapabilityError, PartOptionError
-    from kernels.dispatch import KernelBackendError
+    from ebt_kernels.dispatch import KernelBackendError
 
     for error in (MixerCapabilityError, PartOptionError, KernelBackendError, ConfigError, EnvironmentSetupError):
         assert issubclass(error, UserError)

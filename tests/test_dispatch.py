@@ -1,4 +1,4 @@
-"""kernels.dispatch: auto|torch|triton (the name as given), clear errors, and life without triton."""
+"""ebt_kernels.dispatch: auto|torch|triton (the name as given), clear errors, and life without triton."""
 
 import logging
 import os
@@ -9,10 +9,10 @@ import textwrap
 import pytest
 import torch
 
-from kernels import dispatch
-from kernels.candidate_update import candidate_update
-from kernels.dispatch import KernelBackendError, resolve_backend
-from kernels.softmax_embed import softmax_embed
+from ebt_kernels import dispatch
+from ebt_kernels.candidate_update import candidate_update
+from ebt_kernels.dispatch import KernelBackendError, resolve_backend
+from ebt_kernels.softmax_embed import softmax_embed
 from tests.utils import ROOT
 
 
@@ -28,11 +28,11 @@ def fresh(monkeypatch):
 
 
 def test_auto_on_cpu_without_interpreter_picks_torch_and_logs_once(fresh, caplog):
-    with caplog.at_level(logging.INFO, logger="kernels.dispatch"):
+    with caplog.at_level(logging.INFO, logger="ebt_kernels.dispatch"):
         for _ in range(3):
             assert resolve_backend("auto") == "torch"
             assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    lines = [r.getMessage() for r in caplog.records if r.name == "kernels.dispatch"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ebt_kernels.dispatch"]
     assert len(lines) == 1 and "torch reference" in lines[0] and "no CUDA device" in lines[0]
 
 
@@ -79,8 +79,8 @@ def test_real_no_gpu_path_and_package_without_triton():
     code = textwrap.dedent("""
         import sys
         import torch
-        from kernels import KernelBackendError, resolve_backend, softmax_embed
-        from kernels.dispatch import triton_importable
+        from ebt_kernels import KernelBackendError, resolve_backend, softmax_embed
+        from ebt_kernels.dispatch import triton_importable
 
         def must_raise(call, text):
             try:
@@ -94,11 +94,11 @@ def test_real_no_gpu_path_and_package_without_triton():
             assert resolve_backend("auto") == "torch"
             must_raise(lambda: resolve_backend("triton"), "no CUDA device")
             must_raise(lambda: softmax_embed(torch.randn(3, 10), torch.randn(10, 4), backend="triton"), "no CUDA")
-        for name in [m for m in sys.modules if m.split(".")[0] in {"triton", "kernels"}]:
+        for name in [m for m in sys.modules if m.split(".")[0] in {"triton", "ebt_kernels"}]:
             del sys.modules[name]
         sys.modules["triton"] = None  # `import triton` now raises ImportError
-        from kernels import candidate_update, resolve_backend, softmax_embed
-        from kernels import KernelBackendError
+        from ebt_kernels import candidate_update, resolve_backend, softmax_embed
+        from ebt_kernels import KernelBackendError
         assert resolve_backend("auto") == "torch"
         assert softmax_embed(torch.randn(3, 10), torch.randn(10, 4), backend="auto").shape == (3, 4)
         assert candidate_update(torch.zeros(2, 5), torch.ones(2, 5), 0.5, backend="auto").eq(-0.5).all()

@@ -6,7 +6,7 @@ import torch
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import prediction_loss
 from ebt.training.build import build_lit_model, build_task
-from kernels import dispatch
+from ebt_kernels import dispatch
 from tests.utils import compose_config, declared_overrides, group_options
 
 SMALL = ["model/objective=ebt", "model.dim=32", "kernels=torch"]

@@ -8,9 +8,9 @@ against a float64 reference.
 import pytest
 import torch
 
-from kernels.candidate_update import candidate_update, candidate_update_reference
-from kernels.dispatch import interpreter_on, resolve_backend, triton_status
-from kernels.softmax_embed import SoftmaxEmbedFn, _double_backward, softmax_embed, softmax_embed_reference
+from ebt_kernels.candidate_update import candidate_update, candidate_update_reference
+from ebt_kernels.dispatch import interpreter_on, resolve_backend, triton_status
+from ebt_kernels.softmax_embed import SoftmaxEmbedFn, _double_backward, softmax_embed, softmax_embed_reference
 
 USABLE, WHY = triton_status("cuda" if torch.cuda.is_available() and not interpreter_on() else "cpu")
 needs_triton = pytest.mark.skipif(not USABLE, reason=f"Triton kernels cannot run here: {WHY}")

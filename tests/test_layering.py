@@ -1,12 +1,16 @@
 """Dependency direction (README.md, "Design"): kernels <- alt_arch <- ebt <- scripts; alt_arch is plain torch.
 
+(The folder ``kernels/`` is installed as the import package ``ebt_kernels``, so that it never shadows, nor is shadowed
+by, Hugging Face's ``kernels`` distribution; see tests/test_packaging.py.)
+
 A package may import only packages to its left: ``kernels`` imports torch/triton and nothing of the project,
 ``alt_arch`` may import ``kernels`` (and torch) but never ``ebt``, Lightning or Hydra. Inside ``ebt``:
 ``tasks`` and ``objectives`` are plain torch/numpy (no Lightning, Hydra or OmegaConf, nothing of ``training`` or
 ``analysis``); ``training`` never imports ``analysis`` (analysis uses training, not the other way round). Scripts are
 thin entry points: no ``sys.path`` edits (the package is installed) and no private names of the package.
 
-The one user-error base class lives at the bottom for that reason: ``kernels.errors.UserError`` has no imports at all,
+The one user-error base class lives at the bottom for that reason: ``ebt_kernels.errors.UserError`` has no imports
+at all,
 ``alt_arch.errors`` (capability and option errors of the parts) imports it, and ``ebt.errors`` re-exports it as
 ``ebt.errors.UserError``, the base of the config, data, checkpoint and environment errors. So every user-facing error
 of every layer is one class, caught in one place (``ebt.training.cli.USER_ERRORS``) by every entry point.
@@ -22,9 +26,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "alt_arch": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "scripts", "wandb"},
-    "kernels": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "alt_arch", "scripts", "wandb"},
+    "kernels": {"lightning", "pytorch_lightning", "hydra", "omegaconf", "ebt", "alt_arch", "scripts", "wandb",
+                "kernels"},
 }
-ERROR_MODULES = ["kernels.errors", "kernels.dispatch", "alt_arch.errors", "ebt.errors"]
+ERROR_MODULES = ["ebt_kernels.errors", "ebt_kernels.dispatch", "alt_arch.errors", "ebt.errors"]
 FRAMEWORKS = {"lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb"}
 SUBPACKAGE_RULES = {  # folder -> module prefixes it must not import
     "ebt/tasks": (*FRAMEWORKS, "ebt.training", "ebt.analysis", "ebt.objectives"),
@@ -94,14 +99,14 @@ def test_user_error_base_imports_nothing():
 def test_every_user_facing_error_is_one_class_caught_in_one_place():
     from ebt.errors import UserError
     from ebt.training.cli import USER_ERRORS
-    from kernels.errors import UserError as Base
+    from ebt_kernels.errors import UserError as Base
 
     assert UserError is Base
     assert tuple(USER_ERRORS) == (Base,)
     errors = {f"{m}.{name}": cls for m in ERROR_MODULES
               for name, cls in inspect.getmembers(importlib.import_module(m), inspect.isclass)
               if issubclass(cls, Exception) and cls.__module__ == m}
-    assert {"kernels.dispatch.KernelBackendError", "alt_arch.errors.MixerCapabilityError",
+    assert {"ebt_kernels.dispatch.KernelBackendError", "alt_arch.errors.MixerCapabilityError",
             "alt_arch.errors.PartOptionError", "ebt.errors.ConfigError", "ebt.errors.CheckpointError",
             "ebt.errors.DataError", "ebt.errors.EnvironmentSetupError"} <= set(errors)
     assert not [name for name, cls in errors.items() if not issubclass(cls, Base)]

@@ -68,7 +68,7 @@ from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_
 from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
-from kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
+from ebt_kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from ebt.errors import UserError
 from ebt.training.grid import run_job
 
-# every user-facing error derives from the one base class (kernels.errors.UserError, re-exported by ebt.errors):
+# every user-facing error derives from the one base class (ebt_kernels.errors.UserError, re-exported by ebt.errors):
 # config, data, checkpoint, environment, and the parts' capability/option and the kernel backend's errors
 USER_ERRORS = (UserError,)
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+def config_dir() -> Path:
+    """The config tree: ``ebt/configs`` inside an installed wheel, else the checkout's top-level ``configs/``."""
+    installed = Path(__file__).resolve().parents[1] / "configs"
+    return installed if (installed / "train.yaml").is_file() else Path(__file__).resolve().parents[2] / "configs"
+
+
+CONFIG_DIR = config_dir()
 
 
 def _run_uid() -> str:

@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ebt.errors import ConfigError
 from ebt.training.data import TaskDataModule
 from ebt.training.lit_module import LitModel
-from kernels.dispatch import CHOICES as KERNEL_CHOICES
+from ebt_kernels.dispatch import CHOICES as KERNEL_CHOICES
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 INJECTED = {"self", "dim", "causal", "mixer", "mlp", "linear", "spatial_shape", "task", "backbone", "objective",
