@@ -218,5 +218,13 @@ class Text(Task):
         ce = F.cross_entropy(prediction.flatten(0, 1).float(), batch["targets"].flatten())
         return {"bpb": ce / math.log(2), "tok_acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``: its UTF-8 bytes (generation prompts)."""
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids (bytes); an incomplete UTF-8 sequence shows as U+FFFD."""
+        return bytes(ids).decode("utf-8", errors="replace")
+
     def describe(self) -> str:
         return f"byte-level LM on {self.root} (seq_len {self.seq_len})"
