@@ -34,9 +34,10 @@ def _one_training_step(cfg):
 @pytest.mark.parametrize("objective", group_options("model/objective"))
 @pytest.mark.parametrize(("group", "option"), _cases(MODEL_GROUPS))
 def test_model_part_trains_one_step(group, option, objective, tmp_path):
-    """Every part under every objective (the part's own option wins when it is an objective option)."""
-    cfg = compose_config([*SMALL, f"model/objective={objective}", f"{group}={option}",
-                          *declared_overrides(group, option)], tmp_path)
+    """Every part under every objective (the part's own option wins when it is an objective option); an objective
+    that needs a kind of task says so with its own ``# test-with:`` line (e.g. continuous data)."""
+    cfg = compose_config([*SMALL, f"model/objective={objective}", *declared_overrides("model/objective", objective),
+                          f"{group}={option}", *declared_overrides(group, option)], tmp_path)
     model, _ = _one_training_step(cfg)
     assert any(p.grad is not None for p in model.parameters())
 
