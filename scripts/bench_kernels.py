@@ -12,7 +12,9 @@ git sha) and the speed-up over eager vs V is plotted to ``bench_results/kernels_
     python scripts/bench_kernels.py --V 256 4096 --D 64 --M 128 --backends eager compile --modes full
 
 Triton rows need a CUDA device; elsewhere they are written with an empty time and a ``skipped: ...`` note.
-Each backend is timed explicitly.
+Each backend is timed explicitly. On CUDA the times come from ``triton.testing.do_bench`` (many calls between two
+events, L2 flushed between calls; no per-call host synchronisation); ``--timer sync`` times each call between two
+synchronisations instead (the CPU's only timer).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def parse_args() -> argparse.Namespace:
                    default=["eager", "compile", "triton"])
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default 1 on CPU: OpenMP threads spin badly on a shared, loaded machine)")
+    p.add_argument("--timer", choices=["do_bench", "sync"], default=None,
+                   help="default: do_bench on CUDA (needs triton), sync elsewhere")
     p.add_argument("--reps", type=int)
     p.add_argument("--warmup", type=int)
     p.add_argument("--out", type=Path, default=RESULTS / "kernels.csv")
@@ -121,6 +125,17 @@ def mode_fn(fn: Callable, inputs: tuple, G: torch.Tensor, mode: str) -> Callable
     return lambda: torch.autograd.grad(out, leaves, G, retain_graph=True)
 
 
+def timed(run: Callable[[], object], reps: int, warmup: int, device: torch.device, timer: str) -> dict[str, float]:
+    """Median / p20 / p80 (ms) and peak memory (MB) of ``run``: ``do_bench`` (CUDA) or one sync per call."""
+    if timer == "sync":
+        return measure_step(run, reps, device, warmup=warmup)
+    from triton.testing import do_bench
+
+    memory = measure_step(run, 1, device, warmup=warmup)  # peak memory of one call (and the warm-up)
+    median, p20, p80 = do_bench(run, warmup=25, rep=max(100, 5 * reps), quantiles=[0.5, 0.2, 0.8])
+    return {"median_ms": median, "p20_ms": p20, "p80_ms": p80, "peak_mb": memory["peak_mb"]}
+
+
 # --------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args()
@@ -131,6 +146,7 @@ def main() -> None:
     Vs, Ds, Ms = args.V or preset["V"], args.D or preset["D"], args.M or preset["M"]
     reps, warmup = args.reps or preset["reps"], args.warmup or preset["warmup"]
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    args.timer = args.timer or ("do_bench" if device.type == "cuda" and triton_status(device)[0] else "sync")
     usable, why = triton_status(device)
     triton_note = "" if usable and not interpreter_on() else (
         f"skipped: {why}" if not usable else "skipped: TRITON_INTERPRET=1 (interpreter timings are meaningless)")
@@ -139,7 +155,7 @@ def main() -> None:
     bw = peak_bandwidth(name) if device.type == "cuda" else None
     dtype_name = str(dtype).removeprefix("torch.")
     print(f"device: {name}; torch {env['torch']}, triton {env['triton']}; dtype {dtype_name}; "
-          f"reps {reps}, warmup {warmup}")
+          f"reps {reps}, warmup {warmup}; timer {args.timer}")
     if triton_note:
         print(f"NOTE: Triton rows {triton_note}")
     rows = []
@@ -167,7 +183,7 @@ def bench_shape(op, M, V, D, dtype, device, args, reps, warmup, triton_note, bw)
                 row["note"] = triton_note
             else:
                 try:
-                    timing = measure_step(mode_fn(fn, inputs, G, mode), reps, device, warmup=warmup)
+                    timing = timed(mode_fn(fn, inputs, G, mode), reps, warmup, device, args.timer)
                     med = timing["median_ms"]
                     row.update({k: f"{v:.4f}" for k, v in timing.items() if k != "peak_mb"})
                     row["peak_mb"] = f"{timing['peak_mb']:.1f}"
