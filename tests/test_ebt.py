@@ -178,7 +178,7 @@ def _causal_data() -> list[str]:
     for option in group_options("data"):
         if "SKIP" in declared_overrides("data", option):
             continue
-        task = build_task(compose_config([f"data={option}"], "/tmp/unused"))
+        task = build_task(compose_config([f"data={option}", *declared_overrides("data", option)], "/tmp/unused"))
         if task.causal:
             options.append(option)
     return options

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ebt.tasks.text import Text
+from ebt.tasks.tokenized_text import TokenizedText
 from ebt.training.build import build_lit_model, build_task, instantiate, with_task_defaults
 from tests.utils import compose_config, declared_overrides, group_options
 
@@ -106,6 +107,7 @@ def test_task_max_len_is_the_longest_sequence_of_any_split(option, overrides, tm
     elif "SKIP" in declared_overrides("data", option):
         pytest.skip(f"data={option} needs files on disk and has no stand-in here")
     task = build_task(compose_config([f"data={option}", *extra, *overrides], tmp_path / "run"))
-    splits = {"train", *task.eval_splits} | (set() if isinstance(task, Text) else {"test"})  # Text has no test
+    text_like = isinstance(task, Text | TokenizedText)  # the text tasks have no test split
+    splits = {"train", *task.eval_splits} | (set() if text_like else {"test"})
     lengths = {split: max(_tokens(task.make_batch(split, i, 3)) for i in range(2)) for split in splits}
     assert task.max_len is not None and max(lengths.values()) == task.max_len, (task.max_len, lengths)
