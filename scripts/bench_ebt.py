@@ -3,17 +3,25 @@
     python scripts/bench_ebt.py                    # GPU preset (d=384, 6 layers, 6 heads, T=256, V 256 and 32k)
     python scripts/bench_ebt.py --preset cpu       # smaller; the default without a CUDA device
     python scripts/bench_ebt.py --dim 384 --layers 6 --heads 6 --seq 256 --vocab 256 32768 --batch 8 --steps 2
+    python scripts/bench_ebt.py --no-checkpoint --out /tmp/ebt.csv   # skip the checkpointed columns; another CSV
 
 Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
 order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_nocache`` (the context
 stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
 second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
 first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
-optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``
-(timing and CSV columns: :mod:`ebt.analysis.bench`).
+optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv`` (or
+``--out``; timing and CSV columns: :mod:`ebt.analysis.bench`).
+
+Memory: ``peak_mb`` is the most memory held during one step above what was held before it: on CUDA the allocator's
+peak (``torch.cuda.max_memory_allocated``), on the CPU the peak of torch's CPU tensor allocations (profiler memory
+events, ``cpu_peak="allocator"``: exact bytes, no allocator caching). ``ckpt_peak_mb`` and ``ckpt_ms`` are the same
+training step with activation checkpointing (``model.backbone.checkpoint=true``; not for ``think_eval``, which does
+not train); ``--no-checkpoint`` skips them.
 """
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -44,9 +52,9 @@ class RandomTokens(Task):
         return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
 
 
-def build(kind: str, task: Task, args, steps: int):
+def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False):
     overrides = [f"model.dim={args.dim}", f"model.backbone.n_layers={args.layers}", f"model.mixer.n_heads={args.heads}",
-                 "kernels=auto"]
+                 "kernels=auto", f"model.backbone.checkpoint={checkpoint}"]
     if kind == "predict":
         overrides += ["model/objective=predict"]
     else:
@@ -65,6 +73,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, nargs="+")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure each training row with activation checkpointing (default: yes)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ebt.csv", help="CSV to append to")
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -76,30 +87,41 @@ def main() -> None:
         task = RandomTokens(vocab, args.seq)
         batch = {k: v.to(device) for k, v in task.make_batch("train", 0, args.batch).items()}
         for kind in ("predict", "ebt", "ebt_nocache", "ebt_truncated", "think_eval"):
-            torch.manual_seed(0)
-            model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps).to(device)
-
-            def step(model=model, kind=kind, batch=batch) -> None:
-                if kind == "think_eval":
-                    model.think(batch, steps=args.steps)
-                    return
-                loss, _ = model.loss(batch)
-                loss.backward()
-                model.zero_grad(set_to_none=True)
-
-            rows.append({"vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim,
-                         "layers": args.layers, "seq": args.seq, "batch": args.batch,
-                         **measure_step(step, args.reps, device)})
-            del model
+            row = {"vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim, "layers": args.layers,
+                   "seq": args.seq, "batch": args.batch, **measure(kind, task, batch, args, device)}
+            if args.checkpoint and kind != "think_eval":
+                timing = measure(kind, task, batch, args, device, checkpoint=True)
+                row |= {"ckpt_ms": timing["median_ms"], "ckpt_peak_mb": timing["peak_mb"]}
+            rows.append(row)
     base = {r["vocab"]: r["median_ms"] for r in rows if r["kind"] == "predict"}
     print(f"{name}: d={args.dim}, {args.layers} layers, {args.heads} heads, T={args.seq}, batch {args.batch}, "
           f"S={args.steps}")
-    print(f"{'vocab':>7} {'kind':>12} {'median ms':>10} {'x predict':>10} {'peak MB':>9}")
+    print(f"{'vocab':>7} {'kind':>13} {'median ms':>10} {'x predict':>10} {'peak MB':>9} {'ckpt ms':>9} "
+          f"{'ckpt peak MB':>13}")
     for r in rows:
         r["ratio"] = r["median_ms"] / base[r["vocab"]]
-        print(f"{r['vocab']:>7} {r['kind']:>12} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.0f}")
-    path = append_csv(RESULTS / "ebt.csv", rows, device)
+        ckpt_ms, ckpt_mb = (f"{r[k]:.1f}" if k in r else "-" for k in ("ckpt_ms", "ckpt_peak_mb"))
+        print(f"{r['vocab']:>7} {r['kind']:>13} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.1f} "
+              f"{ckpt_ms:>9} {ckpt_mb:>13}")
+    path = append_csv(args.out, rows, device)
     print(f"appended to {path}")
+
+
+def measure(kind: str, task: Task, batch: dict[str, torch.Tensor], args, device: str, *,
+            checkpoint: bool = False) -> dict[str, float]:
+    """Time and peak memory of one step of ``kind`` (see the module docstring)."""
+    torch.manual_seed(0)
+    model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps, checkpoint).to(device)
+
+    def step() -> None:
+        if kind == "think_eval":
+            model.think(batch, steps=args.steps)
+            return
+        loss, _ = model.loss(batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return measure_step(step, args.reps, device, cpu_peak="allocator")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ loop count is ``T0 + floor((loops - T0) * min(1, step / S))``. ``step`` is the `
 checkpoints): every training-mode ``forward`` / ``forward_context`` adds one to it, and ``set_progress(step)``
 overwrites it (a trainer that calls ``set_progress(global_step)`` before each step makes it exact).
 
+Activation checkpointing (``checkpoint=True``): as in :mod:`alt_arch.backbones.stack`, every block (pre, each loop
+iteration's, post; both streams of the two-stream mode) runs under non-reentrant ``torch.utils.checkpoint`` while
+training with gradients enabled. A truncated iteration inside ``exact_input_gradients`` is checkpointed as one unit
+(its loop blocks together) around the call on detached parameters, so its recomputation uses them too.
+
 Initialisation: the GPT-2 scheme of ``alt_arch.backbones.stack`` (reused, not copied) with the *unrolled*
 depth ``pre_depth + loop_depth * loops + post_depth`` in the ``1/sqrt(2 L)`` residual scaling.
 
@@ -50,7 +55,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from alt_arch.backbones.stack import init_linear
+from alt_arch.backbones.stack import init_linear, run_block
 from alt_arch.block import MetaFormerBlock
 from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
@@ -62,10 +67,10 @@ from alt_arch.utils import input_gradients_exact, matmul_params
 class LoopBlocks(nn.ModuleList):
     """The looped blocks; calling it runs them once (``caches``: as the candidate stream of the two-stream mode)."""
 
-    def forward(self, x: torch.Tensor, caches: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, caches: list | None = None, checkpoint: bool = False) -> torch.Tensor:
         if caches is None:
-            return Looped._run(self, x)
-        return Looped._candidates(self, x, caches)
+            return Looped._run(self, x, checkpoint)
+        return Looped._candidates(self, x, caches, checkpoint)
 
 
 def _check_positive(name: str, value: int | None, minimum: int, *, allow_none: bool = False) -> None:
@@ -95,6 +100,7 @@ class Looped(nn.Module):
         curriculum_steps: int = 0,
         norm=RMSNorm,
         init_std: float = 0.02,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         _check_positive("pre_depth", pre_depth, 0)
@@ -113,6 +119,7 @@ class Looped(nn.Module):
         self.eval_loops = eval_loops  # validated by the property setter
         self.train_window = train_window
         self.curriculum_start, self.curriculum_steps = curriculum_start, curriculum_steps
+        self.checkpoint = checkpoint  # activation checkpointing per block while training (module docstring)
 
         def blocks(n: int) -> nn.ModuleList:
             return nn.ModuleList(
@@ -149,6 +156,15 @@ class Looped(nn.Module):
         frac = min(1.0, int(self.progress) / self.curriculum_steps)
         return self.curriculum_start + int((self.loops - self.curriculum_start) * frac)
 
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """The stored options of an older checkpoint: ``checkpoint`` (added since) is off, as it trained."""
+        return {"checkpoint": False, **options}
+
+    def checkpointing(self) -> bool:
+        """Whether blocks run checkpointed now: ``checkpoint`` set, training mode, gradients enabled."""
+        return self.checkpoint and self.training and torch.is_grad_enabled()
+
     def current_loops(self) -> int:
         return self.train_loops() if self.training else self.eval_loops
 
@@ -165,74 +181,82 @@ class Looped(nn.Module):
     def _iterate(self, x: torch.Tensor, frozen: bool, caches: list | None = None) -> torch.Tensor:
         """One pass of the loop blocks; ``frozen``: a truncated iteration (no gradient to the loop's parameters)."""
         if not frozen:
-            return self.loop(x, caches)
+            return self.loop(x, caches, self.checkpointing())
         if not input_gradients_exact():
             with torch.no_grad():
                 return self.loop(x, caches)
         detached = {name: p.detach() for name, p in self.loop.named_parameters()}
-        return torch.func.functional_call(self.loop, detached, (x, caches))
+
+        def frozen_pass(h: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self.loop, detached, (h, caches))
+
+        return run_block(self.loop, frozen_pass, x, checkpoint=self.checkpointing())
 
     @staticmethod
-    def _run(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    def _run(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False) -> torch.Tensor:
         for block in blocks:
-            x = block(x)
+            x = run_block(block, block, x, checkpoint=checkpoint)
         return x
 
     def forward_iterates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``Norm(Post(h_t))`` for every differentiated iteration ``t`` (the last one is ``forward(x)``)."""
         loops, n_frozen = self._schedule()
-        p = self._run(self.pre, x)  # (B, N, C)
+        ckpt = self.checkpointing()
+        p = self._run(self.pre, x, ckpt)  # (B, N, C)
         h = torch.zeros_like(p)
         outputs = []
         for t in range(loops):
             h = self._iterate(h + p, t < n_frozen)  # (B, N, C), input injection
             if t >= n_frozen:
                 outputs.append(h)
-        return [self.norm(self._run(self.post, h)) for h in outputs]
+        return [self.norm(self._run(self.post, h, ckpt)) for h in outputs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         loops, n_frozen = self._schedule()
-        p = self._run(self.pre, x)  # (B, N, C)
+        ckpt = self.checkpointing()
+        p = self._run(self.pre, x, ckpt)  # (B, N, C)
         h = torch.zeros_like(p)
         for t in range(loops):
             h = self._iterate(h + p, t < n_frozen)
-        return self.norm(self._run(self.post, h))
+        return self.norm(self._run(self.post, h, ckpt))
 
     # ----- two-stream autoregressive EBT (see alt_arch/mixers/attention.py) --------------------------------------
     @staticmethod
-    def _context(blocks: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def _context(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False) -> tuple[torch.Tensor, list]:
         caches = []
         for block in blocks:
-            x, cache = block.forward_context(x)
+            x, cache = run_block(block, block.forward_context, x, checkpoint=checkpoint)
             caches.append(cache)
         return x, caches
 
     @staticmethod
-    def _candidates(blocks: nn.ModuleList, y: torch.Tensor, caches: list) -> torch.Tensor:
+    def _candidates(blocks: nn.ModuleList, y: torch.Tensor, caches: list, checkpoint: bool = False) -> torch.Tensor:
         for block, cache in zip(blocks, caches, strict=True):
-            y = block.forward_candidates(y, cache)
+            y = run_block(block, block.forward_candidates, y, cache, checkpoint=checkpoint)
         return y
 
     def forward_context(self, x: torch.Tensor):
         """Context stream: output and the caches of every pre block, every loop iteration and every post block."""
         loops, n_frozen = self._schedule()
-        p, pre_caches = self._context(self.pre, x)
+        ckpt = self.checkpointing()
+        p, pre_caches = self._context(self.pre, x, ckpt)
         h, loop_caches = torch.zeros_like(p), []
         for t in range(loops):
             with torch.no_grad() if t < n_frozen else nullcontext():
-                h, caches = self._context(self.loop, h + p)
+                h, caches = self._context(self.loop, h + p, ckpt and t >= n_frozen)
             loop_caches.append(caches)
-        out, post_caches = self._context(self.post, h)
+        out, post_caches = self._context(self.post, h, ckpt)
         return self.norm(out), (pre_caches, loop_caches, post_caches, n_frozen)
 
     def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:
         """Candidate stream with the same recurrence; iteration ``t`` attends to the context of iteration ``t``."""
         pre_caches, loop_caches, post_caches, n_frozen = caches
-        p = self._candidates(self.pre, y, pre_caches)
+        ckpt = self.checkpointing()
+        p = self._candidates(self.pre, y, pre_caches, ckpt)
         h = torch.zeros_like(p)
         for t, step_caches in enumerate(loop_caches):
             h = self._iterate(h + p, t < n_frozen, step_caches)
-        return self.norm(self._candidates(self.post, h, post_caches))
+        return self.norm(self._candidates(self.post, h, post_caches, ckpt))
 
     # ----- cost ---------------------------------------------------------------------------------------------------
     def flops_per_token(self, seq_len: int) -> float:

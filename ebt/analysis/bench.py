@@ -2,14 +2,18 @@
 
 * :func:`measure_step`: ``warmup`` untimed calls, one call for the memory peak, then ``reps`` timed calls (device
   synchronised around each); returns the median, p20 and p80 (ms, linear interpolation) and the peak memory (MB)
-  above what was held before the memory call: on CUDA ``torch.cuda.max_memory_allocated``, on CPU (Linux) the growth
-  of the resident set (freed heap returned with ``malloc_trim``, the high-water mark reset via
-  ``/proc/self/clear_refs``, peak = ``VmHWM`` - ``VmRSS`` before the call).
+  above what was held before the memory call: on CUDA ``torch.cuda.max_memory_allocated``; on CPU (Linux), with
+  ``cpu_peak="rss"`` (the default), the growth of the resident set (freed heap returned with ``malloc_trim``, the
+  high-water mark reset via ``/proc/self/clear_refs``, peak = ``VmHWM`` - ``VmRSS`` before the call), with
+  ``cpu_peak="allocator"`` the peak of torch's CPU tensor allocations (:func:`cpu_allocator_peak_mb`: exact bytes of
+  live tensors, no allocator caching or heap fragmentation, so small differences such as activation checkpointing's
+  show).
 * :func:`append_csv`: appends rows to ``bench_results/<name>.csv`` with the columns of :func:`environment` first
   (timestamp, git sha, device, torch, triton and python versions), so rows from different machines and commits can
   share one file. A file written with other columns is rewritten with the union of both.
 """
 
+import contextlib
 import csv
 import ctypes
 import datetime as dt
@@ -18,8 +22,9 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +92,50 @@ def reset_cpu_peak() -> float:
     return status_mb("VmRSS")
 
 
-def measure_step(step: Callable[[], Any], reps: int, device: str | torch.device, *,
-                 warmup: int = 1) -> dict[str, float]:
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null (native libraries print there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def cpu_allocator_peak_mb(step: Callable[[], Any]) -> float:
+    """Run ``step`` once under ``torch.profiler`` (``profile_memory=True``); the peak (MB) of the running sum of its
+    CPU allocation and free events: the most tensor memory held at once above what was held before the call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # the profiler's start and stop lines
+        prof.start()
+    try:
+        step()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
+
+
+def measure_step(step: Callable[[], Any], reps: int, device: str | torch.device, *, warmup: int = 1,
+                 cpu_peak: str = "rss") -> dict[str, float]:
     """``warmup`` calls, one call for the memory peak, then ``reps`` timed calls of ``step``.
 
-    Returns ``median_ms``, ``p20_ms``, ``p80_ms`` and ``peak_mb`` (see the module docstring)."""
+    Returns ``median_ms``, ``p20_ms``, ``p80_ms`` and ``peak_mb`` (see the module docstring; ``cpu_peak``: ``rss``
+    or ``allocator``, how the peak is measured on the CPU)."""
+    if cpu_peak not in ("rss", "allocator"):
+        raise ValueError(f"cpu_peak must be 'rss' or 'allocator', got {cpu_peak!r}")
     device = torch.device(device)
     cuda = device.type == "cuda"
 
@@ -105,11 +149,15 @@ def measure_step(step: Callable[[], Any], reps: int, device: str | torch.device,
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+        step()
+        sync()
+        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    elif cpu_peak == "allocator":
+        peak = cpu_allocator_peak_mb(step)
     else:
         before = reset_cpu_peak()
-    step()
-    sync()
-    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20 if cuda else status_mb("VmHWM") - before
+        step()
+        peak = status_mb("VmHWM") - before
     times = []
     for _ in range(reps):
         start = time.perf_counter()

@@ -29,6 +29,10 @@ Modes (chosen from the task, no per-mixer special cases):
 Discrete candidates are logits; the model reads ``softmax(y) @ W`` with ``W`` a ``V -> D`` projection
 (``tie_candidate_projection``: the token embedding). Continuous candidates are read through ``Linear``.
 
+Precision: under autocast (``trainer.precision=bf16-mixed``) the backbone runs in bf16, but the energy head and the
+candidate's ``softmax(y) @ W`` run in float32 (autocast off, inputs cast up), so energies are float32: ``energy_tol``
+and best-of-N compare energies a few bf16 rounding steps apart otherwise.
+
 Auxiliary losses of the backbone (MoH load balance) are the mean over every forward pass of the training step: the
 context stream and each thinking step's candidate pass (:func:`alt_arch.utils.record_aux`).
 
@@ -331,7 +335,11 @@ class EBT(Objective):
         """Candidate features the backbone reads: ``softmax(y) @ W`` (discrete) or ``W y`` (continuous)."""
         if self.discrete:
             weight = self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
-            e = softmax_embed(y, weight, backend=self.backend(y.device))
+            dtype = torch.result_type(y, weight)
+            wide = _at_least_float32(dtype)
+            with torch.autocast(y.device.type, enabled=False):  # float32 (at least) reduction over the vocabulary
+                e = softmax_embed(y.to(wide), weight.to(wide), backend=self.backend(y.device))
+            e = e.to(dtype)  # a bf16 model (bf16-true) reads bf16 features
         else:
             e = self.candidate_proj(y)
         if self.time_embedding is not None:
@@ -340,6 +348,13 @@ class EBT(Objective):
         if self.landscape_embedding is not None:
             e = e + self.landscape_embedding.weight[self.landscapes.index(step)]
         return e
+
+    def _energy(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-token energies ``(B, N)`` of the backbone's output ``h`` ``(B, N, D)``, in float32 at least (autocast
+        off; a float64 model stays float64)."""
+        wide = _at_least_float32(torch.result_type(h, self.energy_head.weight))
+        with torch.autocast(h.device.type, enabled=False):
+            return nn.functional.linear(h.to(wide), self.energy_head.weight.to(wide)).squeeze(-1)
 
     def energy_function(self, batch: dict[str, torch.Tensor]):
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
@@ -350,7 +365,7 @@ class EBT(Objective):
             def energy(y: torch.Tensor, step: int) -> torch.Tensor:
                 kv = caches if caches is not None else self.backbone.forward_context(context)[1]
                 h = self.backbone.forward_candidates(self._read_candidate(y, step), kv)  # (B, T, D)
-                return self.energy_head(h).squeeze(-1)  # (B, T)
+                return self._energy(h)  # (B, T)
 
             return energy
 
@@ -358,7 +373,7 @@ class EBT(Objective):
             e = self._read_candidate(y, step)
             e = e if e.dim() == 3 else e[:, None, :]  # aligned per token, or broadcast to every token
             h = self.backbone(context + e)  # (B, N', D')
-            return self.energy_head(h).squeeze(-1).mean(dim=1)  # (B,)
+            return self._energy(h).mean(dim=1)  # (B,)
 
         return energy
 
@@ -547,6 +562,11 @@ def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:
         raise ConfigError(f"model.objective.eval_steps must be >= 0 (or a list of such step counts), got {eval_steps}")
     chosen = list(range(eval_steps + 1)) if isinstance(eval_steps, int) else listed
     return sorted({0, steps, *chosen})
+
+
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` widened to float32 (bf16 / fp16 -> float32; float32 and float64 unchanged)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

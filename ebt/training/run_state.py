@@ -135,15 +135,20 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tu
     return diffs
 
 
+SAME_MODEL_KEYS = {"model.backbone.checkpoint"}  # activation checkpointing: same weights, same gradients
+
+
 def check_resume_config(checkpoint: dict[str, Any], config: dict[str, Any], ckpt_path: str) -> None:
     """Resume with the checkpoint's own model: a changed ``model.*`` option is a :class:`ConfigError` (shapes can
     match while the model differs, e.g. ``model.mixer.n_heads``); every other change is listed in one warning.
-    ``kernels`` keys (an implementation choice, the same weights) only warn."""
+    ``kernels`` keys and ``model.backbone.checkpoint`` (implementation choices, the same weights and results) only
+    warn."""
     old = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not isinstance(old, dict):
         return  # a checkpoint written before configs were stored
     diffs = config_differences(upgrade_config(old), upgrade_config(config))  # both: same option spelling
-    model = {k: v for k, v in diffs.items() if k.startswith("model.") and not k.endswith(".kernels")}
+    model = {k: v for k, v in diffs.items()
+             if k.startswith("model.") and not k.endswith(".kernels") and k not in SAME_MODEL_KEYS}
     if model:
         changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in model.items())
         raise ConfigError(f"resuming {ckpt_path} with other model options than the run that wrote it ({changes}); "

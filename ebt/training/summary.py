@@ -4,12 +4,23 @@
 the bar counts optimizer steps against ``trainer.max_steps`` (the training stream is endless, so Lightning's
 ``Epoch 0/-2`` said nothing) and the model summary has no FLOPs column (Lightning fills it only for models with an
 ``example_input_array``, else prints 0; ``summary.json`` has ``forward_flops_per_token``).
+
+``summary.json`` also says what was run and what it cost: ``forward_flops_per_token`` is the analytic forward count
+of the model's matrix multiplies (the same for a predictor and an EBT of one backbone); ``train_step_flops`` and
+``thinking_step_flops`` are *measured* by ``torch.utils.flop_counter`` (:func:`measured_flops`: one training step,
+forward and backward, second-order terms included; one evaluation-time thinking step of an EBT), ``git`` the commit
+of the code and whether tracked files differed from it, ``versions`` the libraries, ``seed`` the run's seed.
 """
 
+import copy
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
@@ -17,6 +28,12 @@ from rich.console import Console
 from rich.table import Table
 
 from alt_arch.utils import forward_flops_per_token, num_params
+from ebt.errors import ThinkingDivergedError
+from ebt.objectives.ebt import EBT
+from ebt.objectives.replay import ReplayBuffer
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+VERSIONS = ("torch", "lightning", "hydra-core", "omegaconf", "triton", "numpy")
 
 
 def make_summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict[str, Any]:
@@ -29,6 +46,10 @@ def make_summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict
         "params": num_params(model.objective),
         "params_non_embedding": num_params(model.objective, exclude_embeddings=True),
         "forward_flops_per_token": forward_flops_per_token(model.objective, seq_len=seq_len),
+        **measured_flops(model.objective, task),
+        "seed": cfg.seed,
+        "git": git_state(),
+        "versions": library_versions(),
         "steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "metrics": metrics,
@@ -36,6 +57,84 @@ def make_summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict
         "metrics_csv": str(Path(csv_logger.log_dir) / "metrics.csv") if csv_logger else None,
         "output_dir": str(cfg.paths.output_dir),
     }
+
+
+def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dict[str, Any]:
+    """FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` on ``batch_size`` training samples:
+
+    * ``train_step_flops``: ``objective.loss`` and the gradient of every trainable parameter (an EBT's thinking
+      steps, their ``dE/dy`` and the second-order backward all count);
+    * ``thinking_step_flops``: one more evaluation-time thinking step (``think`` with 2 steps minus 1 step: the energy
+      forward and ``dE/dy``); ``None`` for objectives that do not think.
+
+    The objective is left as it was: training mode, buffers (e.g. a looped backbone's curriculum counter), replay
+    buffer, parameter gradients and the random number streams are restored or untouched. ``None`` values when the
+    measurement step diverges."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict[str, Any] = {"flops_batch_size": batch_size, "train_step_flops": None, "thinking_step_flops": None}
+    device = next(objective.parameters()).device
+    batch = {k: v.to(device) for k, v in task.make_batch("train", 0, batch_size).items()}
+    was_training, buffers = objective.training, [(b, b.clone()) for b in objective.buffers()]
+    replay = {name: copy.copy(m.replay) for name, m in objective.named_modules()
+              if isinstance(getattr(m, "replay", None), ReplayBuffer)}
+    params = [p for p in objective.parameters() if p.requires_grad]
+
+    def count(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    def train_step() -> None:
+        loss, _ = objective.loss(batch)
+        torch.autograd.grad(loss, params, allow_unused=True)
+
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+            objective.train()
+            out["train_step_flops"] = count(train_step)
+            if isinstance(objective, EBT):
+                objective.eval()
+                one, two = (count(lambda s=s: objective.think(batch, steps=s)) for s in (1, 2))
+                out["thinking_step_flops"] = two - one
+    except ThinkingDivergedError:
+        pass
+    finally:
+        objective.train(was_training)
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for name, saved in replay.items():
+            objective.get_submodule(name).replay = saved
+    return out
+
+
+def git_state(root: Path = SOURCE_ROOT) -> dict[str, Any]:
+    """``{"commit": sha, "dirty": bool}`` of the git checkout the code runs from (dirty: tracked files differ from
+    the commit); ``None`` values when the code is not a git checkout (an installed wheel) or git is missing."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            raise ValueError("inside another repository")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and the main libraries' versions (``None``: not installed)."""
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), **{name: installed(name) for name in VERSIONS}}
 
 
 class StepProgressBar(RichProgressBar):
