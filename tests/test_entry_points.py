@@ -2,7 +2,9 @@
 
 import pytest
 
-from tests.utils import run_cli
+from tests.utils import ROOT, run_cli
+
+ADDITION = ROOT / "tests" / "fixtures" / "ebt_tokenformer_layout_v1.ckpt"  # a tokens task without a text encoding
 
 CASES = [
     ("collect.py", ["{tmp}/missing"], "not a folder"),
@@ -13,6 +15,11 @@ CASES = [
     ("think.py", ["ckpt={tmp}/missing.ckpt", "steps=[-1]"], "must be a non-empty list of integers >= 1"),
     ("think.py", [], "ckpt= is required"),
     ("think.py", ["ckpt={tmp}"], "is a folder without checkpoints/last.ckpt"),
+    ("generate.py", ["ckpt={tmp}", "prompt=x"], "is a folder without checkpoints/last.ckpt"),
+    ("generate.py", ["ckpt={tmp}/missing.ckpt", "prompt=x", "max_new_tokens=0"], "max_new_tokens=0 must be"),
+    ("generate.py", [f"ckpt={ADDITION}", "prompt=12"], "generate.py needs a text language model"),
+    ("export.py", [], "ckpt= is required"),
+    ("export.py", [f"ckpt={ADDITION}"], "out= is required"),
 ]
 
 

@@ -46,7 +46,8 @@ def test_wheel_carries_every_module_and_config_and_no_bare_kernels(tmp_path):
     assert not [n for n in names if n.startswith("kernels/")], "the wheel must not install a top-level `kernels`"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
-    assert {"ebt-train", "ebt-think", "ebt-eval", "ebt-collect"} <= {line.split(" = ")[0] for line in text.splitlines()}
+    commands = {line.split(" = ")[0] for line in text.splitlines()}
+    assert {"ebt-train", "ebt-think", "ebt-eval", "ebt-collect", "ebt-generate", "ebt-export"} <= commands
 
 
 def test_installed_wheel_trains_from_any_folder_beside_a_kernels_distribution(tmp_path):

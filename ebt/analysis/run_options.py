@@ -7,20 +7,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ebt.errors import ConfigError
-from ebt.training.checkpoint import resolve_ckpt_path
-from ebt.training.restore import Run
+from ebt.training.restore import Run, resolve_source, results_folder
 
 
 def checkpoint_option(cfg: DictConfig, key: str) -> str:
-    """The checkpoint file of option ``key``: a .ckpt file, or a run folder (its ``checkpoints/last.ckpt``), as
-    ``scripts/train.py ckpt_path=`` takes it."""
-    value = cfg.get(key)
-    if value is None or str(value) == "":
-        raise ConfigError(f"{key}= is required: a checkpoint of scripts/train.py or its run folder, e.g. "
-                          f"{key}=outputs/train/runs/<run>")
-    if str(value) == "last":
-        raise ConfigError(f"{key}=last means a run's own folder in train.py; pass the run folder or its .ckpt file")
-    return resolve_ckpt_path(str(value), Path.cwd())
+    """The model source of option ``key``: a .ckpt file, a run folder (its ``checkpoints/last.ckpt``, as
+    ``scripts/train.py ckpt_path=`` takes it) or a folder written by ``scripts/export.py``."""
+    return resolve_source(cfg.get(key), key)
 
 
 def data_overrides(cfg: DictConfig) -> dict[str, Any] | None:
@@ -57,5 +50,5 @@ def eval_plan(cfg: DictConfig, run: Run) -> tuple[list[str], int, int]:
 
 
 def out_dir(cfg: DictConfig, ckpt: str, name: str) -> Path:
-    """``cfg.out_dir``, or the folder ``name`` in the checkpoint's run folder."""
-    return Path(cfg.out_dir) if cfg.out_dir else Path(ckpt).resolve().parent.parent / name
+    """``cfg.out_dir``, or the folder ``name`` in the checkpoint's run folder (an exported folder: in it)."""
+    return Path(cfg.out_dir) if cfg.out_dir else results_folder(ckpt) / name

@@ -1,7 +1,10 @@
 """One restore for every tool: the config, task and trained model a ``scripts/train.py`` checkpoint was written from.
 
-``think.py``, ``grow.py``, ``icl_eval.py`` and resume all go through here. A checkpoint stores its resolved config
-with ``_target_`` strings; parts that moved since it was written are mapped to their new place
+``think.py``, ``eval.py``, ``generate.py``, ``export.py``, ``grow.py``, ``icl_eval.py``, training's ``init_from=`` and
+resume all go through here. A source is a ``.ckpt`` file, a run folder (its ``checkpoints/last.ckpt``) or a folder
+written by ``scripts/export.py`` (:mod:`ebt.training.export`: safetensors weights + ``config.yaml``), see
+:func:`resolve_source` and :func:`load_source`. A checkpoint stores its resolved config with ``_target_`` strings;
+parts that moved since it was written are mapped to their new place
 (:data:`ebt.training.checkpoint.MOVED_MODULES`), so checkpoints written before the package layout changed keep loading
 (tests/test_old_checkpoints.py loads a committed one).
 """
@@ -12,10 +15,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ebt.errors import CheckpointError, ConfigError
 from ebt.objectives.base import Objective
 from ebt.tasks.base import Task
 from ebt.training.build import build_lit_model, build_task
-from ebt.training.checkpoint import check_compatible, load_checkpoint, stored_config
+from ebt.training.checkpoint import check_compatible, load_checkpoint, resolve_ckpt_path, stored_config
+from ebt.training.export import exported_folder, load_exported
 from ebt.training.lit_module import LitModel
 
 
@@ -45,8 +50,43 @@ def restore_lit_model(checkpoint: dict[str, Any], path: str | Path,
     return cfg, task, model
 
 
+def resolve_source(value: Any, key: str = "ckpt") -> str:
+    """The model source option ``key`` names: an exported folder (or its ``model.safetensors``) as the folder, a run
+    folder as its ``checkpoints/last.ckpt``, a ``.ckpt`` file as itself (checked when loaded)."""
+    if value is None or str(value) == "":
+        raise ConfigError(f"{key}= is required: a checkpoint of scripts/train.py, its run folder or a folder written "
+                          f"by scripts/export.py, e.g. {key}=outputs/train/runs/<run>")
+    if str(value) == "last":
+        raise ConfigError(f"{key}=last means a run's own folder in train.py; pass the run folder or its .ckpt file")
+    folder = exported_folder(value)
+    if folder is not None:
+        return str(folder)
+    path = Path(str(value))
+    if path.is_dir() and not (path / "checkpoints" / "last.ckpt").is_file() and not (path / "last.ckpt").is_file():
+        raise CheckpointError(f"{key}={path} is a folder without checkpoints/last.ckpt (a run folder) or "
+                              "model.safetensors + config.yaml (an export); pass a run folder, a .ckpt file or an "
+                              "exported folder")
+    return resolve_ckpt_path(path, Path.cwd())
+
+
+def load_source(path: str | Path) -> dict[str, Any]:
+    """A loaded checkpoint (``state_dict``, ``hyper_parameters.config``, ...) of a ``.ckpt`` file or an exported
+    folder (resolve a run folder with :func:`resolve_source` first)."""
+    folder = exported_folder(path)
+    return load_exported(folder) if folder is not None else load_checkpoint(path)
+
+
+def results_folder(source: str | Path) -> Path:
+    """Where a tool writes its results about ``source`` by default: an exported folder itself, else the run folder
+    of the ``.ckpt`` file (``<run>/checkpoints/last.ckpt`` -> ``<run>``)."""
+    folder = exported_folder(source)
+    return folder if folder is not None else Path(source).resolve().parent.parent
+
+
 def load_run(path: str | Path, data_overrides: Any = None) -> Run:
-    """Rebuild the model a checkpoint of ``scripts/train.py`` was written from, with its weights (eval mode)."""
-    cfg, task, model = restore_lit_model(load_checkpoint(path), path, data_overrides)
+    """Rebuild the model of a ``scripts/train.py`` checkpoint (a ``.ckpt``, a run folder or an exported folder),
+    with its weights (eval mode)."""
+    source = resolve_source(path)
+    cfg, task, model = restore_lit_model(load_source(source), source, data_overrides)
     model.eval()
-    return Run(Path(path), cfg, task, model.objective)
+    return Run(Path(source), cfg, task, model.objective)

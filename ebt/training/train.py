@@ -8,6 +8,10 @@ digests are compared at the end.
 The run folder is protected: it must be writable (checked first), one run holds its lock (``<run>/.lock``) at a time,
 a fresh start (no ``ckpt_path``) in a folder with results is refused unless ``overwrite=true``, stale temporary
 checkpoint files of a killed write are removed, and a resume must keep the checkpoint's model options.
+
+``init_from=`` (an exported folder, a ``.ckpt`` or a run folder) loads weights only before training starts (a fresh
+optimizer, schedule and step count: fine-tuning); every tensor must match the model's by name and shape. A resume
+(``ckpt_path``) restores its own weights, so ``init_from`` is then ignored (a requeued job may keep both options).
 """
 
 import json
@@ -21,7 +25,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ebt.errors import ConfigError
+from ebt.errors import CheckpointError, ConfigError
 from ebt.training.build import build_datamodule, build_lit_model, build_task, instantiate
 from ebt.training.callbacks import PreemptionCheckpoint
 from ebt.training.checkpoint import (
@@ -32,6 +36,7 @@ from ebt.training.checkpoint import (
     resolve_ckpt_path,
 )
 from ebt.training.preflight import check_environment
+from ebt.training.restore import load_source, resolve_source
 from ebt.training.run_state import (
     batch_scale,
     check_resume_config,
@@ -78,6 +83,20 @@ def make_callbacks(cfg: DictConfig, task) -> list[L.Callback]:
     return callbacks
 
 
+def init_weights(model: L.LightningModule, init_from: str) -> str:
+    """Load the weights of ``init_from`` (exported folder, ``.ckpt`` or run folder) into ``model``; a missing,
+    unexpected or mis-shaped tensor is a :class:`CheckpointError` naming them. Returns the resolved source."""
+    source = resolve_source(init_from, "init_from")
+    state_dict = load_source(source)["state_dict"]
+    try:
+        check_compatible(state_dict, model, source)
+    except CheckpointError as e:
+        raise CheckpointError(f"init_from={init_from}: {e}") from None
+    model.load_state_dict(state_dict)
+    print_rank_zero(f"init_from: weights loaded from {source}")
+    return source
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the final evaluation metrics (also written to ``summary.json``)."""
     check_environment(cfg)
@@ -104,6 +123,10 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         check_compatible(checkpoint["state_dict"], model, ckpt_path)
         check_resume_config(checkpoint, OmegaConf.to_container(cfg, resolve=True), ckpt_path)
         del checkpoint
+        if cfg.get("init_from"):
+            print_rank_zero(f"init_from={cfg.init_from} ignored: resuming from {ckpt_path} (its own weights)")
+    elif cfg.get("init_from"):
+        init_weights(model, cfg.init_from)
 
     last = out_dir / "checkpoints" / "last.ckpt"
     preemption = PreemptionCheckpoint(last)
