@@ -75,3 +75,14 @@ def test_measuring_leaves_the_model_as_it_was(tmp_path):
     assert not ebt.training and torch.equal(ebt.backbone.progress, progress)
     assert (ebt.replay.samples, ebt.replay.candidates) == replay_before
     assert all(p.grad is None for p in ebt.parameters()) and torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("data", ["matrix_inverse", "icl_regression"])
+def test_flops_of_a_continuous_ebt_whose_candidate_enters_a_module_directly(data, tmp_path):
+    """A continuous candidate is read by ``Linear`` itself (no op before the module): counting must not break the
+    gradient with respect to it (FlopCounterMode's module hooks did)."""
+    cfg = compose_config(["model/objective=ebt", f"data={data}", "model.dim=16", "model.backbone.n_layers=1",
+                          "kernels=torch"], tmp_path)
+    task = build_task(cfg)
+    flops = measured_flops(build_lit_model(cfg, task).objective, task)
+    assert flops["train_step_flops"] > 0 and flops["thinking_step_flops"] > 0

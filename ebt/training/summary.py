@@ -26,6 +26,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from rich.console import Console
 from rich.table import Table
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from alt_arch.utils import forward_flops_per_token, num_params
 from ebt.errors import ThinkingDivergedError
@@ -59,8 +61,27 @@ def make_summary(cfg, task, model, trainer, metrics, last_ckpt, seconds) -> dict
     }
 
 
+class FlopCount(TorchDispatchMode):
+    """The FLOPs of every aten op that ``torch.utils.flop_counter`` has a formula for (matmuls, convolutions,
+    attention), summed. ``FlopCounterMode`` without its module tracker: the tracker's backward hooks break
+    ``autograd.grad`` with respect to a leaf fed straight into a module (a continuous EBT's candidate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dict[str, Any]:
-    """FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` on ``batch_size`` training samples:
+    """FLOPs counted by :class:`FlopCount` (``torch.utils.flop_counter``'s formulas) on ``batch_size`` training
+    samples:
 
     * ``train_step_flops``: ``objective.loss`` and the gradient of every trainable parameter (an EBT's thinking
       steps, their ``dE/dy`` and the second-order backward all count);
@@ -70,8 +91,6 @@ def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dic
     The objective is left as it was: training mode, buffers (e.g. a looped backbone's curriculum counter), replay
     buffer, parameter gradients and the random number streams are restored or untouched. ``None`` values when the
     measurement step diverges."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     out: dict[str, Any] = {"flops_batch_size": batch_size, "train_step_flops": None, "thinking_step_flops": None}
     device = next(objective.parameters()).device
     batch = {k: v.to(device) for k, v in task.make_batch("train", 0, batch_size).items()}
@@ -81,9 +100,9 @@ def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dic
     params = [p for p in objective.parameters() if p.requires_grad]
 
     def count(fn) -> int:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCount() as counter:
             fn()
-        return counter.get_total_flops()
+        return counter.total
 
     def train_step() -> None:
         loss, _ = objective.loss(batch)
