@@ -52,7 +52,7 @@ _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def softmax_embed_reference(y: Tensor, W: Tensor) -> Tensor:
     """``softmax(y, -1) @ W``: ``y`` ``(..., V)``, ``W`` ``(V, D)`` -> ``(..., D)`` (autograd: any order)."""
     _check_shapes(y, W)
-    dtype = torch.result_type(y, W)
+    dtype = torch.promote_types(y.dtype, W.dtype)  # (not result_type: it breaks torch.compile graphs)
     return torch.softmax(y.to(dtype), dim=-1) @ W.to(dtype)
 
 

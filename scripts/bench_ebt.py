@@ -1,17 +1,28 @@
-"""Cost of one EBT training step versus a predictor step at the same backbone (time and peak memory).
+"""Cost of one EBT training step versus a predictor step at the same backbone (time, FLOPs, peak memory).
 
     python scripts/bench_ebt.py                    # GPU preset (d=384, 6 layers, 6 heads, T=256, V 256 and 32k)
     python scripts/bench_ebt.py --preset cpu       # smaller; the default without a CUDA device
+    python scripts/bench_ebt.py --preset xxs --vocab 32000 --batch 4   # the issue's side-by-side size
     python scripts/bench_ebt.py --dim 384 --layers 6 --heads 6 --seq 256 --vocab 256 32768 --batch 8 --steps 2
     python scripts/bench_ebt.py --no-checkpoint --out /tmp/ebt.csv   # skip the checkpointed columns; another CSV
+    python scripts/bench_ebt.py --compile model thinking_step        # add torch.compile'd rows (minutes to compile)
 
 Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
 order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_nocache`` (the context
 stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
 second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
-first-order, fused SDPA). A step = loss + backward + zeroing gradients (no
-optimiser). Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv`` (or
-``--out``; timing and CSV columns: :mod:`ebt.analysis.bench`).
+first-order, fused SDPA). ``--compile MODE...`` adds ``predict_compile_model`` / ``ebt_compile_<mode>`` (the
+top-level ``compile`` key); on CUDA, ``--bf16`` (default there) adds ``predict_bf16`` / ``ebt_bf16`` (the step under
+``torch.autocast(bfloat16)``, as ``trainer.precision=bf16-mixed`` runs it). A step = loss + backward + zeroing
+gradients (no optimiser). All rows of a vocabulary size are timed in turns (:func:`ebt.analysis.bench.
+measure_interleaved`: one call of each per round, ``--reps`` rounds, medians), so a change of the machine's load
+hits every row alike. Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``
+(or ``--out``; CSV columns: :mod:`ebt.analysis.bench`).
+
+FLOPs: ``gflop`` is one step's count by ``torch.utils.flop_counter`` (matmuls and attention, forward and every
+backward; compiled rows reuse their eager row's count), ``gflops_per_s`` the achieved rate, ``flop_ratio`` the count
+relative to ``predict`` and ``per_flop`` = (time ratio to ``predict``) / ``flop_ratio``: 1 means the row spends its
+time per FLOP as the predictor does; above 1, extra time goes to uncounted (elementwise, host) work.
 
 Memory: ``peak_mb`` is the most memory held during one step above what was held before it: on CUDA the allocator's
 peak (``torch.cuda.max_memory_allocated``), on the CPU the peak of torch's CPU tensor allocations (profiler memory
@@ -21,17 +32,20 @@ not train); ``--no-checkpoint`` skips them.
 """
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
 
-from ebt.analysis.bench import RESULTS, append_csv, environment, measure_step
+from ebt.analysis.bench import RESULTS, append_csv, environment, measure_interleaved, peak_memory_mb, step_flops
 from ebt.tasks.base import Task
 from ebt.training.build import build_objective
 from ebt.training.config import compose_train
 
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
-           "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4)}
+           "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4),
+           "xxs": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256], batch=8)}
+KINDS = ("predict", "ebt", "ebt_nocache", "ebt_truncated", "think_eval")
 
 
 class RandomTokens(Task):
@@ -52,9 +66,9 @@ class RandomTokens(Task):
         return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
 
 
-def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False):
+def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False, compile: str = "none"):
     overrides = [f"model.dim={args.dim}", f"model.backbone.n_layers={args.layers}", f"model.mixer.n_heads={args.heads}",
-                 "kernels=auto", f"model.backbone.checkpoint={checkpoint}"]
+                 "kernels=auto", f"model.backbone.checkpoint={checkpoint}", f"compile={compile}"]
     if kind == "predict":
         overrides += ["model/objective=predict"]
     else:
@@ -73,8 +87,13 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, nargs="+")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="rows to measure")
     parser.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure each training row with activation checkpointing (default: yes)")
+    parser.add_argument("--compile", nargs="*", choices=("model", "thinking_step"), default=[],
+                        help="add rows with this top-level compile= (EBT; model also for the predictor)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=torch.cuda.is_available(),
+                        help="add predict / ebt rows under bf16 autocast (default: on CUDA)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ebt.csv", help="CSV to append to")
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
@@ -84,44 +103,81 @@ def main() -> None:
     name = environment(device)["device"]
     rows = []
     for vocab in args.vocab:
-        task = RandomTokens(vocab, args.seq)
-        batch = {k: v.to(device) for k, v in task.make_batch("train", 0, args.batch).items()}
-        for kind in ("predict", "ebt", "ebt_nocache", "ebt_truncated", "think_eval"):
-            row = {"vocab": vocab, "kind": kind, "steps": args.steps, "dim": args.dim, "layers": args.layers,
-                   "seq": args.seq, "batch": args.batch, **measure(kind, task, batch, args, device)}
-            if args.checkpoint and kind != "think_eval":
-                timing = measure(kind, task, batch, args, device, checkpoint=True)
-                row |= {"ckpt_ms": timing["median_ms"], "ckpt_peak_mb": timing["peak_mb"]}
-            rows.append(row)
-    base = {r["vocab"]: r["median_ms"] for r in rows if r["kind"] == "predict"}
+        rows += measure_vocab(vocab, args, device)
     print(f"{name}: d={args.dim}, {args.layers} layers, {args.heads} heads, T={args.seq}, batch {args.batch}, "
-          f"S={args.steps}")
-    print(f"{'vocab':>7} {'kind':>13} {'median ms':>10} {'x predict':>10} {'peak MB':>9} {'ckpt ms':>9} "
-          f"{'ckpt peak MB':>13}")
+          f"S={args.steps}, {args.reps} interleaved rounds")
+    print(f"{'vocab':>7} {'kind':>22} {'median ms':>10} {'x predict':>10} {'GFLOP':>8} {'x FLOP':>7} {'per FLOP':>9} "
+          f"{'GFLOP/s':>8} {'peak MB':>9} {'ckpt ms':>9} {'ckpt peak MB':>13}")
     for r in rows:
-        r["ratio"] = r["median_ms"] / base[r["vocab"]]
-        ckpt_ms, ckpt_mb = (f"{r[k]:.1f}" if k in r else "-" for k in ("ckpt_ms", "ckpt_peak_mb"))
-        print(f"{r['vocab']:>7} {r['kind']:>13} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['peak_mb']:>9.1f} "
-              f"{ckpt_ms:>9} {ckpt_mb:>13}")
+        extra = (f"{r[k]:.1f}" if k in r else "-" for k in ("ckpt_ms", "ckpt_peak_mb"))
+        print(f"{r['vocab']:>7} {r['kind']:>22} {r['median_ms']:>10.1f} {r['ratio']:>10.2f} {r['gflop']:>8.2f} "
+              f"{r['flop_ratio']:>7.2f} {r['per_flop']:>9.2f} {r['gflops_per_s']:>8.1f} {r['peak_mb']:>9.1f} "
+              f"{next(extra):>9} {next(extra):>13}")
     path = append_csv(args.out, rows, device)
     print(f"appended to {path}")
 
 
-def measure(kind: str, task: Task, batch: dict[str, torch.Tensor], args, device: str, *,
-            checkpoint: bool = False) -> dict[str, float]:
-    """Time and peak memory of one step of ``kind`` (see the module docstring)."""
+def variants(args, device: str) -> list[tuple[str, str, bool, str, bool]]:
+    """``(row name, kind, checkpoint, compile, bf16)`` of every step this run times."""
+    out = [(kind, kind, False, "none", False) for kind in args.kinds]
+    if args.checkpoint:
+        out += [(f"{kind}@ckpt", kind, True, "none", False) for kind in args.kinds if kind != "think_eval"]
+    for mode in args.compile:
+        out += [(f"ebt_compile_{mode}", "ebt", False, mode, False)]
+        if mode == "model" and "predict" in args.kinds:
+            out += [("predict_compile_model", "predict", False, mode, False)]
+    if args.bf16 and device == "cuda":
+        out += [(f"{kind}_bf16", kind, False, "none", True) for kind in ("predict", "ebt") if kind in args.kinds]
+    return out
+
+
+def measure_vocab(vocab: int, args, device: str) -> list[dict]:
+    """Every row of one vocabulary size: FLOPs and memory one step at a time, then the timings interleaved."""
+    task = RandomTokens(vocab, args.seq)
+    batch = {k: v.to(device) for k, v in task.make_batch("train", 0, args.batch).items()}
+    steps, info = {}, {}
+    for row, kind, checkpoint, compile, bf16 in variants(args, device):
+        step = make_step(kind, task, batch, args, device, checkpoint=checkpoint, compile=compile, bf16=bf16)
+        step()  # warm-up (compilation, lazy initialisation)
+        flops = info.get(kind, {}).get("flops", float("nan")) if compile != "none" else step_flops(step)
+        info[row] = {"kind": kind, "flops": flops, "peak_mb": peak_memory_mb(step, device, cpu_peak="allocator")}
+        steps[row] = step
+    timings = measure_interleaved(steps, args.reps, device, warmup=0)
+    base = timings["predict"]["median_ms"] if "predict" in timings else float("nan")
+    base_flops = info["predict"]["flops"] if "predict" in info else float("nan")
+    rows = []
+    for row, timing in timings.items():
+        if "@ckpt" in row:
+            continue
+        flops, ratio = info[row]["flops"], timing["median_ms"] / base
+        flop_ratio = flops / base_flops
+        r = {"vocab": vocab, "kind": row, "steps": args.steps, "dim": args.dim, "layers": args.layers,
+             "seq": args.seq, "batch": args.batch, **timing, "peak_mb": info[row]["peak_mb"], "ratio": ratio,
+             "gflop": flops / 1e9, "gflops_per_s": flops / 1e9 / (timing["median_ms"] / 1e3),
+             "flop_ratio": flop_ratio, "per_flop": ratio / flop_ratio}
+        if f"{row}@ckpt" in timings:
+            r |= {"ckpt_ms": timings[f"{row}@ckpt"]["median_ms"], "ckpt_peak_mb": info[f"{row}@ckpt"]["peak_mb"]}
+        rows.append(r)
+    return rows
+
+
+def make_step(kind: str, task: Task, batch: dict[str, torch.Tensor], args, device: str, *, checkpoint: bool = False,
+              compile: str = "none", bf16: bool = False):
+    """One step of ``kind`` (see the module docstring) as a function of no arguments."""
     torch.manual_seed(0)
-    model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps, checkpoint).to(device)
+    model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps, checkpoint, compile).to(device)
+    precision = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step() -> None:
-        if kind == "think_eval":
-            model.think(batch, steps=args.steps)
-            return
-        loss, _ = model.loss(batch)
+        with precision:
+            if kind == "think_eval":
+                model.think(batch, steps=args.steps)
+                return
+            loss, _ = model.loss(batch)
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    return measure_step(step, args.reps, device, cpu_peak="allocator")
+    return step
 
 
 if __name__ == "__main__":

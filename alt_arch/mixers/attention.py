@@ -25,17 +25,37 @@ from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
 from alt_arch.rope import Rotary
 
+_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}  # (n, device, dtype) -> (n, n) additive mask, 0 / -inf
+
+
+def causal_bias(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, n) additive mask: 0 where key ``s <= t`` (row t), ``-inf`` elsewhere (cached per size, device, dtype)."""
+    key = (n, device, dtype)
+    if key in _CAUSAL_BIAS and not torch.compiler.is_compiling():
+        return _CAUSAL_BIAS[key]
+    allowed = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    bias = torch.zeros(n, n, device=device, dtype=dtype).masked_fill(~allowed, float("-inf"))
+    if not torch.compiler.is_compiling():
+        if len(_CAUSAL_BIAS) >= 16:
+            _CAUSAL_BIAS.clear()
+        _CAUSAL_BIAS[key] = bias
+    return bias
+
 
 def candidate_attention(q, k, v, k_ctx, v_ctx) -> torch.Tensor:
-    """Two-stream attention: query ``t`` (B, H, T, Dh) attends to context keys ``<= t`` and to its own key."""
-    n = q.shape[2]
-    scale = q.shape[-1] ** -0.5
-    scores_ctx = torch.einsum("bhtd,bhsd->bhts", q, k_ctx) * scale  # (B, H, T, T)
-    allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    scores_ctx = scores_ctx.masked_fill(~allowed, float("-inf"))
-    score_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, T, 1)
-    probs = torch.cat([scores_ctx, score_self], dim=-1).softmax(dim=-1)
-    return probs[..., :n] @ v_ctx + probs[..., n:] * v  # (B, H, T, Dh)
+    """Two-stream attention: query ``t`` (B, H, T, Dh) attends to context keys ``<= t`` and to its own key.
+
+    The softmax over the T context scores and the one self score is written out, ``exp(s - m) / Z``, with the
+    shift ``m`` (the row's largest score) detached: the result does not depend on ``m``, so its gradient (and the
+    EBT's second-order terms) are exact, and autograd skips the concatenation, slicing and mask ops of a
+    ``cat -> softmax -> split`` form (about 2x less time for this op's forward, backward and double backward)."""
+    q = q * q.shape[-1] ** -0.5  # the scale on q (B, H, T, Dh), not on the (B, H, T, T) scores
+    scores_ctx = q @ k_ctx.transpose(-1, -2) + causal_bias(q.shape[2], q.device, q.dtype)  # (B, H, T, T)
+    score_self = (q * k).sum(-1, keepdim=True)  # (B, H, T, 1)
+    shift = torch.maximum(scores_ctx.amax(-1, keepdim=True), score_self).detach()
+    weights_ctx, weight_self = (scores_ctx - shift).exp(), (score_self - shift).exp()
+    total = weights_ctx.sum(-1, keepdim=True) + weight_self
+    return (weights_ctx @ v_ctx + weight_self * v) / total  # (B, H, T, Dh)
 
 
 class Attention(nn.Module):
@@ -64,10 +84,12 @@ class Attention(nn.Module):
         self.out = linear(dim, dim) if out_proj else nn.Identity()
         self.rotary = Rotary(self.head_dim, base=rope_base) if rope else None
 
-    def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
+    def _qkv(self, x: torch.Tensor, offset: int):
+        """Heads of ``x`` (B, N, C) at positions ``offset .. offset + N - 1`` (RoPE tables cached per length)."""
         q, k, v = (rearrange(p(x), "b n (h d) -> b h n d", h=self.n_heads) for p in (self.q, self.k, self.v))
         if self.rotary is not None:
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
+            cos, sin = self.rotary.tables(x.shape[1], offset, x.device, q.dtype)
+            q, k = self.rotary.rotate(q, cos, sin), self.rotary.rotate(k, cos, sin)
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,8 +98,7 @@ class Attention(nn.Module):
 
     def forward_context(self, x: torch.Tensor):
         """Plain attention over ``x`` (B, N, C); also returns the (post-RoPE) keys and values."""
-        positions = torch.arange(x.shape[1], device=x.device)
-        q, k, v = self._qkv(x, positions)  # (B, H, N, Dh)
+        q, k, v = self._qkv(x, 0)  # (B, H, N, Dh)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
 
@@ -86,8 +107,7 @@ class Attention(nn.Module):
         if not self.causal:
             raise ValueError("two-stream candidates need a causal attention mixer")
         k_ctx, v_ctx = context_kv  # (B, H, T, Dh)
-        n = y.shape[1]
-        q, k, v = self._qkv(y, torch.arange(1, n + 1, device=y.device))
+        q, k, v = self._qkv(y, 1)
         out = candidate_attention(q, k, v, k_ctx, v_ctx)  # (B, H, T, Dh)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 

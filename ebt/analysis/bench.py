@@ -8,6 +8,10 @@
   ``cpu_peak="allocator"`` the peak of torch's CPU tensor allocations (:func:`cpu_allocator_peak_mb`: exact bytes of
   live tensors, no allocator caching or heap fragmentation, so small differences such as activation checkpointing's
   show).
+* :func:`measure_interleaved`: the same timing for several variants in turns (one call of each per round, ``reps``
+  rounds), so a change of the machine's load hits every variant alike; :func:`peak_memory_mb` is the memory part of
+  :func:`measure_step` on its own and :func:`step_flops` counts a call's FLOPs (``torch.utils.flop_counter``: matmuls
+  and attention, forward and every backward).
 * :func:`append_csv`: appends rows to ``bench_results/<name>.csv`` with the columns of :func:`environment` first
   (timestamp, git sha, device, torch, triton and python versions), so rows from different machines and commits can
   share one file. A file written with other columns is rewritten with the union of both.
@@ -137,35 +141,74 @@ def measure_step(step: Callable[[], Any], reps: int, device: str | torch.device,
     if cpu_peak not in ("rss", "allocator"):
         raise ValueError(f"cpu_peak must be 'rss' or 'allocator', got {cpu_peak!r}")
     device = torch.device(device)
-    cuda = device.type == "cuda"
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):  # lazy initialisation, compilation and autotuning must not count
         step()
-    sync()
-    if cuda:
+    peak = peak_memory_mb(step, device, cpu_peak)
+    times = [_timed(step, device) for _ in range(reps)]
+    return _summary(times) | {"peak_mb": peak}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], Any], device: torch.device) -> float:
+    """Milliseconds of one call of ``step`` (device synchronised before and after)."""
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
+    return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1]}
+
+
+def peak_memory_mb(step: Callable[[], Any], device: str | torch.device, cpu_peak: str = "rss") -> float:
+    """The peak memory (MB) of one call of ``step`` above what was held before it (module docstring)."""
+    if cpu_peak not in ("rss", "allocator"):
+        raise ValueError(f"cpu_peak must be 'rss' or 'allocator', got {cpu_peak!r}")
+    device = torch.device(device)
+    _sync(device)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         step()
-        sync()
-        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    elif cpu_peak == "allocator":
-        peak = cpu_allocator_peak_mb(step)
-    else:
-        before = reset_cpu_peak()
-        step()
-        peak = status_mb("VmHWM") - before
-    times = []
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if cpu_peak == "allocator":
+        return cpu_allocator_peak_mb(step)
+    before = reset_cpu_peak()
+    step()
+    return status_mb("VmHWM") - before
+
+
+def measure_interleaved(steps: dict[str, Callable[[], Any]], reps: int, device: str | torch.device, *,
+                        warmup: int = 1) -> dict[str, dict[str, float]]:
+    """``median_ms`` / ``p20_ms`` / ``p80_ms`` of each named step, timed in turns: ``warmup`` untimed rounds, then
+    ``reps`` rounds that call every step once, in the listed order."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(reps):
-        start = time.perf_counter()
+        for name, step in steps.items():
+            times[name].append(_timed(step, device))
+    return {name: _summary(t) for name, t in times.items()}
+
+
+def step_flops(step: Callable[[], Any]) -> float:
+    """FLOPs of one call of ``step`` as ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls,
+    convolutions and attention; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
         step()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else [times[0]] * 4
-    return {"median_ms": statistics.median(times), "p20_ms": q[0], "p80_ms": q[-1], "peak_mb": peak}
+    return float(counter.get_total_flops())
 
 
 # --------------------------------------------------------------------------------------------------- results

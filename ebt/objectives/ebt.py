@@ -33,6 +33,12 @@ Precision: under autocast (``trainer.precision=bf16-mixed``) the backbone runs i
 candidate's ``softmax(y) @ W`` run in float32 (autocast off, inputs cast up), so energies are float32: ``energy_tol``
 and best-of-N compare energies a few bf16 rounding steps apart otherwise.
 
+Speed (docs/ebt_speed.md): the thinking loop reads no device value per step (the finiteness of each step's energy
+and gradient is gathered on the device and checked once after the loop); fused SDPA kernels are used wherever the
+candidate's gradient does not cross them (the two-stream context stream, evaluation-time thinking), the math backend
+only in whole-target training; ``compile=model|thinking_step`` (the top-level key, :mod:`ebt.objectives.compiled`)
+compiles the backbone's passes or the whole step (energy and ``dE/dy`` via ``torch.func.grad``), same numbers.
+
 Auxiliary losses of the backbone (MoH load balance) are the mean over every forward pass of the training step: the
 context stream and each thinking step's candidate pass (:func:`alt_arch.utils.record_aux`).
 
@@ -68,6 +74,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, scored_positions, task_inputs
+from ebt.objectives.compiled import check_compile, compiled_energy_and_grad, compiled_pass
 from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_candidate, positive_candidate
 from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
@@ -189,6 +196,7 @@ class EBT(Objective):
     * ``cache_context``: autoregressive: compute the context stream once per batch (same numbers as ``false``).
     * ``continuous_loss``: continuous tasks: ``mse`` or ``smooth_l1`` for every step's prediction.
     * ``kernels``: the implementation of the step's fused ops (``torch`` or ``triton``), the same numbers.
+    * ``compile``: ``none``, ``model`` or ``thinking_step`` (:mod:`ebt.objectives.compiled`), the same numbers.
     * ``contrastive_*``: IRED's supervision of the energy landscape (:mod:`ebt.objectives.contrastive`): the energy
       of the target pushed below the energy of a wrong candidate, ``contrastive_weight`` times; 0 is off.
     * ``landscapes`` / ``landscape_steps`` / ``landscape_noise`` / ``landscape_weight``: IRED's annealed energy
@@ -226,6 +234,7 @@ class EBT(Objective):
         cache_context: bool = True,
         continuous_loss: str = "mse",
         kernels: str = "torch",
+        compile: str = "none",
         contrastive_weight: float = 0.0,
         contrastive_negatives: str = "corrupt",
         contrastive_corrupt: float = 0.05,
@@ -259,6 +268,7 @@ class EBT(Objective):
         self.eval_langevin_std, self.energy_tol = eval_langevin_std, energy_tol
         self.cache_context = cache_context
         self.kernels = _checked_kernels(kernels)
+        self.compile = check_compile(compile)
         self._backends: dict[torch.device, str] = {}
         self._progress = 0  # the training step (set_progress); learn_langevin_after reads it
         self.output_size = output_size(task)
@@ -287,6 +297,8 @@ class EBT(Objective):
         if self.landscape_embedding is not None:
             nn.init.zeros_(self.landscape_embedding.weight)
         self.replay = ReplayBuffer(replay_size) if replay_size else None
+        if self.compile == "thinking_step":
+            _check_compilable_step(self.backbone)
 
     @staticmethod
     def upgrade_options(options: dict) -> dict:
@@ -332,50 +344,62 @@ class EBT(Objective):
 
     # ------------------------------------------------------------------------------------------- energy
     def _read_candidate(self, y: torch.Tensor, step: int) -> torch.Tensor:
-        """Candidate features the backbone reads: ``softmax(y) @ W`` (discrete) or ``W y`` (continuous)."""
+        """Candidate features the backbone reads: ``softmax(y) @ W`` (discrete) or ``W y`` (continuous), plus the
+        step's embeddings."""
+        e, extra = self._candidate_features(y), self._step_offset(step)
+        return e if extra is None else e + extra
+
+    def _candidate_features(self, y: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """``softmax(y) @ W`` (discrete; float32 at least) or ``W y`` (continuous); ``backend``: the kernels' (default:
+        the model's, resolved for ``y``'s device)."""
         if self.discrete:
             weight = self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
-            dtype = torch.result_type(y, weight)
+            dtype = torch.promote_types(y.dtype, weight.dtype)
             wide = _at_least_float32(dtype)
             with torch.autocast(y.device.type, enabled=False):  # float32 (at least) reduction over the vocabulary
-                e = softmax_embed(y.to(wide), weight.to(wide), backend=self.backend(y.device))
-            e = e.to(dtype)  # a bf16 model (bf16-true) reads bf16 features
-        else:
-            e = self.candidate_proj(y)
+                e = softmax_embed(y.to(wide), weight.to(wide), backend=backend or self.backend(y.device))
+            return e.to(dtype)  # a bf16 model (bf16-true) reads bf16 features
+        return self.candidate_proj(y)
+
+    def _step_offset(self, step: int) -> torch.Tensor | None:
+        """The step's embeddings added to the candidate features (time and landscape; ``None`` without them)."""
+        extra = None
         if self.time_embedding is not None:
-            index = min(step, self.time_embedding.num_embeddings - 1)
-            e = e + self.time_embedding.weight[index]
+            extra = self.time_embedding.weight[min(step, self.time_embedding.num_embeddings - 1)]
         if self.landscape_embedding is not None:
-            e = e + self.landscape_embedding.weight[self.landscapes.index(step)]
-        return e
+            landscape = self.landscape_embedding.weight[self.landscapes.index(step)]
+            extra = landscape if extra is None else extra + landscape
+        return extra
+
+    def _energy_of(self, e: torch.Tensor, stream, *, first_order: bool = False) -> torch.Tensor:
+        """The energy of the candidate features ``e`` (:meth:`_read_candidate`) given ``stream`` (two-stream: the
+        context's per-layer keys / values; whole-target: the context tokens). ``first_order``: the result is
+        differentiated once at most (``compile=model`` may then run the compiled candidate pass)."""
+        compiled = first_order and self.compile == "model"
+        if self.autoregressive:
+            h = compiled_pass(self.backbone, "forward_candidates", e, stream) if compiled else \
+                self.backbone.forward_candidates(e, stream)  # (B, T, D)
+            return self._energy(h)  # (B, T)
+        e = e if e.dim() == 3 else e[:, None, :]  # aligned per token, or broadcast to every token
+        h = compiled_pass(self.backbone, "forward", stream + e) if compiled else self.backbone(stream + e)
+        return self._energy(h).mean(dim=1)  # (B,)
+
+    def _context_stream(self, context: torch.Tensor):
+        """The context stream's per-layer keys / values (compiled with ``compile=model``: differentiated once)."""
+        if self.compile == "model":
+            return compiled_pass(self.backbone, "forward_context", context)[1]
+        return self.backbone.forward_context(context)[1]
 
     def _energy(self, h: torch.Tensor) -> torch.Tensor:
         """Per-token energies ``(B, N)`` of the backbone's output ``h`` ``(B, N, D)``, in float32 at least (autocast
         off; a float64 model stays float64)."""
-        wide = _at_least_float32(torch.result_type(h, self.energy_head.weight))
+        wide = _at_least_float32(torch.promote_types(h.dtype, self.energy_head.weight.dtype))
         with torch.autocast(h.device.type, enabled=False):
             return nn.functional.linear(h.to(wide), self.energy_head.weight.to(wide)).squeeze(-1)
 
-    def energy_function(self, batch: dict[str, torch.Tensor]):
+    def energy_function(self, batch: dict[str, torch.Tensor], *, first_order: bool = False) -> "BatchEnergy":
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
-        context = self.encoder(task_inputs(self.task, batch))  # (B, T, D)
-        if self.autoregressive:
-            caches = self.backbone.forward_context(context)[1] if self.cache_context else None
-
-            def energy(y: torch.Tensor, step: int) -> torch.Tensor:
-                kv = caches if caches is not None else self.backbone.forward_context(context)[1]
-                h = self.backbone.forward_candidates(self._read_candidate(y, step), kv)  # (B, T, D)
-                return self._energy(h)  # (B, T)
-
-            return energy
-
-        def energy(y: torch.Tensor, step: int) -> torch.Tensor:
-            e = self._read_candidate(y, step)
-            e = e if e.dim() == 3 else e[:, None, :]  # aligned per token, or broadcast to every token
-            h = self.backbone(context + e)  # (B, N', D')
-            return self._energy(h).mean(dim=1)  # (B,)
-
-        return energy
+        return BatchEnergy(self, self.encoder(task_inputs(self.task, batch)), first_order=first_order)
 
     def initial_candidate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``y_0`` in the model's dtype: noise, zeros or (continuous) the input itself."""
@@ -411,28 +435,33 @@ class EBT(Objective):
         pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
         """
         if langevin_std is None:
-            sigma = self.training_noise() if training else torch.tensor(self.eval_langevin_std)
+            std = self.randomisation.langevin_std if training else self.eval_langevin_std
+            sigma = self.training_noise() if training else torch.tensor(std)
         else:
-            sigma = torch.tensor(langevin_std)
-        noisy = sigma.requires_grad or float(sigma) > 0  # a trainable sigma is always applied (it gets a gradient)
+            std, sigma = langevin_std, torch.tensor(langevin_std)
+        noisy = sigma.requires_grad or std > 0  # a trainable sigma is always applied (it gets a gradient)
         rule, backprop = self.step_rule, self.backprop
         y = self.initial_candidate(batch) if init is None else init
         candidates, energies = [y], []
         steps_used, active = None, None
-        backend = sdpa_kernel(SDPBackend.MATH) if training else nullcontext()  # fused SDPA: no double backward
+        # fused SDPA kernels have no double backward: the math backend where the candidate's gradient crosses SDPA
+        # (whole-target mode); the two-stream candidate pass has its own attention, and the context stream is
+        # differentiated once (the candidate's gradient never flows through it)
+        backend = sdpa_kernel(SDPBackend.MATH) if training and not self.autoregressive else nullcontext()
         if training:
             clear_aux(self.backbone)
+        self.backend(y.device)  # resolved (and logged) before the loop
+        diverged: list[torch.Tensor] = []  # per step, on the device: checked once after the loop (no host sync)
         with torch.enable_grad(), backend, exact_input_gradients():
-            energy_fn = self.energy_function(batch)
+            energy_fn = self.energy_function(batch, first_order=not training)
             for i in range(steps):
                 if backprop.detach_steps or not y.requires_grad:
                     y = y.detach().requires_grad_()
                 if noisy:
                     y = y + sigma * torch.randn_like(y)
-                energy = energy_fn(y, start + i)
                 create_graph = training and (not backprop.truncate or i == steps - 1)
-                grad = torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
-                _check_finite(energy, grad, i, self.alpha)
+                energy, grad = energy_fn.value_and_grad(y, start + i, create_graph)
+                diverged.append(_non_finite(energy, grad))
                 if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
                     bound = rule.max_change / self.alpha
                     grad = grad.clamp(-bound, bound)
@@ -453,6 +482,7 @@ class EBT(Objective):
                 energies.append(energy if training else energy.detach())
             if final_energy:
                 energies.append(energy_fn(y.detach().requires_grad_(), start + steps).detach())
+        _raise_if_diverged(diverged, self.alpha)
         aux, aux_metrics = collect_aux(self.backbone) if training else ({}, {})
         return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
 
@@ -588,10 +618,61 @@ def _checked_kernels(kernels: str) -> str:
     return kernels
 
 
-def _check_finite(energy: torch.Tensor, grad: torch.Tensor, step: int, alpha: torch.Tensor) -> None:
-    if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
-        what = "energy" if not torch.isfinite(energy).all() else "energy gradient"
-        raise ThinkingDivergedError(
-            f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); "
-            "lower model.objective.alpha or set model.objective.grad_clamp"
-        )
+def _non_finite(energy: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """(2,) bool on the device: whether ``energy`` / ``grad`` hold a non-finite value (no host sync)."""
+    return torch.stack([~torch.isfinite(energy).all(), ~torch.isfinite(grad).all()])
+
+
+def _raise_if_diverged(flags: list[torch.Tensor], alpha: torch.Tensor) -> None:
+    """One host sync per :meth:`EBT.think`: raise for the first step whose energy or gradient was non-finite."""
+    if not flags:
+        return
+    flags_cpu = torch.stack(flags).cpu()  # (steps, 2)
+    if not flags_cpu.any():
+        return
+    step = int(flags_cpu.any(dim=1).nonzero()[0])
+    what = "energy" if flags_cpu[step, 0] else "energy gradient"
+    raise ThinkingDivergedError(
+        f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); "
+        "lower model.objective.alpha or set model.objective.grad_clamp"
+    )
+
+
+def _check_compilable_step(backbone: nn.Module) -> None:
+    """``compile=thinking_step`` runs the step under ``torch.func.grad``: refuse what it cannot trace."""
+    if getattr(backbone, "checkpoint", False):
+        raise ConfigError("compile=thinking_step does not combine with activation checkpointing "
+                          "(model.backbone.checkpoint=true); use compile=model or compile=none")
+    if any(hasattr(m, "aux_losses") for m in backbone.modules()):
+        raise ConfigError("compile=thinking_step cannot trace a backbone that records auxiliary losses (MoH "
+                          "attention); use compile=model or compile=none")
+
+
+class BatchEnergy:
+    """``energy(y, step)`` of one batch: (B, T) per position (two-stream) or (B,) per sample (whole-target). The
+    context stream runs once here (``cache_context``) or at every call."""
+
+    def __init__(self, model: EBT, context: torch.Tensor, *, first_order: bool = False) -> None:
+        self.model, self.context, self.first_order = model, context, first_order
+        cached = model.autoregressive and model.cache_context
+        self.caches = model._context_stream(context) if cached else None
+
+    def stream(self):
+        """What the candidate pass reads: the context's keys / values (two-stream) or the context tokens."""
+        if not self.model.autoregressive:
+            return self.context
+        return self.caches if self.caches is not None else self.model._context_stream(self.context)
+
+    def __call__(self, y: torch.Tensor, step: int) -> torch.Tensor:
+        return self.model._energy_of(self.model._read_candidate(y, step), self.stream(), first_order=self.first_order)
+
+    def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(energy, dE/dy)`` at ``y`` (``y`` requires grad); ``create_graph``: the gradient is differentiable
+        (training's second-order term). ``compile=thinking_step`` runs it as one compiled function."""
+        model = self.model
+        if model.compile == "thinking_step":
+            with nullcontext() if create_graph else torch.no_grad():
+                energy, grad = compiled_energy_and_grad(model, y, self.stream(), model._step_offset(step))
+            return energy, grad
+        energy = self(y, step)
+        return energy, torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]

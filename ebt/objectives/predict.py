@@ -3,6 +3,8 @@
 Tokens: ``logits = head(backbone(embed(x)))`` trained with next-token cross-entropy on scored positions.
 Classes: ``logits = head(mean_tokens(backbone(W_in x)))`` trained with cross-entropy.
 Continuous: ``y = head(backbone(W_in x))`` trained with MSE (or SmoothL1).
+``compile=model`` (the top-level key): the backbone's forward runs through torch.compile (``nn.Module.compile``; the
+state dict is unchanged); the predictor has no thinking step to compile.
 """
 
 import torch
@@ -10,13 +12,15 @@ import torch
 from alt_arch.utils import clear_aux, collect_aux
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective, input_encoder, output_head, prediction_loss, task_inputs
+from ebt.objectives.compiled import check_compile, compile_module
 from ebt.tasks.base import Task
 
 
 class Predict(Objective):
     def __init__(self, *, task: Task, backbone, dim: int, tie_embeddings: bool = False,
-                 continuous_loss: str = "mse") -> None:
+                 continuous_loss: str = "mse", compile: str = "none") -> None:
         super().__init__(task=task, continuous_loss=continuous_loss)
+        self.compile = check_compile(compile, ("none", "model"))
         self.encoder = input_encoder(task, dim)
         self.backbone = backbone(dim, causal=task.causal, spatial_shape=task.spatial_shape)
         self.head = output_head(task, self.backbone.out_dim)
@@ -24,6 +28,8 @@ class Predict(Objective):
             if task.kind != "tokens":
                 raise ConfigError("model.objective.tie_embeddings=true needs a tokens task; set it to false")
             self.head.weight = self.encoder.weight
+        if self.compile == "model":
+            compile_module(self.backbone)
 
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         features = self.backbone(self.encoder(task_inputs(self.task, batch)))  # (B, N, out_dim)

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ebt.errors import ConfigError
+from ebt.objectives.compiled import COMPILE_CHOICES
 from ebt.training.data import TaskDataModule
 from ebt.training.lit_module import LitModel
 from ebt_kernels.dispatch import CHOICES as KERNEL_CHOICES
@@ -127,6 +128,7 @@ RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {  # full key -> (
 }
 COUNT_PREFIX = "n_"  # a part's or task's integer option ``n_*`` (n_layers, n_heads, n_digits, ...) counts: >= 1
 TOP_LEVEL_HINTS = {"kernels": typing.Literal[KERNEL_CHOICES],  # (its default is an interpolation)
+                   "compile": typing.Literal[COMPILE_CHOICES],
                    "float32_matmul_precision": typing.Literal["highest", "high", "medium"]}
 
 
