@@ -74,7 +74,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, scored_positions, task_inputs
-from ebt.objectives.compiled import check_compile, compiled_energy_and_grad, compiled_pass
+from ebt.objectives.compiled import check_compile, compiled_energy_and_grad, compiled_pass, energy_and_grad
 from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_candidate, positive_candidate
 from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
@@ -197,6 +197,9 @@ class EBT(Objective):
     * ``continuous_loss``: continuous tasks: ``mse`` or ``smooth_l1`` for every step's prediction.
     * ``kernels``: the implementation of the step's fused ops (``torch`` or ``triton``), the same numbers.
     * ``compile``: ``none``, ``model`` or ``thinking_step`` (:mod:`ebt.objectives.compiled`), the same numbers.
+    * ``thinking_grad``: ``autograd`` (``torch.autograd.grad(create_graph=True)`` on a leaf candidate) or ``func``
+      (``torch.func.grad``: the candidate is no leaf of the training graph, so the backward skips the unused gradient
+      to each detached ``y_i``: one ``B x T x V x D`` matmul and a softmax backward less per step); the same numbers.
     * ``contrastive_*``: IRED's supervision of the energy landscape (:mod:`ebt.objectives.contrastive`): the energy
       of the target pushed below the energy of a wrong candidate, ``contrastive_weight`` times; 0 is off.
     * ``landscapes`` / ``landscape_steps`` / ``landscape_noise`` / ``landscape_weight``: IRED's annealed energy
@@ -235,6 +238,7 @@ class EBT(Objective):
         continuous_loss: str = "mse",
         kernels: str = "torch",
         compile: str = "none",
+        thinking_grad: str = "autograd",
         contrastive_weight: float = 0.0,
         contrastive_negatives: str = "corrupt",
         contrastive_corrupt: float = 0.05,
@@ -269,6 +273,8 @@ class EBT(Objective):
         self.cache_context = cache_context
         self.kernels = _checked_kernels(kernels)
         self.compile = check_compile(compile)
+        _check_choice("thinking_grad", thinking_grad, ("autograd", "func"))
+        self.thinking_grad = thinking_grad
         self._backends: dict[torch.device, str] = {}
         self._progress = 0  # the training step (set_progress); learn_langevin_after reads it
         self.output_size = output_size(task)
@@ -297,8 +303,9 @@ class EBT(Objective):
         if self.landscape_embedding is not None:
             nn.init.zeros_(self.landscape_embedding.weight)
         self.replay = ReplayBuffer(replay_size) if replay_size else None
-        if self.compile == "thinking_step":
-            _check_compilable_step(self.backbone)
+        if self.functional_grad:
+            _check_functional_step(self.backbone, "compile=thinking_step" if self.compile == "thinking_step" else
+                                   "model.objective.thinking_grad=func")
 
     @staticmethod
     def upgrade_options(options: dict) -> dict:
@@ -310,6 +317,11 @@ class EBT(Objective):
         return {**options, "loss_on": None} if options.get("loss_on") == "all" else options
 
     # ----------------------------------------------------------------------------------------------- knobs
+    @property
+    def functional_grad(self) -> bool:
+        """Whether the step's ``dE/dy`` comes from ``torch.func.grad`` (``thinking_grad=func``, or compiled)."""
+        return self.thinking_grad == "func" or self.compile == "thinking_step"
+
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp().clamp_min(1e-4)
@@ -456,7 +468,9 @@ class EBT(Objective):
             energy_fn = self.energy_function(batch, first_order=not training)
             for i in range(steps):
                 if backprop.detach_steps or not y.requires_grad:
-                    y = y.detach().requires_grad_()
+                    # torch.func.grad needs no leaf: a detached y_i then is no input of the training graph, so its
+                    # backward skips the (unused) gradient to y_i
+                    y = y.detach() if self.functional_grad else y.detach().requires_grad_()
                 if noisy:
                     y = y + sigma * torch.randn_like(y)
                 create_graph = training and (not backprop.truncate or i == steps - 1)
@@ -638,14 +652,14 @@ def _raise_if_diverged(flags: list[torch.Tensor], alpha: torch.Tensor) -> None:
     )
 
 
-def _check_compilable_step(backbone: nn.Module) -> None:
-    """``compile=thinking_step`` runs the step under ``torch.func.grad``: refuse what it cannot trace."""
+def _check_functional_step(backbone: nn.Module, what: str) -> None:
+    """A step under ``torch.func.grad`` (``what``): refuse the backbones it cannot run."""
     if getattr(backbone, "checkpoint", False):
-        raise ConfigError("compile=thinking_step does not combine with activation checkpointing "
-                          "(model.backbone.checkpoint=true); use compile=model or compile=none")
+        raise ConfigError(f"{what} does not combine with activation checkpointing (model.backbone.checkpoint=true); "
+                          "turn one of them off")
     if any(hasattr(m, "aux_losses") for m in backbone.modules()):
-        raise ConfigError("compile=thinking_step cannot trace a backbone that records auxiliary losses (MoH "
-                          "attention); use compile=model or compile=none")
+        raise ConfigError(f"{what} cannot run a backbone that records auxiliary losses (MoH attention) inside "
+                          "torch.func.grad; turn it off")
 
 
 class BatchEnergy:
@@ -667,12 +681,16 @@ class BatchEnergy:
         return self.model._energy_of(self.model._read_candidate(y, step), self.stream(), first_order=self.first_order)
 
     def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(energy, dE/dy)`` at ``y`` (``y`` requires grad); ``create_graph``: the gradient is differentiable
-        (training's second-order term). ``compile=thinking_step`` runs it as one compiled function."""
+        """``(energy, dE/dy)`` at ``y``; ``create_graph``: the gradient is differentiable (training's second-order
+        term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
+        ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
         model = self.model
         if model.compile == "thinking_step":
             with nullcontext() if create_graph else torch.no_grad():
                 energy, grad = compiled_energy_and_grad(model, y, self.stream(), model._step_offset(step))
             return energy, grad
+        if model.thinking_grad == "func":
+            with nullcontext() if create_graph else torch.no_grad():
+                return energy_and_grad(lambda v: self(v, step), y)
         energy = self(y, step)
         return energy, torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
