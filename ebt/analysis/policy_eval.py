@@ -1,0 +1,486 @@
+"""Closed-loop evaluation of nav2d policies (issue 17): rollouts of trained checkpoints in the batched simulator.
+
+Behind ``scripts/policy_eval.py RUN [RUN ...] --out DIR``. Each RUN is a ``scripts/train.py`` run folder (or
+``.ckpt``) on ``data=nav2d``; its objective says which policy it is: ``Predict`` (MSE behaviour cloning), ``Diffusion``
+(DDPM / DDIM) or ``EBT`` (EBT-Policy). Several runs of one kind are seeds: tables give mean ± std over them.
+
+Per policy setting and split (``val``: demo-like starts; ``ood``: starts off the demonstrated paths), over the same
+``episodes`` starts (:meth:`ebt.tasks.nav2d.Nav2D.scenes`) and a fixed torch seed (rollouts are deterministic):
+``success`` (goal reached without collision: the headline), ``collision``, ``timeout``, ``above`` (mode balance: the
+fraction of successful episodes that passed the obstacle above; 0.5 = balanced), ``path_length`` (successful
+episodes) and ``passes`` (compute: forward passes of the model per plan).
+
+Settings: the predictor (1 pass); diffusion with ``diffusion_steps`` denoising passes for each sampler (``ddpm``,
+``ddim``); the EBT with ``ebt_steps`` thinking steps and best-of-``N`` by final energy (``N S`` passes, ``+ N`` energy
+evaluations when ``N > 1``: :func:`ebt.objectives.search.forward_passes`; a thinking step is one forward and its
+backward to the candidate, counted as one pass as in ``scripts/think.py``). Settings above ``max_passes`` are skipped.
+
+Energy as uncertainty (EBT runs): ``auroc_<states>_<S>``: the AUROC of the final energy (best-of-1, after ``S``
+thinking steps: the trained count and every ``ebt_steps``) as a score for "this state is ``ood``", over the rollout
+*start* states of ``val`` (negatives) and ``ood`` (positives) (``starts``), and over the demonstration states of the
+offline batches (``make_batch``) of the two splits (``demos``).
+
+Energy-gated policy: each plan thinks ``gate_min`` steps from one candidate (plus one energy evaluation of the result);
+where that energy exceeds a threshold it plans again with best-of-``gate_best_of`` at ``gate_max`` steps. The
+thresholds are quantiles ``gate_quantiles`` of the energies of every plan the cheap policy (``gate_min`` steps) makes
+in rollouts from ``train`` starts (:func:`plan_energies`; neither evaluation split), so about ``1 - q`` of
+in-distribution plans pay for the long plan. Its compute is the mean passes per plan over the plans of running
+episodes, against always thinking the maximum (best-of-``gate_best_of`` at ``gate_max``) and always the minimum.
+
+``--merge DIR ...`` adds the rows of earlier evaluations (their ``policy_eval.csv`` and ``.json``), so seeds and
+policies can be evaluated in separate processes and tabulated together.
+
+Writes ``policy_eval.csv`` (one row per run, setting and split), ``policy_eval.json`` (EBT energy scores, parameter
+counts), ``policy_summary.csv`` (mean ± std over runs),
+``policy_eval.md`` (tables, parameter counts, the command) and ``policy_curve.png`` (success vs forward passes per
+plan: EBT per best-of-N, diffusion per sampler, the predictor as a flat line; one panel per split).
+"""
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alt_arch.utils import num_params
+from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.thinking_eval import frozen
+from ebt.analysis.verifier import auroc
+from ebt.errors import ConfigError, UserError
+from ebt.objectives.base import Objective
+from ebt.objectives.diffusion import Diffusion
+from ebt.objectives.ebt import EBT
+from ebt.objectives.predict import Predict
+from ebt.objectives.search import forward_passes, think_best_of
+from ebt.tasks.nav2d import Nav2D
+from ebt.tasks.nav2d_sim import OBS_DIM, observe, rollout
+
+KINDS = {Predict: "predict", Diffusion: "diffusion", EBT: "ebt"}
+
+
+def policy_kind(objective: Objective) -> str:
+    for cls, kind in KINDS.items():
+        if isinstance(objective, cls):
+            return kind
+    raise ConfigError(f"policy_eval evaluates Predict, Diffusion and EBT policies, not {type(objective).__name__}")
+
+
+def check_fits(objective: Objective, task: Nav2D, execute: int | None = None) -> int:
+    """The actions executed per plan; a ConfigError when the task is not nav2d, its chunk length does not fit the
+    model, or ``execute`` is out of range."""
+    if not isinstance(task, Nav2D):
+        raise ConfigError(f"policy_eval needs a nav2d run (data=nav2d); this one is {task.describe()}")
+    encoder = getattr(objective.encoder, "base", objective.encoder)
+    reads = getattr(encoder, "in_features", None)
+    if reads is not None and reads != task.input_dim:
+        raise ConfigError(f"a chunk of {task.horizon} actions does not fit the model: it reads chunks of "
+                          f"{reads - OBS_DIM} (data.task.horizon={reads - OBS_DIM} when it was trained)")
+    execute = task.execute if execute is None else execute
+    if not 1 <= execute <= task.horizon:
+        raise ConfigError(f"execute={execute} must be in [1, horizon={task.horizon}] (actions carried out per plan)")
+    return execute
+
+
+def _batch(task: Nav2D, obs: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    inputs = task.tokens(obs.to(device))
+    return {"inputs": inputs, "targets": torch.zeros(obs.shape[0], task.horizon, 2, device=device)}
+
+
+@dataclass
+class Setting:
+    """One way of running a policy: its label parts and compute per plan."""
+
+    kind: str
+    mode: str  # predictor | ddpm | ddim | best_of | gated
+    steps: int = 0
+    best_of: int = 1
+    passes: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Planner:
+    """A policy callable for :func:`ebt.tasks.nav2d_sim.rollout` (observations -> chunk) under one setting; counts
+    the forward passes spent on running episodes (``on_plan`` marks which are running)."""
+
+    def __init__(self, objective: Objective, task: Nav2D, setting: Setting, threshold: float | None = None) -> None:
+        self.objective, self.task, self.setting, self.threshold = objective, task, setting, threshold
+        self.device = next(objective.parameters()).device
+        self.active = None
+        self.passes, self.plans = 0.0, 0
+
+    def on_plan(self, call: int, active: torch.Tensor) -> None:
+        self.active = active
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        batch, s = _batch(self.task, obs, self.device), self.setting
+        running = int(self.active.sum()) if self.active is not None else obs.shape[0]
+        self.plans += running
+        if s.mode == "predictor":
+            self.passes += running
+            with torch.no_grad():
+                return self.objective.predict(batch)
+        if s.mode in ("ddpm", "ddim"):
+            self.passes += running * s.steps
+            return self.objective.sample(batch, steps=s.steps, sampler=s.mode)
+        if s.mode == "best_of":
+            self.passes += running * forward_passes(s.steps, s.best_of)
+            return think_best_of(self.objective, batch, [s.steps], s.best_of)[s.steps]["prediction"]
+        return self._gated(batch)
+
+    def _gated(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        s, extra = self.setting, self.setting.extra
+        low = think_best_of(self.objective, batch, [s.steps], 1)[s.steps]
+        prediction, high = low["prediction"].clone(), low["sample_energy"] > self.threshold
+        active = self.active if self.active is not None else torch.ones_like(high)
+        self.passes += float(active.sum()) * (s.steps + 1)
+        if bool(high.any()):
+            sub = {k: v[high] for k, v in batch.items()}
+            again = think_best_of(self.objective, sub, [extra["gate_max"]], extra["gate_best_of"])
+            prediction[high] = again[extra["gate_max"]]["prediction"]
+            self.passes += float((high & active.to(high.device)).sum()) * forward_passes(extra["gate_max"],
+                                                                                       extra["gate_best_of"])
+        return prediction
+
+
+def run_episodes(objective: Objective, task: Nav2D, setting: Setting, split: str, episodes: int, *, seed: int = 0,
+                 execute: int | None = None, threshold: float | None = None) -> dict[str, float]:
+    """Roll ``setting`` out on ``episodes`` starts of ``split``; the metrics of the module docstring."""
+    execute = check_fits(objective, task, execute)
+    planner = Planner(objective, task, setting, threshold)
+    torch.manual_seed(seed)
+    with frozen(objective):
+        out = rollout(task.scenes(split, 0, episodes), planner, task.world, execute=execute, on_plan=planner.on_plan)
+    success = out["success"]
+    wins = int(success.sum())
+    return {"success": float(success.double().mean()), "collision": float(out["collision"].double().mean()),
+            "timeout": float(out["timeout"].double().mean()),
+            "above": float((out["side"][success] > 0).double().mean()) if wins else math.nan,
+            "path_length": float(out["path_length"][success].mean()) if wins else math.nan,
+            "passes": planner.passes / max(planner.plans, 1), "plans": float(out["plans"].double().mean())}
+
+
+def energies(ebt: EBT, task: Nav2D, inputs: torch.Tensor, steps: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Per-sample final energies (B,) after each of ``steps`` thinking steps (best-of-1, one trajectory) from the
+    model's inputs (B, H, F)."""
+    device = next(ebt.parameters()).device
+    batch = {"inputs": inputs.to(device), "targets": torch.zeros(inputs.shape[0], task.horizon, 2, device=device)}
+    with frozen(ebt):
+        out = think_best_of(ebt, batch, sorted(set(steps)), 1)
+    return {s: o["sample_energy"].cpu() for s, o in out.items()}
+
+
+def energy_scores(ebt: EBT, task: Nav2D, episodes: int, steps: Sequence[int], *, seed: int = 0) -> dict[str, Any]:
+    """Energy AUROC (val negative, ood positive) after each of ``steps`` thinking steps, on rollout start states
+    (``auroc_starts_<S>``) and on offline demonstration states (``auroc_demos_<S>``), and the mean energies."""
+    torch.manual_seed(seed)
+    inputs = {"starts": {split: task.tokens(observe(task.scenes(split, 0, episodes), task.world).float())
+                         for split in ("val", "ood")},
+              "demos": {split: task.make_batch(split, 0, episodes)["inputs"] for split in ("val", "ood")}}
+    out: dict[str, Any] = {"mean_energy": {}}
+    for states, pair in inputs.items():
+        found = {split: energies(ebt, task, x, steps) for split, x in pair.items()}
+        for s in sorted(set(steps)):
+            val, ood = found["val"][s], found["ood"][s]
+            out[f"auroc_{states}_{s}"] = auroc(torch.cat([val, ood]),
+                                               torch.cat([torch.zeros(len(val)), torch.ones(len(ood))]))
+            out["mean_energy"] |= {f"{states}_{split}_{s}": float(found[split][s].mean()) for split in found}
+    return out
+
+
+def plan_energies(ebt: EBT, task: Nav2D, steps: int, episodes: int, *, split: str = "train",
+                  seed: int = 0) -> torch.Tensor:
+    """The energies (after ``steps`` steps, best-of-1) of every plan of running episodes when that cheap policy is
+    rolled out from ``split`` starts: the distribution the energy gate's thresholds are quantiles of."""
+    recorded: list[torch.Tensor] = []
+    state: dict[str, torch.Tensor] = {}
+    device = next(ebt.parameters()).device
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        out = think_best_of(ebt, _batch(task, obs, device), [steps], 1)[steps]
+        recorded.append(out["sample_energy"].cpu()[state["active"]])
+        return out["prediction"]
+
+    torch.manual_seed(seed)
+    with frozen(ebt):
+        rollout(task.scenes(split, 0, episodes), policy, task.world, execute=task.execute,
+                on_plan=lambda call, active: state.__setitem__("active", active))
+    return torch.cat(recorded)
+
+
+@dataclass
+class Options:
+    episodes: int = 200
+    splits: Sequence[str] = ("val", "ood")
+    ebt_steps: Sequence[int] = (1, 2, 4, 8, 16)
+    best_of: Sequence[int] = (1, 4, 16)
+    diffusion_steps: Sequence[int] = (1, 2, 5, 10, 20, 50, 100)
+    samplers: Sequence[str] = ("ddpm", "ddim")
+    max_passes: float = 128.0
+    gate_min: int = 2
+    gate_max: int = 8
+    gate_best_of: int = 4
+    gate_quantiles: Sequence[float] = (0.5, 0.8, 0.95)
+    execute: int | None = None
+    seed: int = 0
+
+
+def settings_for(objective: Objective, options: Options) -> list[Setting]:
+    """The settings evaluated for one policy (the gated ones are added separately: they need thresholds)."""
+    kind = policy_kind(objective)
+    if kind == "predict":
+        return [Setting(kind, "predictor")]
+    if kind == "diffusion":
+        steps = [s for s in options.diffusion_steps if 1 <= s <= objective.train_timesteps]
+        return [Setting(kind, m, s, 1, float(s)) for m in options.samplers for s in steps if s <= options.max_passes]
+    out = []
+    for n in options.best_of:
+        for s in options.ebt_steps:
+            passes = forward_passes(s, n)
+            if passes <= options.max_passes:
+                out.append(Setting(kind, "best_of", s, n, passes))
+    return out
+
+
+def evaluate_policy(objective: Objective, task: Nav2D, options: Options, run: str = "",
+                    progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows (one per setting and split) and, for an EBT, its energy scores."""
+    rows, info = [], {}
+    settings = settings_for(objective, options)
+    thresholds: dict[float, float] = {}
+    if isinstance(objective, EBT):
+        info = energy_scores(objective, task, options.episodes, sorted({objective.steps, *options.ebt_steps}),
+                             seed=options.seed)
+        calibration = plan_energies(objective, task, options.gate_min, options.episodes, seed=options.seed)
+        thresholds = {q: float(torch.quantile(calibration, q)) for q in options.gate_quantiles}
+        extra = {"gate_max": options.gate_max, "gate_best_of": options.gate_best_of}
+        settings += [Setting("ebt", "gated", options.gate_min, 1, math.nan, {**extra, "quantile": q})
+                     for q in options.gate_quantiles]
+    for setting in settings:
+        for split in options.splits:
+            started = time.time()
+            threshold = thresholds.get(setting.extra.get("quantile", -1.0))
+            metrics = run_episodes(objective, task, setting, split, options.episodes, seed=options.seed,
+                                   execute=options.execute, threshold=threshold)
+            rows.append({"run": run, "policy": setting.kind, "mode": setting.mode, "steps": setting.steps,
+                         "best_of": setting.best_of, "gate_quantile": setting.extra.get("quantile", math.nan),
+                         "split": split, **metrics, "seconds": round(time.time() - started, 2)})
+            if progress is not None:
+                progress(f"{run} {setting.kind} {setting.mode} steps={setting.steps} N={setting.best_of} {split}: "
+                         f"success {metrics['success']:.3f} ({rows[-1]['seconds']} s)")
+    return rows, info
+
+
+KEYS = ("policy", "mode", "steps", "best_of", "gate_quantile", "split")
+VALUES = ("success", "collision", "timeout", "above", "path_length", "passes")
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in KEYS)
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std (over runs) of every value per setting and split, in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_key(r), []).append(r)
+    out = []
+    for key, mine in groups.items():
+        row: dict[str, Any] = dict(zip(KEYS, key, strict=True)) | {"runs": len(mine)}
+        for name in VALUES:
+            finite = [r[name] for r in mine if math.isfinite(r[name])]
+            row[name] = statistics.fmean(finite) if finite else math.nan
+            row[f"{name}_std"] = statistics.stdev(finite) if len(finite) > 1 else math.nan
+        out.append(row)
+    return out
+
+
+def _pm(row: dict[str, Any], name: str, digits: int = 3) -> str:
+    mean, std = row[name], row[f"{name}_std"]
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["mode"] == "predictor":
+        return "MSE predictor"
+    if row["mode"] in ("ddpm", "ddim"):
+        return f"diffusion {row['mode'].upper()}, {_steps(row['steps'])}"
+    if row["mode"] == "gated":
+        return f"EBT gated (q={row['gate_quantile']:g})"
+    return f"EBT {_steps(row['steps'])}, best-of-{row['best_of']}"
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" + ("s" if n != 1 else "")
+
+
+def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]], params: dict[str, int],
+             command: str) -> str:
+    splits = list(dict.fromkeys(r["split"] for r in summary))
+    table = []
+    for label in dict.fromkeys(_label(r) for r in summary):
+        mine = {r["split"]: r for r in summary if _label(r) == label}
+        first = next(iter(mine.values()))
+        row = {"policy": label, "runs": first["runs"], "passes / plan": _pm(first, "passes", 1)}
+        for split in splits:
+            if split in mine:
+                r = mine[split]
+                row |= {f"{split} success": _pm(r, "success"), f"{split} collision": _pm(r, "collision"),
+                        f"{split} above": _pm(r, "above", 2), f"{split} path": _pm(r, "path_length", 2)}
+        table.append(row)
+    lines = [f"Command: `{command}`", "", "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()), "",
+             markdown_table(table, list(table[0])) if table else "(no rows)"]
+    if info.get("ebt"):
+        scores = info["ebt"]
+        mean = {k: statistics.fmean(s[k] for s in scores) for k in scores[0] if k.startswith("auroc_")}
+        std = {k: statistics.stdev([s[k] for s in scores]) if len(scores) > 1 else math.nan for k in mean}
+        text = ", ".join(f"{k} {mean[k]:.3f}" + (f" ± {std[k]:.3f}" if math.isfinite(std[k]) else "") for k in mean)
+        lines += ["", f"Energy AUROC, val (negative) vs ood (positive), {len(scores)} EBT run(s): {text}"]
+        lines += [f"mean energies, run {i}: " + ", ".join(f"{k} {v:.4g}" for k, v in s["mean_energy"].items())
+                  for i, s in enumerate(scores)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    """Success vs forward passes per plan, one panel per split."""
+    plt = pyplot()
+    splits = list(dict.fromkeys(r["split"] for r in summary))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.0), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        rows = [r for r in summary if r["split"] == split]
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["mode"] == "best_of":
+                curves.setdefault(f"EBT best-of-{r['best_of']}", []).append(r)
+            elif r["mode"] in ("ddpm", "ddim"):
+                curves.setdefault(f"diffusion {r['mode'].upper()}", []).append(r)
+        for name, points in curves.items():
+            points.sort(key=lambda r: r["passes"])
+            ax.errorbar([p["passes"] for p in points], [p["success"] for p in points],
+                        yerr=[0.0 if not math.isfinite(p["success_std"]) else p["success_std"] for p in points],
+                        marker="o", ms=3, capsize=2, label=name, linestyle="--" if "diffusion" in name else "-")
+        gated = [r for r in rows if r["mode"] == "gated"]
+        if gated:
+            ax.scatter([r["passes"] for r in gated], [r["success"] for r in gated], marker="*", s=80, color="k",
+                       label="EBT energy-gated", zorder=3)
+        for r in rows:
+            if r["mode"] == "predictor":
+                ax.axhline(r["success"], color="gray", linestyle=":", label="MSE predictor (1 pass)")
+        ax.set_xscale("log")
+        ax.set_xlabel("forward passes per plan")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"nav2d, {split} starts")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def read_previous(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows (``policy_eval.csv``) and extras (``policy_eval.json``: EBT energy scores, parameter counts) an
+    earlier evaluation wrote to ``folder``, to merge with new runs."""
+    table, extras = folder / "policy_eval.csv", folder / "policy_eval.json"
+    if not (table.is_file() and extras.is_file()):
+        raise ConfigError(f"--merge {folder}: no policy_eval.csv and policy_eval.json there; pass an output folder "
+                          "of scripts/policy_eval.py")
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    texts = ("run", "policy", "mode", "split")
+    for r in rows:
+        for k, v in r.items():
+            if k not in texts:
+                r[k] = int(v) if k in ("steps", "best_of") else float(v) if v else math.nan
+    return rows, json.loads(extras.read_text())
+
+
+def policy_eval(runs: list[Path], out: Path, options: Options, command: str = "",
+                merge: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Evaluate every run (plus the rows of earlier evaluations in ``merge``), write the outputs (module docstring) to
+    ``out``; returns the summary rows."""
+    from ebt.training.restore import load_run
+
+    if not runs and not merge:
+        raise ConfigError("no run given; pass run folders of scripts/train.py on data=nav2d")
+    rows, info, params = [], {"ebt": []}, {}
+    for folder in merge:
+        old_rows, extras = read_previous(folder)
+        rows += old_rows
+        info["ebt"] += extras.get("ebt", [])
+        params |= extras.get("params", {})
+    for path in runs:
+        run = load_run(path)
+        objective, task = run.objective, run.task
+        kind = policy_kind(objective)
+        check_fits(objective, task, options.execute)
+        params[kind] = num_params(objective)
+        new, scores = evaluate_policy(objective, task, options, run=str(path),
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+        rows += new
+        if scores:
+            info["ebt"].append(scores)
+    summary = summarize(rows)
+    write_csv(rows, out / "policy_eval.csv", lineterminator="\n")
+    write_csv(summary, out / "policy_summary.csv", lineterminator="\n")
+    write_text(out / "policy_eval.json", json.dumps({"ebt": info["ebt"], "params": params}, indent=1) + "\n")
+    text = markdown(summary, info, params, command)
+    write_text(out / "policy_eval.md", text)
+    plot(summary, out / "policy_curve.png")
+    print(text)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``scripts/policy_eval.py`` command: 0 when written, 2 (and one ``error:`` line) on bad input."""
+    d = Options()
+    p = argparse.ArgumentParser(prog="policy_eval.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="*", type=Path, help="run folders (or .ckpt) of scripts/train.py on data=nav2d")
+    p.add_argument("--merge", nargs="+", type=Path, default=[],
+                   help="output folders of earlier evaluations whose rows join these (e.g. other seeds)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--episodes", type=int, default=d.episodes)
+    p.add_argument("--splits", nargs="+", default=list(d.splits))
+    p.add_argument("--ebt-steps", nargs="+", type=int, default=list(d.ebt_steps))
+    p.add_argument("--best-of", nargs="+", type=int, default=list(d.best_of))
+    p.add_argument("--diffusion-steps", nargs="+", type=int, default=list(d.diffusion_steps))
+    p.add_argument("--samplers", nargs="+", default=list(d.samplers))
+    p.add_argument("--max-passes", type=float, default=d.max_passes)
+    p.add_argument("--gate", nargs=3, type=int, default=[d.gate_min, d.gate_max, d.gate_best_of],
+                   metavar=("MIN_STEPS", "MAX_STEPS", "BEST_OF"))
+    p.add_argument("--gate-quantiles", nargs="+", type=float, default=list(d.gate_quantiles))
+    p.add_argument("--execute", type=int, default=None, help="actions per plan (default: the run's data.task.execute)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    a = p.parse_args(argv)
+    options = Options(a.episodes, a.splits, a.ebt_steps, a.best_of, a.diffusion_steps, a.samplers, a.max_passes,
+                      *a.gate, a.gate_quantiles, a.execute, a.seed)
+    try:
+        _check(options)
+        policy_eval(a.runs, a.out, options, command="python scripts/policy_eval.py " + " ".join(argv or sys.argv[1:]),
+                    merge=a.merge)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(o: Options) -> None:
+    if o.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {o.episodes}")
+    bad = [s for s in o.splits if s not in ("train", "val", "ood", "test")]
+    if bad:
+        raise ConfigError(f"--splits: unknown split(s) {bad}; use val, ood (or train, test)")
+    if any(s < 1 for s in (*o.ebt_steps, *o.best_of, *o.diffusion_steps, o.gate_min, o.gate_max, o.gate_best_of)):
+        raise ConfigError("--ebt-steps, --best-of, --diffusion-steps and --gate must be >= 1")
+    bad = [s for s in o.samplers if s not in ("ddpm", "ddim")]
+    if bad:
+        raise ConfigError(f"--samplers: unknown sampler(s) {bad}; use ddpm, ddim")
+    if any(not 0 <= q <= 1 for q in o.gate_quantiles):
+        raise ConfigError("--gate-quantiles must lie in [0, 1]")

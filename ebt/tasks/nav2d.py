@@ -1,0 +1,129 @@
+"""Multimodal imitation (issue 17): predict a point agent's next action chunk from scripted demonstrations that go
+round an obstacle on either side (continuous, non-causal).
+
+The world, the demonstrator and the batched simulator are in :mod:`ebt.tasks.nav2d_sim`. Demonstrations pass the
+obstacle above or below at random (half each, with noise), so in front of it the demonstrated action chunk is
+bimodal and its mean points into the obstacle: a mean-squared-error predictor averages the modes (Florence et al.,
+"Implicit Behavioral Cloning", CoRL 2021), a policy that samples (diffusion) or optimises an energy (EBT-Policy) can
+commit to one.
+
+Tokens (the action-chunk form of :mod:`ebt.tasks.matrix_inverse`): ``H = horizon`` tokens, token ``k`` = the
+observation (8 features, :func:`~ebt.tasks.nav2d_sim.observe`) and a one-hot step index ``e_k`` (``input_dim = 8 +
+H``); target token ``k`` = the demonstrator's ``k``-th next displacement in units of ``max_step`` (``output_dim = 2``;
+zeros once the goal is reached). A bidirectional backbone reads the whole chunk, so the EBT optimises it jointly.
+
+Samples: batch ``index`` of a split is ``batch_size`` demonstrations from ``rng(split, index)`` (``train`` / ``val``:
+demo starts and a random side; ``ood``: starts off the demonstrated paths and the side the agent starts on), one
+uniformly drawn step of each before the goal. The batch also holds ``modes`` (B, 2, H, 2): the noise-free chunks of
+both sides from the same state (equal once past the obstacle), ``front`` (B,) bool (not yet level with the obstacle)
+and ``side`` (B,) (+-1, the demonstration's side).
+
+Metrics (offline; success in closed loop is measured by rollouts, :mod:`ebt.analysis.policy_eval`): ``mode_mse``
+(headline, lower is better: per sample the MSE to the *nearer* noise-free mode chunk; an average of the modes is far
+from both), ``mse`` (to the noisy demonstrated chunk, what a predictor minimises), ``front_mode_mse`` (``mode_mse``
+over the samples in front of the obstacle, where the modes differ) and ``mode_mse_mean`` (the reference of predicting
+the mean of the two modes, over those samples).
+
+Rollouts: :meth:`Nav2D.scenes` gives evaluation starts (stream ``rng(split, ROLLOUT_OFFSET + index)``, apart from the
+training stream), :meth:`Nav2D.tokens` turns observations into the model's inputs; ``execute`` (actions carried out
+per plan) is read by the evaluation.
+"""
+
+import torch
+
+from ebt.errors import ConfigError
+from ebt.tasks.base import Task
+from ebt.tasks.nav2d_sim import (
+    OBS_DIM,
+    SPLIT_STARTS,
+    Scene,
+    World,
+    demonstrate,
+    expert_chunk,
+    observe,
+    offsets,
+    sample_scenes,
+)
+
+ROLLOUT_OFFSET = 1_000_000  # rollout starts use rng(split, ROLLOUT_OFFSET + index): not a training batch's stream
+
+
+class Nav2D(Task):
+    kind = "continuous"
+    metric = "mode_mse"
+    metric_mode = "min"
+    causal = False
+
+    def __init__(self, *, horizon: int = 8, execute: int = 4, radius: float = 0.3, max_step: float = 0.1,
+                 goal_tol: float = 0.1, max_steps: int = 40, margin: float = 0.2, start_jitter: float = 0.05,
+                 demo_noise: float = 0.3, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        if horizon < 1:
+            raise ConfigError(f"data.task.horizon must be >= 1 (actions per chunk), got {horizon}")
+        if not 1 <= execute <= horizon:
+            raise ConfigError(f"data.task.execute={execute} must be in [1, horizon={horizon}] (actions carried out "
+                              "per plan)")
+        self.world = World(radius=radius, max_step=max_step, goal_tol=goal_tol, max_steps=max_steps, margin=margin,
+                           start_jitter=start_jitter, demo_noise=demo_noise)
+        self.horizon, self.execute = horizon, execute
+        self.input_dim, self.output_dim, self.max_len = OBS_DIM + horizon, 2, horizon
+
+    def starts(self, split: str) -> str:
+        if split not in SPLIT_STARTS:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_STARTS)}")
+        return SPLIT_STARTS[split]
+
+    def tokens(self, obs: torch.Tensor) -> torch.Tensor:
+        """Model inputs (B, H, 8 + H) from observations (B, 8): the observation and a one-hot step index per token."""
+        if obs.dim() != 2 or obs.shape[1] != OBS_DIM:
+            raise ValueError(f"observations must be (B, {OBS_DIM}), got {tuple(obs.shape)}")
+        b, h = obs.shape[0], self.horizon
+        index = torch.eye(h, dtype=obs.dtype, device=obs.device).expand(b, h, h)
+        return torch.cat([obs[:, None, :].expand(b, h, OBS_DIM), index], dim=-1).contiguous()
+
+    def scenes(self, split: str, index: int, n: int) -> Scene:
+        """``n`` evaluation starts of ``split`` for rollouts (fixed for the seed)."""
+        return sample_scenes(self.rng(split, ROLLOUT_OFFSET + index), n, self.starts(split), self.world)
+
+    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        rng = self.rng(split, index)
+        starts = self.starts(split)
+        demos = demonstrate(rng, sample_scenes(rng, batch_size, starts, self.world), self.world,
+                            random_side=starts == "demo")
+        rows = torch.arange(batch_size)
+        t = torch.from_numpy(rng.integers(0, 2**62, batch_size)) % demos.length.clamp_min(1)  # a step before the goal
+        scene = Scene(demos.agent[t, rows], demos.scene.goal, demos.scene.obstacle, demos.prev_action[t, rows])
+        padded = torch.cat([demos.actions, torch.zeros(self.horizon, batch_size, 2, dtype=torch.float64)])
+        steps = t[None, :] + torch.arange(self.horizon)[:, None]  # (H, B)
+        chunk = padded[steps, rows[None, :]].transpose(0, 1)  # (B, H, 2)
+        modes = torch.stack([expert_chunk(scene, torch.full((batch_size,), s), self.horizon, self.world)
+                             for s in (1.0, -1.0)], dim=1)
+        scale = self.world.max_step
+        return {"inputs": self.tokens(observe(scene, self.world)).float(), "targets": (chunk / scale).float(),
+                "modes": (modes / scale).float(), "front": offsets(scene.agent, scene.goal, scene.obstacle)[0] < 0,
+                "side": demos.side.float()}
+
+    # ----- metrics --------------------------------------------------------------------------------------------
+    def sample_error(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample MSE (B,) to the nearer noise-free mode chunk."""
+        diff = prediction.detach().float()[:, None] - batch["modes"].float()  # (B, 2, H, 2)
+        return diff.square().flatten(2).mean(-1).min(dim=1).values
+
+    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if prediction.shape != batch["targets"].shape:
+            raise ValueError(f"prediction shape {tuple(prediction.shape)} != targets {tuple(batch['targets'].shape)}")
+        mode_error = self.sample_error(prediction, batch)
+        front = batch["front"].to(mode_error.device).float()
+        count = front.sum().clamp_min(1)
+        mean_of_modes = batch["modes"].float().mean(dim=1, keepdim=True)
+        mean_error = (mean_of_modes - batch["modes"].float()).square().flatten(2).mean(-1).min(dim=1).values
+        out = {"mode_mse": mode_error.mean(),
+               "mse": (prediction.detach().float() - batch["targets"].float()).square().mean(),
+               "front_mode_mse": (mode_error * front).sum() / count,
+               "mode_mse_mean": (mean_error * front).sum() / count}
+        return {k: v.to(prediction.device) for k, v in out.items()}
+
+    def describe(self) -> str:
+        w = self.world
+        return (f"nav2d: reach the goal past an obstacle (radius {w.radius:g}), bimodal demonstrations, action "
+                f"chunks of {self.horizon} (execute {self.execute})")

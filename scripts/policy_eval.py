@@ -1,0 +1,14 @@
+"""Closed-loop evaluation of nav2d policies: ``python scripts/policy_eval.py RUN [RUN ...] --out DIR``.
+
+RUN is a ``scripts/train.py`` run folder (or ``.ckpt``) on ``data=nav2d``: a predictor, diffusion or EBT policy (the
+kind is read from the checkpoint; several runs of one kind are seeds). Writes ``policy_eval.csv``,
+``policy_summary.csv``, ``policy_eval.md`` and ``policy_curve.png`` to DIR. Options and definitions:
+:mod:`ebt.analysis.policy_eval` (``--help``).
+"""
+
+import sys
+
+from ebt.analysis.policy_eval import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
