@@ -8,7 +8,8 @@
     python scripts/bench_ebt.py --compile model thinking_step        # add torch.compile'd rows (minutes to compile)
 
 Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
-order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_nocache`` (the context
+order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_func`` (the same with
+``thinking_grad=func``: same numbers, no gradient to the detached candidates), ``ebt_nocache`` (the context
 stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
 second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
 first-order, fused SDPA). ``--compile MODE...`` adds ``predict_compile_model`` / ``ebt_compile_<mode>`` (the
@@ -20,9 +21,10 @@ hits every row alike. Prints a table with each row's ratio to ``predict`` and ap
 (or ``--out``; CSV columns: :mod:`ebt.analysis.bench`).
 
 FLOPs: ``gflop`` is one step's count by ``torch.utils.flop_counter`` (matmuls and attention, forward and every
-backward; compiled rows reuse their eager row's count), ``gflops_per_s`` the achieved rate, ``flop_ratio`` the count
-relative to ``predict`` and ``per_flop`` = (time ratio to ``predict``) / ``flop_ratio``: 1 means the row spends its
-time per FLOP as the predictor does; above 1, extra time goes to uncounted (elementwise, host) work.
+backward; compiled rows reuse their eager row's count; on CUDA the Triton kernels of ``kernels=auto`` are not
+counted, so EBT rows there undercount), ``gflops_per_s`` the achieved rate, ``flop_ratio`` the count relative to
+``predict`` and ``per_flop`` = (time ratio to ``predict``) / ``flop_ratio``: 1 means the row spends its time per FLOP
+as the predictor does; above 1, extra time goes to uncounted (elementwise, host) work.
 
 Memory: ``peak_mb`` is the most memory held during one step above what was held before it: on CUDA the allocator's
 peak (``torch.cuda.max_memory_allocated``), on the CPU the peak of torch's CPU tensor allocations (profiler memory
@@ -45,7 +47,7 @@ from ebt.training.config import compose_train
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4),
            "xxs": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256], batch=8)}
-KINDS = ("predict", "ebt", "ebt_nocache", "ebt_truncated", "think_eval")
+KINDS = ("predict", "ebt", "ebt_func", "ebt_nocache", "ebt_truncated", "think_eval")
 
 
 class RandomTokens(Task):
@@ -73,6 +75,7 @@ def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False, com
         overrides += ["model/objective=predict"]
     else:
         overrides += ["model/objective=ebt", f"model.objective.steps={steps}", "model.objective.alpha_jitter=1",
+                      f"model.objective.thinking_grad={'func' if kind == 'ebt_func' else 'autograd'}",
                       f"model.objective.cache_context={kind != 'ebt_nocache'}",
                       f"model.objective.truncate={kind == 'ebt_truncated'}"]
     cfg = compose_train(overrides)
@@ -121,7 +124,8 @@ def variants(args, device: str) -> list[tuple[str, str, bool, str, bool]]:
     """``(row name, kind, checkpoint, compile, bf16)`` of every step this run times."""
     out = [(kind, kind, False, "none", False) for kind in args.kinds]
     if args.checkpoint:
-        out += [(f"{kind}@ckpt", kind, True, "none", False) for kind in args.kinds if kind != "think_eval"]
+        out += [(f"{kind}@ckpt", kind, True, "none", False) for kind in args.kinds
+                if kind not in ("think_eval", "ebt_func")]  # (thinking_grad=func refuses checkpointing)
     for mode in args.compile:
         out += [(f"ebt_compile_{mode}", "ebt", False, mode, False)]
         if mode == "model" and "predict" in args.kinds:
