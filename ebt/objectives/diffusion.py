@@ -45,6 +45,7 @@ from torch import nn
 
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective, input_encoder, output_head, output_size, task_inputs
+from ebt.objectives.compiled import check_compile, compile_module
 from ebt.tasks.base import Task
 
 SCHEDULES = ("cosine", "linear")
@@ -86,13 +87,15 @@ def inference_timesteps(train_timesteps: int, steps: int) -> list[int]:
 class Diffusion(Objective):
     """DDPM on a continuous task's targets (see the module docstring). Options: ``train_timesteps`` (T),
     ``schedule`` (cosine | linear, with ``beta_start`` / ``beta_end``), ``sampler`` (ddpm | ddim) and
-    ``inference_steps`` (null: T) for prediction and validation, ``clip_sample`` (null: no clipping)."""
+    ``inference_steps`` (null: T) for prediction and validation, ``clip_sample`` (null: no clipping); ``compile``
+    (the top-level key): ``model`` compiles the backbone, ``thinking_step`` is refused (no thinking step)."""
 
     def __init__(self, *, task: Task, backbone, dim: int, train_timesteps: int = 100, schedule: str = "cosine",
                  beta_start: float = 1e-4, beta_end: float = 0.02, sampler: str = "ddpm",
                  inference_steps: int | None = None, clip_sample: float | None = 1.0,
-                 continuous_loss: str = "mse") -> None:
+                 continuous_loss: str = "mse", compile: str = "none") -> None:
         super().__init__(task=task, continuous_loss=continuous_loss)
+        self.compile = check_compile(compile, ("none", "model"))
         if task.kind != "continuous":
             raise ConfigError(f"model/objective=diffusion needs a continuous task (it diffuses the target vectors); "
                               f"{task.describe()} is a {task.kind} task: use model/objective=predict or ebt")
@@ -120,6 +123,8 @@ class Diffusion(Objective):
         self.candidate_proj = nn.Linear(output_size(task), dim, bias=False)
         nn.init.normal_(self.candidate_proj.weight, std=0.02)
         self.head = output_head(task, self.backbone.out_dim)
+        if self.compile == "model":  # the denoiser is differentiated once: its backbone compiles as the predictor's
+            compile_module(self.backbone)
 
     def denoise(self, context: torch.Tensor, y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``eps_hat`` (B, N, F_out) for noisy targets ``y_t`` at timesteps ``t`` (B,); ``context`` = encoded inputs."""
