@@ -6,7 +6,9 @@
 is the same function.
 """
 
+import importlib
 import sys
+from collections.abc import Callable
 
 import hydra
 from omegaconf import DictConfig
@@ -17,44 +19,25 @@ from ebt.training.config import CONFIG_DIR  # also registers ${uid:}
 CONFIG_PATH = str(CONFIG_DIR)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def train_app(cfg: DictConfig) -> None:
-    from ebt.training.cli import run_reporting_errors  # imported here so --help stays fast (it imports torch)
-    from ebt.training.train import train
+def hydra_app(config_name: str, target: str) -> Callable[[], None]:
+    """A Hydra entry point that composes ``config_name`` and runs ``target`` (``module:function``, imported only when
+    the command runs, so ``--help`` stays fast) with user errors as one ``error:`` line (exit status 2)."""
 
-    run_reporting_errors(train, cfg)
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
+    def app(cfg: DictConfig) -> None:
+        from ebt.training.cli import run_reporting_errors  # imports torch
 
+        module, name = target.split(":")
+        run_reporting_errors(getattr(importlib.import_module(module), name), cfg)
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="think")
-def think_app(cfg: DictConfig) -> None:
-    from ebt.analysis.think_report import think
-    from ebt.training.cli import run_reporting_errors
-
-    run_reporting_errors(think, cfg)
+    return app
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
-def eval_app(cfg: DictConfig) -> None:
-    from ebt.analysis.evaluate import evaluate
-    from ebt.training.cli import run_reporting_errors
-
-    run_reporting_errors(evaluate, cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
-def generate_app(cfg: DictConfig) -> None:
-    from ebt.analysis.generate import generate
-    from ebt.training.cli import run_reporting_errors
-
-    run_reporting_errors(generate, cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
-def export_app(cfg: DictConfig) -> None:
-    from ebt.training.cli import run_reporting_errors
-    from ebt.training.export import export
-
-    run_reporting_errors(export, cfg)
+train_app = hydra_app("train", "ebt.training.train:train")
+think_app = hydra_app("think", "ebt.analysis.think_report:think")
+eval_app = hydra_app("eval", "ebt.analysis.evaluate:evaluate")
+generate_app = hydra_app("generate", "ebt.analysis.generate:generate")
+export_app = hydra_app("export", "ebt.training.export:export")
 
 
 def train() -> None:
