@@ -593,7 +593,7 @@ class EBT(Objective):
 # Options added after checkpoints were first shared, at the defaults that leave the model as it was trained.
 ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", "contrastive_corrupt": 0.05,
                  "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
-                 "landscape_weight": 0.0}
+                 "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd"}
 
 
 def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:

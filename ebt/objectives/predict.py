@@ -31,6 +31,11 @@ class Predict(Objective):
         if self.compile == "model":
             compile_module(self.backbone)
 
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """An older checkpoint's stored options with those added since at their defaults (``compile``: none)."""
+        return {"compile": "none", **options}
+
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         features = self.backbone(self.encoder(task_inputs(self.task, batch)))  # (B, N, out_dim)
         if self.task.kind == "classes":

@@ -135,14 +135,14 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tu
     return diffs
 
 
-SAME_MODEL_KEYS = {"model.backbone.checkpoint"}  # activation checkpointing: same weights, same gradients
+# implementation choices: same weights, same numbers (activation checkpointing, torch.compile, how dE/dy is taken)
+SAME_MODEL_KEYS = {"model.backbone.checkpoint", "model.objective.compile", "model.objective.thinking_grad"}
 
 
 def check_resume_config(checkpoint: dict[str, Any], config: dict[str, Any], ckpt_path: str) -> None:
     """Resume with the checkpoint's own model: a changed ``model.*`` option is a :class:`ConfigError` (shapes can
     match while the model differs, e.g. ``model.mixer.n_heads``); every other change is listed in one warning.
-    ``kernels`` keys and ``model.backbone.checkpoint`` (implementation choices, the same weights and results) only
-    warn."""
+    ``kernels`` keys and :data:`SAME_MODEL_KEYS` (implementation choices, the same weights and results) only warn."""
     old = (checkpoint.get("hyper_parameters") or {}).get("config")
     if not isinstance(old, dict):
         return  # a checkpoint written before configs were stored
