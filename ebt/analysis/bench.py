@@ -25,7 +25,6 @@ import functools
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,8 @@ from typing import Any
 
 import torch
 
+from ebt.training.summary import git_state
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench_results"
 
@@ -41,14 +42,8 @@ RESULTS = ROOT / "bench_results"
 # --------------------------------------------------------------------------------------------------- environment
 def git_sha() -> str:
     """The short commit of the checkout, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    state = git_state()
+    return "unknown" if state["commit"] is None else state["commit"][:7] + ("+dirty" if state["dirty"] else "")
 
 
 def device_name(device: str | torch.device) -> str:

@@ -8,8 +8,8 @@ runs pickle. An exported folder holds only what inference and fine-tuning need, 
   stored name (``tied``, JSON) and holds the checksum of the stored tensors (``weights_sha256``,
   :func:`~ebt.training.checkpoint.weights_digest`), verified on load.
 * ``config.yaml``: the resolved training config the model is built from (module paths upgraded to today's layout).
-* ``export.json``: format version, source checkpoint, git commit (when known), parameter count, objective and task
-  (for people; loading does not need it).
+* ``export.json``: format version, source checkpoint, git commit and dirty flag (when known), parameter count,
+  objective and task (for people; loading does not need it).
 
 :func:`write_export` writes the files into a temporary folder beside the target and renames it into place, so no
 reader ever sees a half-written export. :func:`load_exported` returns a checkpoint-like dict (``state_dict`` and
@@ -20,7 +20,6 @@ accept a checkpoint. Pickled ``.ckpt`` files stay the format of resume (``ckpt_p
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors.torch import save_file
 
 from ebt.errors import CheckpointError, ConfigError
 from ebt.training.checkpoint import current_umask, weights_digest
+from ebt.training.summary import git_state
 
 FORMAT, FORMAT_VERSION = "ebt-export", 1
 WEIGHTS, CONFIG, INFO = "model.safetensors", "config.yaml", "export.json"
@@ -68,19 +68,6 @@ def shareable_tensors(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, to
         seen[key] = name
         tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()  # a copy never shares storage
     return tensors, tied
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this code runs from (``+dirty`` when tracked files differ), None outside git."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha + ("+dirty" if dirty else "") if sha else None
 
 
 def write_export(state_dict: dict[str, torch.Tensor], config: dict[str, Any], out: str | Path,
@@ -187,7 +174,7 @@ def export(cfg: DictConfig) -> Path:
         raise ConfigError(f"data={data}: give data keys one by one, e.g. +data.task.path=<the corpus' new place>")
     overrides = OmegaConf.to_container(data, resolve=True) if data is not None else None
     config, task, model = restore_lit_model(load_source(source), source, overrides)
-    info = {"source": str(Path(source).resolve()), "git_commit": git_commit(),
+    info = {"source": str(Path(source).resolve()), "git": git_state(),
             "parameters": sum(p.numel() for p in model.parameters()), "objective": type(model.objective).__name__,
             "task": task.describe(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_export(model.state_dict(), OmegaConf.to_container(config, resolve=True), out, info,
