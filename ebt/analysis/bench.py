@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ebt.training.summary import git_state
+from ebt.training.summary import FlopCount, git_state
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench_results"
@@ -197,13 +197,11 @@ def measure_interleaved(steps: dict[str, Callable[[], Any]], reps: int, device: 
 
 
 def step_flops(step: Callable[[], Any]) -> float:
-    """FLOPs of one call of ``step`` as ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls,
-    convolutions and attention; elementwise work is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of ``step`` by ``torch.utils.flop_counter``'s formulas (matmuls, convolutions and attention;
+    elementwise work is not counted), as ``summary.json`` counts them (:class:`ebt.training.summary.FlopCount`)."""
+    with FlopCount() as counter:
         step()
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 # --------------------------------------------------------------------------------------------------- results
