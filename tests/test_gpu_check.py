@@ -4,6 +4,8 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 from tests.utils import ROOT, run_if
 
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -16,6 +18,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow  # subprocesses end to end (~20 s); .ci/run runs the slow tests too
 def test_smoke_plan_runs_every_benchmark_stage_and_writes_the_summary(tmp_path):
     out = tmp_path / "results"
     result = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--stages", "kernels",

@@ -50,6 +50,7 @@ def test_wheel_carries_every_module_and_config_and_no_bare_kernels(tmp_path):
     assert {"ebt-train", "ebt-think", "ebt-eval", "ebt-collect", "ebt-generate", "ebt-export"} <= commands
 
 
+@pytest.mark.slow  # subprocesses end to end (~20 s); .ci/run runs the slow tests too
 def test_installed_wheel_trains_from_any_folder_beside_a_kernels_distribution(tmp_path):
     """Fresh venv (system packages visible for torch & co.), our wheel and a stand-in ``kernels`` installed into it;
     ``ebt-train debug=fdr`` runs from a folder outside the repository, and both ``kernels`` names resolve to their

@@ -188,6 +188,7 @@ def test_bad_input_is_a_clear_error(corpus, tmp_path, monkeypatch):
         task(corpus)
 
 
+@pytest.mark.slow  # subprocesses end to end (~20 s); .ci/run runs the slow tests too
 def test_prepare_script_and_a_training_run(corpus, tmp_path, cache):
     env = {"EBT_DATA_CACHE": str(cache)}
     options = [f"data.task.path={corpus}", "data.task.glob=*.txt", f"data.task.vocab_size={VOCAB}"]
