@@ -7,7 +7,7 @@ from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import prediction_loss
 from ebt.training.build import build_lit_model, build_task
 from ebt_kernels import dispatch
-from tests.utils import compose_config, declared_overrides, group_options
+from tests.utils import compose_config, declared_overrides, group_options, naive_ebt_energies
 
 SMALL = ["model/objective=ebt", "model.dim=32", "kernels=torch"]
 
@@ -166,11 +166,7 @@ def test_a_continuous_causal_task_runs_two_stream_and_equals_a_naive_per_positio
     batch = {k: v.double() if v.is_floating_point() else v for k, v in ebt.task.make_batch("train", 0, 3).items()}
     y = torch.randn(batch["targets"].shape, dtype=torch.float64)
     fast = ebt.energy_function(batch)(y, 0)  # (B, T)
-    context, candidate = ebt.encoder(batch["inputs"]), ebt._read_candidate(y, 0)
-    for t in range(y.shape[1]):
-        seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
-        naive = ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1)
-        torch.testing.assert_close(fast[:, t], naive, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fast, naive_ebt_energies(ebt, batch["inputs"], y), atol=1e-10, rtol=1e-10)
 
 
 def _causal_data() -> list[str]:

@@ -73,3 +73,14 @@ def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         seq = torch.cat([x[:, : t + 1], y[:, t : t + 1], torch.randn(b, n - t - 1, c, dtype=x.dtype)], dim=1)
         out[:, t] = mixer(seq)[:, t + 1]
     return out
+
+
+def naive_ebt_energies(ebt, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, T): candidate t's energy from a plain causal forward of ``[x_0 .. x_t, candidate_t]`` (its last slot), the
+    reference of the EBT's two-stream energies."""
+    context, candidate = ebt.encoder(inputs), ebt._read_candidate(y, 0)
+    energies = []
+    for t in range(y.shape[1]):
+        seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
+        energies.append(ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1))
+    return torch.stack(energies, dim=1)
