@@ -39,7 +39,15 @@ from pathlib import Path
 
 import torch
 
-from ebt.analysis.bench import RESULTS, append_csv, environment, measure_interleaved, peak_memory_mb, step_flops
+from ebt.analysis.bench import (
+    RESULTS,
+    RandomTokens,
+    append_csv,
+    environment,
+    measure_interleaved,
+    peak_memory_mb,
+    step_flops,
+)
 from ebt.tasks.base import Task
 from ebt.training.build import build_objective
 from ebt.training.config import compose_train
@@ -48,24 +56,6 @@ PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], 
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4),
            "xxs": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256], batch=8)}
 KINDS = ("predict", "ebt", "ebt_func", "ebt_nocache", "ebt_truncated", "think_eval")
-
-
-class RandomTokens(Task):
-    """Uniform random tokens (the cost of a step does not depend on the data)."""
-
-    kind, metric, metric_mode, causal = "tokens", "acc", "max", True
-
-    def __init__(self, vocab_size: int, seq: int) -> None:
-        super().__init__(seed=0)
-        self.vocab_size, self.seq = vocab_size, seq
-
-    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(index)
-        ids = torch.randint(0, self.vocab_size, (batch_size, self.seq + 1), generator=generator)
-        return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
-
-    def metrics(self, prediction, batch):
-        return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
 
 
 def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False, compile: str = "none"):

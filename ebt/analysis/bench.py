@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ebt.tasks.base import Task
 from ebt.training.summary import FlopCount, git_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,3 +236,22 @@ def append_csv(path: str | os.PathLike, rows: list[dict[str, Any]], device: str 
             writer.writerows(old_rows)
         writer.writerows(rows)
     return path
+
+
+# --------------------------------------------------------------------------------------------------- workloads
+class RandomTokens(Task):
+    """Uniform random tokens (the cost of a step does not depend on the data)."""
+
+    kind, metric, metric_mode, causal = "tokens", "acc", "max", True
+
+    def __init__(self, vocab_size: int, seq: int) -> None:
+        super().__init__(seed=0)
+        self.vocab_size, self.seq = vocab_size, seq
+
+    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(index)
+        ids = torch.randint(0, self.vocab_size, (batch_size, self.seq + 1), generator=generator)
+        return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
+
+    def metrics(self, prediction, batch):
+        return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
