@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from ebt.errors import ConfigError
 from ebt.objectives.base import prediction_loss
-from ebt.objectives.ebt import ADDED_OPTIONS, EBT, Backprop, Randomisation, StepRule
+from ebt.objectives.ebt import EBT
+from ebt.objectives.ebt_options import ADDED_OPTIONS, Backprop, Randomisation, StepRule
 from ebt.training.build import build_lit_model, build_task
 from ebt.training.lit_module import optimizer_groups
 from tests.test_ebt import make

@@ -128,7 +128,7 @@ def think_next(ebt: EBT, window: torch.Tensor, thinking: Thinking) -> tuple[torc
     energy = thought.energies[-1][:, -1]  # (N,): E(y_S) at the new position
     best = int(energy.argmin())
     used = float(thought.steps_used[best, -1]) if thought.steps_used is not None else float(steps)
-    return thought.candidates[-1][best, -1].detach(), float(energy[best]), used
+    return ebt.decode(thought.candidates[-1][best, -1].detach()), float(energy[best]), used
 
 
 @torch.no_grad()

@@ -27,7 +27,11 @@ Modes (chosen from the task, no per-mixer special cases):
   distribution), a bidirectional pass of any backbone follows, energy = mean of per-token scalars.
 
 Discrete candidates are logits; the model reads ``softmax(y) @ W`` with ``W`` a ``V -> D`` projection
-(``tie_candidate_projection``: the token embedding). Continuous candidates are read through ``Linear``.
+(``tie_candidate_projection``: the token embedding). Continuous candidates are read through ``Linear``. For large
+vocabularies ``candidate=topk`` (a sparse thinking step) and ``candidate=embedding`` (a candidate of ``D`` numbers)
+are cheaper options (:mod:`ebt.objectives.candidates`). Code layout: the options in :mod:`ebt.objectives.ebt_options`,
+the thinking loop and ``energy(y, step)`` of a batch in :mod:`ebt.objectives.thinking`, candidate spaces in
+:mod:`ebt.objectives.candidates`, this module the model (energy, loss, evaluation).
 
 Precision: under autocast (``trainer.precision=bf16-mixed``) the backbone runs in bf16, but the energy head and the
 candidate's ``softmax(y) @ W`` run in float32 (autocast off, inputs cast up), so energies are float32: ``energy_tol``
@@ -64,117 +68,33 @@ Deviations from the reference:
 """
 
 from collections.abc import Collection
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
-from ebt.errors import ConfigError, ThinkingDivergedError
+from ebt.errors import ConfigError
+from ebt.objectives import thinking
 from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, scored_positions, task_inputs
-from ebt.objectives.compiled import check_compile, compiled_energy_and_grad, compiled_pass, energy_and_grad
+from ebt.objectives.candidates import CandidateSpace, at_least_float32
+from ebt.objectives.compiled import check_compile, compiled_pass
 from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_candidate, positive_candidate
+from ebt.objectives.ebt_options import (
+    ADDED_OPTIONS,
+    Backprop,
+    Randomisation,
+    StepRule,
+    check_choice,
+    check_functional_step,
+    checked_kernels,
+    logged_steps,
+)
 from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
+from ebt.objectives.thinking import BatchEnergy, Thought
 from ebt.tasks.base import Task
-from ebt_kernels import KernelBackendError, candidate_update, resolve_backend, softmax_embed
+from ebt_kernels import resolve_backend
 
-
-@dataclass
-class Thought:
-    """The trajectory of one round of thinking."""
-
-    candidates: list[torch.Tensor]  # y_0 .. y_S (y_0 is the initial candidate)
-    energies: list[torch.Tensor]  # E(y_0) .. E(y_{S-1}) (+ E(y_S) when requested); (B, T) or (B,)
-    steps_used: torch.Tensor | None = None  # per energy element, with energy_tol
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # training: auxiliary losses (mean over passes)
-    aux_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class StepRule:
-    """How one thinking step moves the candidate: ``y <- y - alpha_i * bound(dE/dy)``."""
-
-    alpha: float = 1.0  # step size (the reference's ``mcmc_step_size``)
-    learn_alpha: bool = True  # the reference's ``mcmc_step_size_learnable``
-    alpha_lr_scale: float = 1.0  # lr multiplier of log alpha (the reference's ``mcmc_step_size_lr_multiplier``)
-    alpha_jitter: float = 1.0  # s > 1: training draws alpha_i ~ U[alpha/s, alpha*s] per position (paper's S2 recipe)
-    grad_clamp: float | None = None  # clamp dE/dy elementwise to [-c, c]
-    max_change: float | None = None  # the reference's ``clamp_futures_grad_max_change``: |alpha * dE/dy| <= m
-
-    def __post_init__(self) -> None:
-        if self.alpha <= 0:
-            raise ConfigError(f"model.objective.alpha must be > 0, got {self.alpha}")
-        if not self.alpha_lr_scale >= 0:
-            raise ConfigError(f"model.objective.alpha_lr_scale must be >= 0, got {self.alpha_lr_scale}")
-        if self.alpha_lr_scale != 1 and not self.learn_alpha:
-            raise ConfigError("model.objective.alpha_lr_scale scales the learning rate of alpha, but "
-                              "model.objective.learn_alpha=false keeps alpha fixed; drop one of them")
-        if self.alpha_jitter < 1:
-            raise ConfigError("model.objective.alpha_jitter is a scale s >= 1 (alpha drawn from [alpha/s, alpha*s])")
-        if self.grad_clamp is not None and self.max_change is not None:
-            raise ConfigError("model.objective.grad_clamp and model.objective.max_change both bound the thinking step; "
-                              "set one of them to null")
-        for name in ("grad_clamp", "max_change"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"model.objective.{name} must be > 0 (or null), got {value}")
-
-
-@dataclass
-class Randomisation:
-    """Training-time randomisation (the paper's System 2 recipe, ``model/objective=ebt_s2``); evaluation thinks
-    without it."""
-
-    langevin_std: float = 0.0  # noise sigma added to the candidate before each step (the reference's
-    # ``langevin_dynamics_noise``)
-    learn_langevin_after: int | None = None  # sigma trainable from this training step on (the reference's
-    # ``langevin_dynamics_noise_learnable``, switched on when its warm-up ends)
-    random_steps: int = 0  # each batch thinks steps + U{0..random_steps} steps (cf. ``randomize_mcmc_num_steps``)
-    replay_size: int = 0  # > 0: replay buffer of this many (sample, final candidate) pairs (``mcmc_replay_buffer``)
-    replay_fraction: float = 0.25  # share of each batch replayed (``mcmc_replay_buffer_sample_bs_percent``)
-
-    def __post_init__(self) -> None:
-        if self.langevin_std < 0:
-            raise ConfigError(f"model.objective.langevin_std must be >= 0, got {self.langevin_std}")
-        if self.learn_langevin_after is not None and not self.langevin_std > 0:
-            raise ConfigError("model.objective.learn_langevin_after learns the noise scale, but "
-                              "model.objective.langevin_std=0 adds no noise to learn from; set langevin_std > 0 "
-                              "or learn_langevin_after=null")
-        if self.learn_langevin_after is not None and self.learn_langevin_after < 0:
-            raise ConfigError(f"model.objective.learn_langevin_after must be >= 0 (a training step) or null, "
-                              f"got {self.learn_langevin_after}")
-        if self.random_steps < 0:
-            raise ConfigError(f"model.objective.random_steps must be >= 0, got {self.random_steps}")
-        if self.replay_size < 0:
-            raise ConfigError(f"model.objective.replay_size must be >= 0 (0: no replay), got {self.replay_size}")
-        if self.replay_size and not 0 < self.replay_fraction < 1:
-            raise ConfigError(f"model.objective.replay_fraction must be in (0, 1) with model.objective.replay_size > "
-                              f"0, got {self.replay_fraction}")
-
-
-@dataclass
-class Backprop:
-    """What the training loss scores and how its gradient flows back through the thinking steps."""
-
-    detach_steps: bool = True  # detach the candidate between steps (the reference's default; ``no_mcmc_detach``)
-    truncate: bool = False  # only the last step is second order, and only its loss is scored (``truncate_mcmc``)
-    loss_on: str | None = None  # all | last | null (= last with truncate, else all)
-
-    def __post_init__(self) -> None:
-        if self.loss_on is not None:
-            _check_choice("loss_on", self.loss_on, ("all", "last"))
-        if self.truncate and self.loss_on == "all":
-            raise ConfigError("model.objective.truncate=true scores the last step only, but "
-                              "model.objective.loss_on=all asks for every step; set loss_on=null (or last), or "
-                              "truncate=false")
-
-    @property
-    def scored(self) -> str:
-        """``all`` or ``last``: the steps whose predictions the training loss averages."""
-        return self.loss_on or ("last" if self.truncate else "all")
+__all__ = ["ADDED_OPTIONS", "EBT", "Backprop", "BatchEnergy", "Randomisation", "StepRule", "Thought"]
 
 
 class EBT(Objective):
@@ -200,6 +120,10 @@ class EBT(Objective):
     * ``thinking_grad``: ``autograd`` (``torch.autograd.grad(create_graph=True)`` on a leaf candidate) or ``func``
       (``torch.func.grad``: the candidate is no leaf of the training graph, so the backward skips the unused gradient
       to each detached ``y_i``: one ``B x T x V x D`` matmul and a softmax backward less per step); the same numbers.
+    * ``candidate`` / ``candidate_k``: discrete tasks: what the candidate is (:mod:`ebt.objectives.candidates`):
+      ``simplex`` (``V`` logits read as ``softmax(y) @ W``, the paper's, exact), ``topk`` (after the first step only
+      the ``candidate_k`` largest logits per position move) or ``embedding`` (``D`` numbers read as they are and
+      decoded to logits ``y @ W^T`` for the loss; a different model). The last two make large vocabularies cheaper.
     * ``contrastive_*``: IRED's supervision of the energy landscape (:mod:`ebt.objectives.contrastive`): the energy
       of the target pushed below the energy of a wrong candidate, ``contrastive_weight`` times; 0 is off.
     * ``landscapes`` / ``landscape_steps`` / ``landscape_noise`` / ``landscape_weight``: IRED's annealed energy
@@ -239,6 +163,8 @@ class EBT(Objective):
         kernels: str = "torch",
         compile: str = "none",
         thinking_grad: str = "autograd",
+        candidate: str = "simplex",
+        candidate_k: int = 64,
         contrastive_weight: float = 0.0,
         contrastive_negatives: str = "corrupt",
         contrastive_corrupt: float = 0.05,
@@ -256,7 +182,7 @@ class EBT(Objective):
         self.contrastive = Contrastive(contrastive_weight, contrastive_negatives, contrastive_corrupt,
                                        contrastive_positive_logit)
         self.landscapes = Landscapes(landscapes, landscape_steps, landscape_noise, landscape_weight)
-        _check_choice("init", init, ("noise", "zeros", "input"))
+        check_choice("init", init, ("noise", "zeros", "input"))
         if steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {steps}")
         if init == "input" and (task.kind != "continuous" or task.input_dim != task.output_dim):
@@ -266,18 +192,27 @@ class EBT(Objective):
         self.autoregressive = task.causal  # a causal task is always run causally (two-stream), tokens or vectors
         self.discrete = task.kind in ("tokens", "classes")
         self.steps = steps
-        self.logged_steps = _logged_steps(eval_steps, steps)
+        self.logged_steps = logged_steps(eval_steps, steps)
         self.eval_steps = max(self.logged_steps)
         self.init, self.init_std = init, init_std
         self.eval_langevin_std, self.energy_tol = eval_langevin_std, energy_tol
         self.cache_context = cache_context
-        self.kernels = _checked_kernels(kernels)
+        self.kernels = checked_kernels(kernels)
         self.compile = check_compile(compile)
-        _check_choice("thinking_grad", thinking_grad, ("autograd", "func"))
+        check_choice("thinking_grad", thinking_grad, ("autograd", "func"))
         self.thinking_grad = thinking_grad
         self._backends: dict[torch.device, str] = {}
         self._progress = 0  # the training step (set_progress); learn_langevin_after reads it
         self.output_size = output_size(task)
+        self.candidate_space = CandidateSpace(candidate, candidate_k)
+        self.candidate_space.check(task, self.output_size)
+        self.dim = dim
+        if candidate == "embedding" and (contrastive_weight > 0 or landscape_weight > 0):
+            raise ConfigError("model.objective.candidate=embedding has no target candidate for IRED's supervision "
+                              "(contrastive_weight / landscape_weight > 0): use candidate=simplex with them")
+        if candidate == "topk" and self.compile == "thinking_step":
+            raise ConfigError("model.objective.candidate=topk does not run under compile=thinking_step (its sparse "
+                              "read changes within a thinking call); use compile=none or model")
 
         self.log_alpha = nn.Parameter(torch.tensor(float(alpha)).log(), requires_grad=learn_alpha)
         self.log_alpha.no_weight_decay, self.log_alpha.lr_scale = True, alpha_lr_scale
@@ -304,7 +239,7 @@ class EBT(Objective):
             nn.init.zeros_(self.landscape_embedding.weight)
         self.replay = ReplayBuffer(replay_size) if replay_size else None
         if self.functional_grad:
-            _check_functional_step(self.backbone, "compile=thinking_step" if self.compile == "thinking_step" else
+            check_functional_step(self.backbone, "compile=thinking_step" if self.compile == "thinking_step" else
                                    "model.objective.thinking_grad=func")
 
     @staticmethod
@@ -362,16 +297,21 @@ class EBT(Objective):
         return e if extra is None else e + extra
 
     def _candidate_features(self, y: torch.Tensor, backend: str | None = None) -> torch.Tensor:
-        """``softmax(y) @ W`` (discrete; float32 at least) or ``W y`` (continuous); ``backend``: the kernels' (default:
-        the model's, resolved for ``y``'s device)."""
+        """The candidate's features: discrete: ``softmax(y) @ W`` (float32 at least) or the embedding-space candidate
+        itself (:mod:`ebt.objectives.candidates`); continuous: ``W y``. ``backend``: the kernels' (default: the
+        model's, resolved for ``y``'s device)."""
         if self.discrete:
-            weight = self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
-            dtype = torch.promote_types(y.dtype, weight.dtype)
-            wide = _at_least_float32(dtype)
-            with torch.autocast(y.device.type, enabled=False):  # float32 (at least) reduction over the vocabulary
-                e = softmax_embed(y.to(wide), weight.to(wide), backend=backend or self.backend(y.device))
-            return e.to(dtype)  # a bf16 model (bf16-true) reads bf16 features
+            return self.candidate_space.read(y, self.read_matrix(), backend or self.backend(y.device))
         return self.candidate_proj(y)
+
+    def read_matrix(self) -> torch.Tensor:
+        """The ``V x D`` matrix a discrete candidate is read through: the token embedding
+        (``tie_candidate_projection``) or ``candidate_proj``'s weight."""
+        return self.encoder.weight if self.candidate_proj is None else self.candidate_proj.weight.t()
+
+    def decode(self, y: torch.Tensor) -> torch.Tensor:
+        """A candidate as the task's prediction: logits ``y @ W^T`` for ``candidate=embedding``, else ``y`` itself."""
+        return self.candidate_space.decode(y, self.read_matrix()) if self.discrete else y
 
     def _step_offset(self, step: int) -> torch.Tensor | None:
         """The step's embeddings added to the candidate features (time and landscape; ``None`` without them)."""
@@ -405,7 +345,7 @@ class EBT(Objective):
     def _energy(self, h: torch.Tensor) -> torch.Tensor:
         """Per-token energies ``(B, N)`` of the backbone's output ``h`` ``(B, N, D)``, in float32 at least (autocast
         off; a float64 model stays float64)."""
-        wide = _at_least_float32(torch.promote_types(h.dtype, self.energy_head.weight.dtype))
+        wide = at_least_float32(torch.promote_types(h.dtype, self.energy_head.weight.dtype))
         with torch.autocast(h.device.type, enabled=False):
             return nn.functional.linear(h.to(wide), self.energy_head.weight.to(wide)).squeeze(-1)
 
@@ -418,7 +358,8 @@ class EBT(Objective):
         targets, dtype = batch["targets"], self.energy_head.weight.dtype
         if self.init == "input":
             return batch["inputs"].to(dtype=dtype, copy=True)
-        shape = (*targets.shape, self.output_size) if self.discrete else targets.shape
+        size = self.candidate_space.size(self.output_size, self.dim)
+        shape = (*targets.shape, size) if self.discrete else targets.shape
         if self.init == "zeros":
             return torch.zeros(shape, device=targets.device, dtype=dtype)
         return torch.randn(shape, device=targets.device, dtype=dtype) * self.init_std
@@ -446,59 +387,8 @@ class EBT(Objective):
         In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
         pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
         """
-        if langevin_std is None:
-            std = self.randomisation.langevin_std if training else self.eval_langevin_std
-            sigma = self.training_noise() if training else torch.tensor(std)
-        else:
-            std, sigma = langevin_std, torch.tensor(langevin_std)
-        noisy = sigma.requires_grad or std > 0  # a trainable sigma is always applied (it gets a gradient)
-        rule, backprop = self.step_rule, self.backprop
-        y = self.initial_candidate(batch) if init is None else init
-        candidates, energies = [y], []
-        steps_used, active = None, None
-        # fused SDPA kernels have no double backward: the math backend where the candidate's gradient crosses SDPA
-        # (whole-target mode); the two-stream candidate pass has its own attention, and the context stream is
-        # differentiated once (the candidate's gradient never flows through it)
-        backend = sdpa_kernel(SDPBackend.MATH) if training and not self.autoregressive else nullcontext()
-        if training:
-            clear_aux(self.backbone)
-        self.backend(y.device)  # resolved (and logged) before the loop
-        diverged: list[torch.Tensor] = []  # per step, on the device: checked once after the loop (no host sync)
-        with torch.enable_grad(), backend, exact_input_gradients():
-            energy_fn = self.energy_function(batch, first_order=not training)
-            for i in range(steps):
-                if backprop.detach_steps or not y.requires_grad:
-                    # torch.func.grad needs no leaf: a detached y_i then is no input of the training graph, so its
-                    # backward skips the (unused) gradient to y_i
-                    y = y.detach() if self.functional_grad else y.detach().requires_grad_()
-                if noisy:
-                    y = y + sigma * torch.randn_like(y)
-                create_graph = training and (not backprop.truncate or i == steps - 1)
-                energy, grad = energy_fn.value_and_grad(y, start + i, create_graph)
-                diverged.append(_non_finite(energy, grad))
-                if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
-                    bound = rule.max_change / self.alpha
-                    grad = grad.clamp(-bound, bound)
-                alpha = self._step_sizes(energy, training)
-                if energy_tol is not None:
-                    if active is None:
-                        active = torch.ones_like(energy, dtype=torch.bool)
-                        steps_used = torch.zeros_like(energy)
-                    elif i > 0:
-                        active = active & ((energies[-1] - energy).abs() >= energy_tol)
-                    alpha = alpha * active
-                    steps_used = steps_used + active
-                y = candidate_update(y, grad, _expand_like(alpha, y), grad_clamp=rule.grad_clamp,
-                                     backend=self.backend(y.device))
-                if keep is not None and i not in keep:
-                    candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
-                candidates.append(y)
-                energies.append(energy if training else energy.detach())
-            if final_energy:
-                energies.append(energy_fn(y.detach().requires_grad_(), start + steps).detach())
-        _raise_if_diverged(diverged, self.alpha)
-        aux, aux_metrics = collect_aux(self.backbone) if training else ({}, {})
-        return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
+        return thinking.think(self, batch, steps=steps, training=training, langevin_std=langevin_std,
+                              energy_tol=energy_tol, final_energy=final_energy, init=init, keep=keep, start=start)
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -510,7 +400,7 @@ class EBT(Objective):
         if self.replay is not None:
             self.replay.add(batch, thought.candidates[-1].detach())
         predictions = thought.candidates[1:] if steps else thought.candidates
-        scored = predictions if self.backprop.scored == "all" else predictions[-1:]
+        scored = [self.decode(p) for p in (predictions if self.backprop.scored == "all" else predictions[-1:])]
         losses = [prediction_loss(self.task, p, batch, self.continuous_loss) for p in scored]
         loss = torch.stack(losses).mean()
         logs: dict[str, torch.Tensor] = {"alpha": self.alpha.detach()}
@@ -519,7 +409,7 @@ class EBT(Objective):
                 logs[f"energy_step{i}"] = energy.mean()
             if thought.energies:
                 logs["energy_gap"] = thought.energies[0].mean() - thought.energies[-1].mean()
-            for name, value in self.task.metrics(predictions[-1].detach(), batch).items():
+            for name, value in self.task.metrics(scored[-1].detach(), batch).items():  # the last prediction
                 logs[name] = value
             first = len(thought.candidates) - len(scored)  # index of the first scored prediction
             for k, (prediction, step_loss) in enumerate(zip(scored, losses, strict=True), start=first):
@@ -565,7 +455,8 @@ class EBT(Objective):
 
     # ---------------------------------------------------------------------------------------- evaluation
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.think(batch, steps=self.steps, langevin_std=self.eval_langevin_std).candidates[-1].detach()
+        thought = self.think(batch, steps=self.steps, langevin_std=self.eval_langevin_std, keep=())
+        return self.decode(thought.candidates[-1].detach())
 
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Metrics after ``steps`` (headline) and after each logged step k (``acc_step{k}``, ``energy_step{k}``)."""
@@ -576,7 +467,7 @@ class EBT(Objective):
         for k, candidate in enumerate(thought.candidates):
             if k not in self.logged_steps:
                 continue
-            candidate = candidate.detach()
+            candidate = self.decode(candidate.detach())
             step_metrics = self.task.metrics(candidate, batch)
             step_metrics["loss"] = prediction_loss(self.task, candidate, batch, self.continuous_loss)
             for name, value in step_metrics.items():
@@ -588,109 +479,3 @@ class EBT(Objective):
         if thought.steps_used is not None:
             metrics["steps_used"] = thought.steps_used.float().mean()
         return metrics
-
-
-# Options added after checkpoints were first shared, at the defaults that leave the model as it was trained.
-ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", "contrastive_corrupt": 0.05,
-                 "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
-                 "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd"}
-
-
-def _logged_steps(eval_steps: int | list[int] | None, steps: int) -> list[int]:
-    """Thinking steps whose metrics evaluation logs: 0..eval_steps (an int, default 2 x steps) or a list; always
-    including 0 (the initial candidate) and the training step count (the headline metric)."""
-    if eval_steps is None:
-        eval_steps = 2 * steps
-    listed = [eval_steps] if isinstance(eval_steps, int) else [int(k) for k in eval_steps]
-    if any(k < 0 for k in listed):  # the int itself is checked: range(-1 + 1) would be empty and pass silently
-        raise ConfigError(f"model.objective.eval_steps must be >= 0 (or a list of such step counts), got {eval_steps}")
-    chosen = list(range(eval_steps + 1)) if isinstance(eval_steps, int) else listed
-    return sorted({0, steps, *chosen})
-
-
-def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
-    """``dtype`` widened to float32 (bf16 / fp16 -> float32; float32 and float64 unchanged)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.objective.{name}={value!r} is not one of {', '.join(choices)}")
-
-
-def _expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-energy-element step sizes (B, T) or (B,) as one step size per row of ``y`` (shape ``y.shape[:-1]``)."""
-    return alpha.reshape(*alpha.shape, *([1] * (y.dim() - 1 - alpha.dim()))).expand(y.shape[:-1])
-
-
-def _checked_kernels(kernels: str) -> str:
-    """The requested kernels backend, refused now (one clear line) if it cannot run on this machine."""
-    try:
-        resolve_backend(kernels)
-    except (KernelBackendError, ValueError) as error:
-        raise ConfigError(f"kernels={kernels}: {error}") from None
-    return kernels
-
-
-def _non_finite(energy: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """(2,) bool on the device: whether ``energy`` / ``grad`` hold a non-finite value (no host sync)."""
-    return torch.stack([~torch.isfinite(energy).all(), ~torch.isfinite(grad).all()])
-
-
-def _raise_if_diverged(flags: list[torch.Tensor], alpha: torch.Tensor) -> None:
-    """One host sync per :meth:`EBT.think`: raise for the first step whose energy or gradient was non-finite."""
-    if not flags:
-        return
-    flags_cpu = torch.stack(flags).cpu()  # (steps, 2)
-    if not flags_cpu.any():
-        return
-    step = int(flags_cpu.any(dim=1).nonzero()[0])
-    what = "energy" if flags_cpu[step, 0] else "energy gradient"
-    raise ThinkingDivergedError(
-        f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); "
-        "lower model.objective.alpha or set model.objective.grad_clamp"
-    )
-
-
-def _check_functional_step(backbone: nn.Module, what: str) -> None:
-    """A step under ``torch.func.grad`` (``what``): refuse the backbones it cannot run."""
-    if getattr(backbone, "checkpoint", False):
-        raise ConfigError(f"{what} does not combine with activation checkpointing (model.backbone.checkpoint=true); "
-                          "turn one of them off")
-    if any(hasattr(m, "aux_losses") for m in backbone.modules()):
-        raise ConfigError(f"{what} cannot run a backbone that records auxiliary losses (MoH attention) inside "
-                          "torch.func.grad; turn it off")
-
-
-class BatchEnergy:
-    """``energy(y, step)`` of one batch: (B, T) per position (two-stream) or (B,) per sample (whole-target). The
-    context stream runs once here (``cache_context``) or at every call."""
-
-    def __init__(self, model: EBT, context: torch.Tensor, *, first_order: bool = False) -> None:
-        self.model, self.context, self.first_order = model, context, first_order
-        cached = model.autoregressive and model.cache_context
-        self.caches = model._context_stream(context) if cached else None
-
-    def stream(self):
-        """What the candidate pass reads: the context's keys / values (two-stream) or the context tokens."""
-        if not self.model.autoregressive:
-            return self.context
-        return self.caches if self.caches is not None else self.model._context_stream(self.context)
-
-    def __call__(self, y: torch.Tensor, step: int) -> torch.Tensor:
-        return self.model._energy_of(self.model._read_candidate(y, step), self.stream(), first_order=self.first_order)
-
-    def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(energy, dE/dy)`` at ``y``; ``create_graph``: the gradient is differentiable (training's second-order
-        term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
-        ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
-        model = self.model
-        if model.compile == "thinking_step":
-            with nullcontext() if create_graph else torch.no_grad():
-                energy, grad = compiled_energy_and_grad(model, y, self.stream(), model._step_offset(step))
-            return energy, grad
-        if model.thinking_grad == "func":
-            with nullcontext() if create_graph else torch.no_grad():
-                return energy_and_grad(lambda v: self(v, step), y)
-        energy = self(y, step)
-        return energy, torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]

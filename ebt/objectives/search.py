@@ -53,7 +53,7 @@ def think_best_of(ebt: EBT, batch: dict[str, torch.Tensor], steps: list[int], be
                         final_energy=True, keep=set(steps))
     results = {}
     for s in steps:
-        candidates = thought.candidates[s].detach().unflatten(0, (best_of, b))  # (N, B, ...)
+        candidates = ebt.decode(thought.candidates[s].detach()).unflatten(0, (best_of, b))  # (N, B, ...)
         energy = thought.energies[s].unflatten(0, (best_of, b))  # (N, B) or (N, B, T)
         best = energy.argmin(dim=0)  # (B,) or (B, T)
         index = best.reshape(1, *best.shape, *([1] * (candidates.dim() - best.dim() - 1)))

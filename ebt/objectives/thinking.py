@@ -1,0 +1,189 @@
+"""The EBT's thinking loop: gradient descent on the energy of one batch (:func:`think`, what :meth:`EBT.think` runs).
+
+    y_{i+1} = y_i - alpha_i * bound(dE/dy (y_i + sigma xi_i)),   i = 0 .. S-1
+
+:class:`BatchEnergy` is ``energy(y, step)`` of one batch, with the context stream computed once
+(``cache_context``) and ``dE/dy`` by autograd, ``torch.func.grad`` or one compiled step. Speed (docs/ebt_speed.md):
+no device value is read per step (finiteness is flagged on the device and checked once after the loop), fused SDPA
+is used wherever the candidate's gradient does not cross it (only whole-target training runs the math backend).
+"""
+
+from collections.abc import Collection
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
+from ebt.errors import ThinkingDivergedError
+from ebt.objectives.candidates import SparseSupport
+from ebt.objectives.compiled import compiled_energy_and_grad, energy_and_grad
+from ebt_kernels import candidate_update
+
+if TYPE_CHECKING:
+    from ebt.objectives.ebt import EBT
+
+
+@dataclass
+class Thought:
+    """The trajectory of one round of thinking (candidates in the candidate space: :meth:`EBT.decode` turns one into
+    the task's prediction)."""
+
+    candidates: list[torch.Tensor]  # y_0 .. y_S (y_0 is the initial candidate)
+    energies: list[torch.Tensor]  # E(y_0) .. E(y_{S-1}) (+ E(y_S) when requested); (B, T) or (B,)
+    steps_used: torch.Tensor | None = None  # per energy element, with energy_tol
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)  # training: auxiliary losses (mean over passes)
+    aux_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class BatchEnergy:
+    """``energy(y, step)`` of one batch: (B, T) per position (two-stream) or (B,) per sample (whole-target). The
+    context stream runs once here (``cache_context``) or at every call. After :meth:`restrict` (``candidate=topk``)
+    the read is the sparse one."""
+
+    def __init__(self, model: "EBT", context: torch.Tensor, *, first_order: bool = False) -> None:
+        self.model, self.context, self.first_order = model, context, first_order
+        cached = model.autoregressive and model.cache_context
+        self.caches = model._context_stream(context) if cached else None
+        self.support: SparseSupport | None = None
+
+    def stream(self):
+        """What the candidate pass reads: the context's keys / values (two-stream) or the context tokens."""
+        if not self.model.autoregressive:
+            return self.context
+        return self.caches if self.caches is not None else self.model._context_stream(self.context)
+
+    def features(self, y: torch.Tensor, step: int) -> torch.Tensor:
+        """The candidate's features plus the step's embeddings (:meth:`EBT._read_candidate`, or the sparse read)."""
+        model = self.model
+        if self.support is None:
+            return model._read_candidate(y, step)
+        e, extra = self.support.read(y, model.read_matrix()), model._step_offset(step)
+        return e if extra is None else e + extra
+
+    def __call__(self, y: torch.Tensor, step: int) -> torch.Tensor:
+        return self.model._energy_of(self.features(y, step), self.stream(), first_order=self.first_order)
+
+    def restrict(self, y: torch.Tensor) -> torch.Tensor:
+        """``candidate=topk``: from now on only the top-k logits of ``y`` move. Returns the ``y`` to differentiate
+        (a new graph node when ``y`` carries history, so ``dE/dy`` does not flow through the frozen sums)."""
+        carries_history = y.requires_grad and not y.is_leaf
+        self.support = SparseSupport(y if carries_history else y.detach(), self.model.read_matrix(),
+                                     self.model.candidate_space.k)
+        return y.view_as(y) if carries_history else y
+
+    def noise_like(self, y: torch.Tensor) -> torch.Tensor:
+        """Langevin noise for ``y`` (on the support only once restricted)."""
+        return torch.randn_like(y) if self.support is None else self.support.noise_like(y)
+
+    def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(energy, dE/dy)`` at ``y``; ``create_graph``: the gradient is differentiable (training's second-order
+        term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
+        ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
+        model = self.model
+        if model.compile == "thinking_step":
+            with nullcontext() if create_graph else torch.no_grad():
+                energy, grad = compiled_energy_and_grad(model, y, self.stream(), model._step_offset(step))
+            return energy, grad
+        if model.thinking_grad == "func":
+            with nullcontext() if create_graph else torch.no_grad():
+                return energy_and_grad(lambda v: self(v, step), y)
+        energy = self(y, step)
+        return energy, torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
+
+
+def think(
+    model: "EBT",
+    batch: dict[str, torch.Tensor],
+    *,
+    steps: int,
+    training: bool = False,
+    langevin_std: float | None = None,
+    energy_tol: float | None = None,
+    final_energy: bool = False,
+    init: torch.Tensor | None = None,
+    keep: Collection[int] | None = None,
+    start: int = 0,
+) -> Thought:
+    """:meth:`EBT.think` (its docstring says what the arguments mean)."""
+    if langevin_std is None:
+        std = model.randomisation.langevin_std if training else model.eval_langevin_std
+        sigma = model.training_noise() if training else torch.tensor(std)
+    else:
+        std, sigma = langevin_std, torch.tensor(langevin_std)
+    noisy = sigma.requires_grad or std > 0  # a trainable sigma is always applied (it gets a gradient)
+    rule, backprop = model.step_rule, model.backprop
+    y = model.initial_candidate(batch) if init is None else init
+    candidates, energies = [y], []
+    steps_used, active = None, None
+    # fused SDPA kernels have no double backward: the math backend where the candidate's gradient crosses SDPA
+    # (whole-target mode); the two-stream candidate pass has its own attention, and the context stream is
+    # differentiated once (the candidate's gradient never flows through it)
+    backend = sdpa_kernel(SDPBackend.MATH) if training and not model.autoregressive else nullcontext()
+    if training:
+        clear_aux(model.backbone)
+    kernels = model.backend(y.device)  # resolved (and logged) before the loop
+    diverged: list[torch.Tensor] = []  # per step, on the device: checked once after the loop (no host sync)
+    with torch.enable_grad(), backend, exact_input_gradients():
+        energy_fn = model.energy_function(batch, first_order=not training)
+        for i in range(steps):
+            if backprop.detach_steps or not y.requires_grad:
+                # torch.func.grad needs no leaf: a detached y_i then is no input of the training graph, so its
+                # backward skips the (unused) gradient to y_i
+                y = y.detach() if model.functional_grad else y.detach().requires_grad_()
+            if i == 1 and model.candidate_space.sparse:
+                y = energy_fn.restrict(y)  # the first step was exact: its largest logits keep moving
+            if noisy:
+                y = y + sigma * energy_fn.noise_like(y)
+            create_graph = training and (not backprop.truncate or i == steps - 1)
+            energy, grad = energy_fn.value_and_grad(y, start + i, create_graph)
+            diverged.append(non_finite(energy, grad))
+            if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
+                bound = rule.max_change / model.alpha
+                grad = grad.clamp(-bound, bound)
+            alpha = model._step_sizes(energy, training)
+            if energy_tol is not None:
+                if active is None:
+                    active = torch.ones_like(energy, dtype=torch.bool)
+                    steps_used = torch.zeros_like(energy)
+                elif i > 0:
+                    active = active & ((energies[-1] - energy).abs() >= energy_tol)
+                alpha = alpha * active
+                steps_used = steps_used + active
+            y = candidate_update(y, grad, expand_like(alpha, y), grad_clamp=rule.grad_clamp, backend=kernels)
+            if keep is not None and i not in keep:
+                candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
+            candidates.append(y)
+            energies.append(energy if training else energy.detach())
+        if final_energy:
+            energies.append(energy_fn(y.detach().requires_grad_(), start + steps).detach())
+    raise_if_diverged(diverged, model.alpha)
+    aux, aux_metrics = collect_aux(model.backbone) if training else ({}, {})
+    return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
+
+
+def expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-energy-element step sizes (B, T) or (B,) as one step size per row of ``y`` (shape ``y.shape[:-1]``)."""
+    return alpha.reshape(*alpha.shape, *([1] * (y.dim() - 1 - alpha.dim()))).expand(y.shape[:-1])
+
+
+def non_finite(energy: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """(2,) bool on the device: whether ``energy`` / ``grad`` hold a non-finite value (no host sync)."""
+    return torch.stack([~torch.isfinite(energy).all(), ~torch.isfinite(grad).all()])
+
+
+def raise_if_diverged(flags: list[torch.Tensor], alpha: torch.Tensor) -> None:
+    """One host sync per :meth:`EBT.think`: raise for the first step whose energy or gradient was non-finite."""
+    if not flags:
+        return
+    flags_cpu = torch.stack(flags).cpu()  # (steps, 2)
+    if not flags_cpu.any():
+        return
+    step = int(flags_cpu.any(dim=1).nonzero()[0])
+    what = "energy" if flags_cpu[step, 0] else "energy gradient"
+    raise ThinkingDivergedError(
+        f"non-finite {what} at thinking step {step} (alpha={float(alpha.detach()):.4g}); "
+        "lower model.objective.alpha or set model.objective.grad_clamp"
+    )
