@@ -7,7 +7,7 @@ from ebt.errors import ConfigError, ThinkingDivergedError
 from ebt.objectives.base import prediction_loss
 from ebt.training.build import build_lit_model, build_task
 from ebt_kernels import dispatch
-from tests.utils import compose_config, declared_overrides, group_options, naive_ebt_energies
+from tests.utils import compose_config, declared_overrides, group_options, naive_ebt_energies, perturb_after
 
 SMALL = ["model/objective=ebt", "model.dim=32", "kernels=torch"]
 
@@ -180,20 +180,6 @@ def _causal_data() -> list[str]:
     return options
 
 
-def _perturb_after(batch: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
-    """The same batch with every input and target after position ``t`` changed."""
-    changed = {k: v.clone() for k, v in batch.items()}
-    for key in ("input_ids", "inputs", "targets"):
-        if key not in changed or changed[key].dim() < 2:
-            continue
-        tail = changed[key][:, t + 1 :]
-        if tail.is_floating_point():
-            changed[key][:, t + 1 :] = tail + torch.randn_like(tail)
-        else:
-            changed[key][:, t + 1 :] = torch.where(tail >= 0, (tail + 1) % 2, tail)  # token 0 <-> 1, keep ignored
-    return changed
-
-
 OBJECTIVE_KINDS = {"diffusion": {"continuous"}}  # objectives that refuse other kinds of task (with a ConfigError)
 
 
@@ -212,7 +198,7 @@ def test_changing_later_inputs_or_targets_changes_nothing_at_earlier_positions(o
         pytest.skip(f"{objective} refuses data={data}: {error}")
     batch = task.make_batch("val", 0, 3)
     t = batch["targets"].shape[1] // 2
-    changed = _perturb_after(batch, t)
+    changed = perturb_after(batch, t)
     torch.manual_seed(1)  # the same initial candidate for both
     before = model.predict(batch)
     torch.manual_seed(1)

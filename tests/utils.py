@@ -84,3 +84,17 @@ def naive_ebt_energies(ebt, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tens
         seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
         energies.append(ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1))
     return torch.stack(energies, dim=1)
+
+
+def perturb_after(batch: dict[str, torch.Tensor], t: int) -> dict[str, torch.Tensor]:
+    """The same batch with every input and target after position ``t`` changed."""
+    changed = {k: v.clone() for k, v in batch.items()}
+    for key in ("input_ids", "inputs", "targets"):
+        if key not in changed or changed[key].dim() < 2:
+            continue
+        tail = changed[key][:, t + 1 :]
+        if tail.is_floating_point():
+            changed[key][:, t + 1 :] = tail + torch.randn_like(tail)
+        else:
+            changed[key][:, t + 1 :] = torch.where(tail >= 0, (tail + 1) % 2, tail)  # token 0 <-> 1, keep ignored
+    return changed
