@@ -7,17 +7,21 @@
     python scripts/bench_ebt.py --no-checkpoint --out /tmp/ebt.csv   # skip the checkpointed columns; another CSV
     python scripts/bench_ebt.py --compile model thinking_step        # add torch.compile'd rows (minutes to compile)
 
-Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second
-order, context keys/values computed once and reused: ``cache_context=true``), ``ebt_func`` (the same with
-``thinking_grad=func``: same numbers, no gradient to the detached candidates), ``ebt_nocache`` (the context
-stream recomputed at every step, as the reference implementation does), ``ebt_truncated`` (only the last step
-second order and scored: ``truncate=true``) and ``think_eval`` (evaluation-time thinking with the same steps:
-first-order, fused SDPA). ``--compile MODE...`` adds ``predict_compile_model`` / ``ebt_compile_<mode>`` (the
-top-level ``compile`` key); on CUDA, ``--bf16`` (default there) adds ``predict_bf16`` / ``ebt_bf16`` (the step under
-``torch.autocast(bfloat16)``, as ``trainer.precision=bf16-mixed`` runs it). A step = loss + backward + zeroing
-gradients (no optimiser). All rows of a vocabulary size are timed in turns (:func:`ebt.analysis.bench.
-measure_interleaved`: one call of each per round, ``--reps`` rounds, medians), so a change of the machine's load
-hits every row alike. Prints a table with each row's ratio to ``predict`` and appends to ``bench_results/ebt.csv``
+Rows (per vocabulary size): ``predict`` (one forward + backward), ``ebt`` (``--steps`` thinking steps, second order,
+context keys/values computed once and reused: ``cache_context=true``), ``ebt_func`` (the same with
+``thinking_grad=func``: same numbers, no gradient to the detached candidates), ``ebt_nocache`` (the context stream
+recomputed at every step; the reference implementation does more still: it also differentiates through the context
+rows), ``ebt_truncated`` (only the last step second order and scored: ``truncate=true``), ``ebt_topk`` /
+``ebt_embedding`` (the large-vocabulary candidates ``model.objective.candidate=topk`` with ``candidate_k=--topk``, and
+``candidate=embedding``: approximations, ``ebt/objectives/candidates.py``) and ``think_eval`` (evaluation-time
+thinking, ``--think-steps`` steps, default ``--steps``: first-order, fused SDPA; ``think_eval_topk`` /
+``think_eval_embedding``: the same with those candidates). ``--compile MODE...`` adds ``predict_compile_model`` /
+``ebt_compile_<mode>`` (the top-level ``compile`` key); on CUDA, ``--bf16`` (default there) adds ``predict_bf16`` /
+``ebt_bf16`` (the step under ``torch.autocast(bfloat16)``, as ``trainer.precision=bf16-mixed`` runs it). A step = loss
++ backward + zeroing gradients (no optimiser). All rows of a vocabulary size are timed in turns
+(:func:`ebt.analysis.bench.measure_interleaved`: one call of each per round, ``--reps`` rounds, medians), so a change
+of the machine's load hits every row alike. Prints a table with each row's ratio to ``predict`` and appends to
+``bench_results/ebt.csv``
 (or ``--out``; CSV columns: :mod:`ebt.analysis.bench`).
 
 FLOPs: ``gflop`` is one step's count by ``torch.utils.flop_counter`` (matmuls and attention, forward and every
@@ -55,7 +59,9 @@ from ebt.training.config import compose_train
 PRESETS = {"gpu": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256, 32768], batch=8),
            "cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4),
            "xxs": dict(dim=384, layers=6, heads=6, seq=256, vocab=[256], batch=8)}
-KINDS = ("predict", "ebt", "ebt_func", "ebt_nocache", "ebt_truncated", "think_eval")
+KINDS = ("predict", "ebt", "ebt_func", "ebt_nocache", "ebt_truncated", "ebt_topk", "ebt_embedding", "think_eval",
+         "think_eval_topk", "think_eval_embedding")
+CANDIDATES = {"ebt_topk": "topk", "ebt_embedding": "embedding"}  # model.objective.candidate of those rows
 
 
 def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False, compile: str = "none"):
@@ -67,7 +73,9 @@ def build(kind: str, task: Task, args, steps: int, checkpoint: bool = False, com
         overrides += ["model/objective=ebt", f"model.objective.steps={steps}", "model.objective.alpha_jitter=1",
                       f"model.objective.thinking_grad={'func' if kind == 'ebt_func' else 'autograd'}",
                       f"model.objective.cache_context={kind != 'ebt_nocache'}",
-                      f"model.objective.truncate={kind == 'ebt_truncated'}"]
+                      f"model.objective.truncate={kind == 'ebt_truncated'}",
+                      f"model.objective.candidate={CANDIDATES.get(kind, 'simplex')}",
+                      f"model.objective.candidate_k={args.topk}"]
     cfg = compose_train(overrides)
     return build_objective(cfg.model, task)
 
@@ -81,6 +89,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="rows to measure")
+    parser.add_argument("--topk", type=int, default=64, help="candidate_k of the ebt_topk rows")
+    parser.add_argument("--think-steps", type=int, help="steps of the think_eval rows (default: --steps)")
     parser.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure each training row with activation checkpointing (default: yes)")
     parser.add_argument("--compile", nargs="*", choices=("model", "thinking_step"), default=[],
@@ -115,7 +125,7 @@ def variants(args, device: str) -> list[tuple[str, str, bool, str, bool]]:
     out = [(kind, kind, False, "none", False) for kind in args.kinds]
     if args.checkpoint:
         out += [(f"{kind}@ckpt", kind, True, "none", False) for kind in args.kinds
-                if kind not in ("think_eval", "ebt_func")]  # (thinking_grad=func refuses checkpointing)
+                if not kind.startswith("think_eval") and kind != "ebt_func"]  # (func refuses checkpointing)
     for mode in args.compile:
         out += [(f"ebt_compile_{mode}", "ebt", False, mode, False)]
         if mode == "model" and "predict" in args.kinds:
@@ -159,13 +169,15 @@ def make_step(kind: str, task: Task, batch: dict[str, torch.Tensor], args, devic
               compile: str = "none", bf16: bool = False):
     """One step of ``kind`` (see the module docstring) as a function of no arguments."""
     torch.manual_seed(0)
-    model = build("ebt" if kind == "think_eval" else kind, task, args, args.steps, checkpoint, compile).to(device)
+    thinks = kind.startswith("think_eval")
+    built = kind.replace("think_eval", "ebt") if thinks else kind  # think_eval_topk: the ebt_topk model, thinking
+    model = build(built, task, args, args.steps, checkpoint, compile).to(device)
     precision = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step() -> None:
         with precision:
-            if kind == "think_eval":
-                model.think(batch, steps=args.steps)
+            if thinks:
+                model.think(batch, steps=args.think_steps or args.steps, keep=())
                 return
             loss, _ = model.loss(batch)
         loss.backward()

@@ -24,13 +24,14 @@ def test_the_sparse_read_is_the_exact_softmax_read_and_does_not_overflow():
     torch.manual_seed(0)
     y, weight = torch.randn(3, 5, 40, dtype=torch.float64), torch.randn(40, 8, dtype=torch.float64)
     support = SparseSupport(y, weight, k=6)
-    torch.testing.assert_close(support.read(y, weight), torch.softmax(y, -1) @ weight)
-    moved = y.scatter_add(-1, support.index, 300 * torch.randn(3, 5, 6, dtype=torch.float64))  # past exp's range
-    read = support.read(moved, weight)
-    assert torch.isfinite(read).all()
-    torch.testing.assert_close(read, torch.softmax(moved, -1) @ weight)
     assert (support.index == y.topk(6, dim=-1).indices).all()
-    assert support.noise_like(y)[~support.mask].eq(0).all()
+    top = support.top(y)
+    torch.testing.assert_close(support.full(top), y)
+    torch.testing.assert_close(support.read(top), torch.softmax(y, -1) @ weight)
+    moved = top + 300 * torch.randn_like(top)  # past exp's range
+    read = support.read(moved)
+    assert torch.isfinite(read).all()
+    torch.testing.assert_close(read, torch.softmax(support.full(moved), -1) @ weight)
 
 
 def test_topk_thinks_exactly_first_then_moves_only_the_support_with_exact_energies(tmp_path):

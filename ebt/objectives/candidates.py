@@ -92,15 +92,16 @@ class SparseSupport:
     embedding sum of the others, all taken from the logits ``y`` at the moment of the restriction.
 
     With ``m`` the (detached) row maximum of ``y``, ``S`` the top-``k`` indices, ``Z = sum_{j not in S} exp(y_j - m)``
-    and ``A = sum_{j not in S} exp(y_j - m) W_j``, the read of a candidate ``y'`` equal to ``y`` outside ``S`` is
-    ``(A + sum_{s in S} exp(y'_s - m) W_s) / (Z + sum_{s in S} exp(y'_s - m))`` = ``softmax(y') @ W`` exactly
-    (the shift is raised when a support logit grows past ``m``, so nothing overflows). ``A`` keeps its graph to
-    ``W`` (training's gradient to the read matrix through the frozen logits is exact); the support's gather is
-    the only path from ``y'`` to the read, so ``dE/dy'`` is zero outside ``S``.
+    and ``A = sum_{j not in S} exp(y_j - m) W_j``, the read of the support logits ``s`` (the full candidate: ``y``
+    with ``s`` in place of ``y_S``, :meth:`full`) is ``(A + sum_i exp(s_i - m) W_{S_i}) / (Z + sum_i exp(s_i - m))``
+    = ``softmax(full(s)) @ W`` exactly (the shift is raised when a support logit grows past ``m``, so nothing
+    overflows). ``A`` keeps its graph to ``W`` (training's gradient to the read matrix through the frozen logits is
+    exact). Thinking then works on ``s`` (``..., k``): gradients, updates and noise never touch ``V``-sized tensors.
     """
 
     def __init__(self, y: torch.Tensor, weight: torch.Tensor, k: int) -> None:
         wide = at_least_float32(torch.promote_types(y.dtype, weight.dtype))
+        self.frozen = y
         with torch.autocast(y.device.type, enabled=False):
             y = y.to(wide)
             self.index = y.detach().topk(k, dim=-1).indices  # (..., k)
@@ -108,22 +109,26 @@ class SparseSupport:
             rest = torch.exp(y - self.shift).scatter(-1, self.index, 0.0)  # (..., V): the frozen logits' weights
             self.mass = rest.sum(dim=-1, keepdim=True)  # Z (..., 1)
             self.total = rest @ weight.to(wide)  # A (..., D)
-        self.mask = torch.zeros_like(y, dtype=torch.bool).scatter(-1, self.index, True)
+            flat = weight.to(wide).index_select(0, self.index.reshape(-1))  # the support's rows, once per call
+            self.rows = flat.view(*self.index.shape, weight.shape[-1])  # (..., k, D)
 
-    def read(self, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``softmax(y) @ W`` of a candidate equal to the restriction's logits outside the support."""
-        dtype = torch.promote_types(y.dtype, weight.dtype)
+    def top(self, y: torch.Tensor) -> torch.Tensor:
+        """The support logits of a full candidate ``y`` (``..., k``)."""
+        return y.gather(-1, self.index)
+
+    def full(self, top: torch.Tensor) -> torch.Tensor:
+        """The full candidate (``..., V``): the restriction's logits with ``top`` on the support."""
+        return self.frozen.scatter(-1, self.index, top.to(self.frozen.dtype))
+
+    def read(self, top: torch.Tensor) -> torch.Tensor:
+        """``softmax(full(top)) @ W``."""
+        dtype = torch.promote_types(top.dtype, self.rows.dtype)
         wide = at_least_float32(dtype)
-        with torch.autocast(y.device.type, enabled=False):
-            top = y.to(wide).gather(-1, self.index)  # (..., k)
+        with torch.autocast(top.device.type, enabled=False):
+            top = top.to(wide)
             shift = torch.maximum(self.shift, top.detach().amax(dim=-1, keepdim=True))
             scale = torch.exp(self.shift - shift)  # <= 1: the frozen sums at the new shift
-            q = torch.exp(top - shift)
-            rows = functional.embedding(self.index, weight.to(wide))  # (..., k, D)
-            e = (self.total * scale + (q.unsqueeze(-2) @ rows).squeeze(-2)) / (self.mass * scale +
+            q = torch.exp(top - shift)  # (..., k)
+            e = (self.total * scale + (q.unsqueeze(-2) @ self.rows).squeeze(-2)) / (self.mass * scale +
                                                                              q.sum(-1, keepdim=True))
         return e.to(dtype)
-
-    def noise_like(self, y: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise on the support, zero on the frozen logits."""
-        return torch.randn_like(y) * self.mask

@@ -60,23 +60,28 @@ class BatchEnergy:
         model = self.model
         if self.support is None:
             return model._read_candidate(y, step)
-        e, extra = self.support.read(y, model.read_matrix()), model._step_offset(step)
+        e, extra = self.support.read(y), model._step_offset(step)
         return e if extra is None else e + extra
 
     def __call__(self, y: torch.Tensor, step: int) -> torch.Tensor:
         return self.model._energy_of(self.features(y, step), self.stream(), first_order=self.first_order)
 
     def restrict(self, y: torch.Tensor) -> torch.Tensor:
-        """``candidate=topk``: from now on only the top-k logits of ``y`` move. Returns the ``y`` to differentiate
-        (a new graph node when ``y`` carries history, so ``dE/dy`` does not flow through the frozen sums)."""
+        """``candidate=topk``: from now on only the top-k logits of ``y`` move. Returns them (``..., k``): what the
+        loop differentiates and updates from here on (:meth:`full` turns them back into full candidates). The
+        frozen sums are built from ``y`` itself when it carries history (training with ``detach_steps=false``), so
+        gradients still reach earlier steps through them; ``dE/d top`` never flows through them."""
         carries_history = y.requires_grad and not y.is_leaf
         self.support = SparseSupport(y if carries_history else y.detach(), self.model.read_matrix(),
                                      self.model.candidate_space.k)
-        return y.view_as(y) if carries_history else y
+        top = self.support.top(y)
+        if carries_history:
+            return top
+        return top.detach().requires_grad_(y.requires_grad)
 
-    def noise_like(self, y: torch.Tensor) -> torch.Tensor:
-        """Langevin noise for ``y`` (on the support only once restricted)."""
-        return torch.randn_like(y) if self.support is None else self.support.noise_like(y)
+    def full(self, y: torch.Tensor) -> torch.Tensor:
+        """The full candidate of the loop's ``y`` (``y`` itself until :meth:`restrict`)."""
+        return y if self.support is None else self.support.full(y)
 
     def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(energy, dE/dy)`` at ``y``; ``create_graph``: the gradient is differentiable (training's second-order
@@ -134,9 +139,9 @@ def think(
                 # backward skips the (unused) gradient to y_i
                 y = y.detach() if model.functional_grad else y.detach().requires_grad_()
             if i == 1 and model.candidate_space.sparse:
-                y = energy_fn.restrict(y)  # the first step was exact: its largest logits keep moving
+                y = energy_fn.restrict(y)  # the first step was exact: its largest logits keep moving, alone
             if noisy:
-                y = y + sigma * energy_fn.noise_like(y)
+                y = y + sigma * torch.randn_like(y)
             create_graph = training and (not backprop.truncate or i == steps - 1)
             energy, grad = energy_fn.value_and_grad(y, start + i, create_graph)
             diverged.append(non_finite(energy, grad))
@@ -155,7 +160,8 @@ def think(
             y = candidate_update(y, grad, expand_like(alpha, y), grad_clamp=rule.grad_clamp, backend=kernels)
             if keep is not None and i not in keep:
                 candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
-            candidates.append(y)
+            kept = keep is None or i + 1 in keep or i + 1 == steps
+            candidates.append(energy_fn.full(y) if kept else None)  # (topk: a full candidate only where kept)
             energies.append(energy if training else energy.detach())
         if final_energy:
             energies.append(energy_fn(y.detach().requires_grad_(), start + steps).detach())
