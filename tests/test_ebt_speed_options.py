@@ -57,11 +57,14 @@ def thought(model, batch):
     return model.think(batch, steps=2, final_energy=True)
 
 
-@pytest.mark.parametrize("mode, data", [("model", "addition"), ("thinking_step", "addition"),
-                                        ("thinking_step", "digits")])  # two-stream tokens; whole-target classes
-def test_compiled_ebt_matches_eager_in_training_and_thinking(tmp_path, mode, data):
-    eager, batch = make(tmp_path, "ebt", f"data={data}")
-    compiled, _ = make(tmp_path, "ebt", f"data={data}", f"compile={mode}")
+@pytest.mark.parametrize("mode, data, candidate", [
+    ("model", "addition", "simplex"), ("thinking_step", "addition", "simplex"),
+    ("thinking_step", "digits", "simplex"),  # two-stream tokens; whole-target classes
+    ("thinking_step", "addition", "embedding"), ("model", "addition", "topk")])
+def test_compiled_ebt_matches_eager_in_training_and_thinking(tmp_path, mode, data, candidate):
+    options = [f"data={data}", f"model.objective.candidate={candidate}", "model.objective.candidate_k=4"]
+    eager, batch = make(tmp_path, "ebt", *options)
+    compiled, _ = make(tmp_path, "ebt", *options, f"compile={mode}")
     compiled.load_state_dict(eager.state_dict())
     assert_same(loss_and_grads(eager, batch), loss_and_grads(compiled, batch))
     a, b = thought(eager, batch), thought(compiled, batch)
