@@ -7,8 +7,8 @@ Stages, each a subprocess with its own time limit, all output in one folder (``g
 1. ``kernels``: the kernel tests without the interpreter (``tests/test_kernels.py``, ``tests/test_dispatch.py``:
    Triton on the GPU against the torch references);
 2. ``bench_kernels``: ``scripts/bench_kernels.py`` (``do_bench`` timing, GB/s against the device's peak);
-3. ``bench_ebt``: ``scripts/bench_ebt.py``'s GPU preset (predictor, EBT, no cache, truncated, eval thinking, and
-   the bf16 / compiled / checkpointed variants the script offers);
+3. ``bench_ebt``: ``scripts/bench_ebt.py``'s GPU preset (predictor, EBT, no cache, truncated, the large-vocabulary
+   candidates, eval thinking, and the bf16 / checkpointed variants);
 4. ``train``: the default EBT training with ``trainer=gpu`` for at most 1:45 minutes (``trainer.max_time``).
 
 Writes ``<stage>.log`` per stage, the benchmarks' CSVs, the training run folder, and ``summary.md`` (stage, status,
@@ -43,7 +43,8 @@ def commands(out: Path, smoke: bool) -> dict[str, tuple[list[str], int, dict[str
                                "--warmup", "1", "--backends", "eager", "--modes", "full", "--no-plot",
                                "--out", str(out / "kernels.csv")], 300, {}),
             "bench_ebt": ([py, "scripts/bench_ebt.py", "--dim", "16", "--layers", "1", "--heads", "2", "--seq", "8",
-                           "--vocab", "32", "--batch", "2", "--reps", "1", "--out", str(out / "ebt.csv")], 300, {}),
+                           "--vocab", "32", "--batch", "2", "--reps", "1", "--topk", "8", "--out",
+                           str(out / "ebt.csv")], 300, {}),
             "train": ([py, "scripts/train.py", "debug=fdr", "kernels=torch", f"hydra.run.dir={out / 'train'}"], 300,
                       {}),
         }
