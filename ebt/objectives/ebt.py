@@ -67,7 +67,6 @@ Deviations from the reference:
   keeps its training noise at evaluation).
 """
 
-from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -365,30 +364,7 @@ class EBT(Objective):
         return torch.randn(shape, device=targets.device, dtype=dtype) * self.init_std
 
     # ------------------------------------------------------------------------------------------ thinking
-    def think(
-        self,
-        batch: dict[str, torch.Tensor],
-        *,
-        steps: int,
-        training: bool = False,
-        langevin_std: float | None = None,
-        energy_tol: float | None = None,
-        final_energy: bool = False,
-        init: torch.Tensor | None = None,
-        keep: Collection[int] | None = None,
-        start: int = 0,
-    ) -> Thought:
-        """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate).
-
-        ``langevin_std``: noise added before each step; default the training noise (``langevin_std``) when
-        ``training`` and ``eval_langevin_std`` otherwise. ``keep``: candidate indices to keep (others become ``None``
-        in ``Thought.candidates``, so evaluation memory does not grow with the number of steps); default all.
-        ``start``: the step index of the first step (what the step and landscape embeddings read).
-        In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
-        pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
-        """
-        return thinking.think(self, batch, steps=steps, training=training, langevin_std=langevin_std,
-                              energy_tol=energy_tol, final_energy=final_energy, init=init, keep=keep, start=start)
+    think = thinking.think  # ``model.think(batch, steps=..., ...)``: gradient descent on the energy (see there)
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -112,7 +112,16 @@ def think(
     keep: Collection[int] | None = None,
     start: int = 0,
 ) -> Thought:
-    """:meth:`EBT.think` (its docstring says what the arguments mean)."""
+    """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate); the EBT's
+    ``think`` method (``model.think(batch, steps=...)``).
+
+    ``langevin_std``: noise added before each step; default the training noise (``langevin_std``) when
+    ``training`` and ``eval_langevin_std`` otherwise. ``keep``: candidate indices to keep (others become ``None``
+    in ``Thought.candidates``, so evaluation memory does not grow with the number of steps); default all.
+    ``start``: the step index of the first step (what the step and landscape embeddings read).
+    In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
+    pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
+    """
     if langevin_std is None:
         std = model.randomisation.langevin_std if training else model.eval_langevin_std
         sigma = model.training_noise() if training else torch.tensor(std)
