@@ -20,6 +20,7 @@ def test_ebt_learns_addition_and_thinking_helps(tmp_path):
     assert end["val/acc_step2"] > end["val/acc_step0"] + 0.3  # the prediction comes from thinking
 
 
+@pytest.mark.slow  # ~40 s of training (continuous learning; .ci/run runs the slow tests too)
 def test_ebt_learns_to_denoise_digits(tmp_path):
     overrides = [*TINY, "data=digits_denoise", "model.objective.init=input", "model.dim=32", "trainer.max_steps=250",
                  "trainer.val_check_interval=250", "optim.warmup_steps=10", "optim.lr=3e-3", "data.batch_size=32"]
