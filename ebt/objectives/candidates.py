@@ -103,13 +103,13 @@ class SparseSupport:
         wide = at_least_float32(torch.promote_types(y.dtype, weight.dtype))
         self.frozen = y
         with torch.autocast(y.device.type, enabled=False):
-            y = y.to(wide)
+            y, weight = y.to(wide), weight.to(wide)
             self.index = y.detach().topk(k, dim=-1).indices  # (..., k)
             self.shift = y.detach().amax(dim=-1, keepdim=True)  # (..., 1)
             rest = torch.exp(y - self.shift).scatter(-1, self.index, 0.0)  # (..., V): the frozen logits' weights
             self.mass = rest.sum(dim=-1, keepdim=True)  # Z (..., 1)
-            self.total = rest @ weight.to(wide)  # A (..., D)
-            flat = weight.to(wide).index_select(0, self.index.reshape(-1))  # the support's rows, once per call
+            self.total = rest @ weight  # A (..., D)
+            flat = weight.index_select(0, self.index.reshape(-1))  # the support's rows, once per call
             self.rows = flat.view(*self.index.shape, weight.shape[-1])  # (..., k, D)
 
     def top(self, y: torch.Tensor) -> torch.Tensor:

@@ -53,11 +53,11 @@ def think_best_of(ebt: EBT, batch: dict[str, torch.Tensor], steps: list[int], be
                         final_energy=True, keep=set(steps))
     results = {}
     for s in steps:
-        candidates = ebt.decode(thought.candidates[s].detach()).unflatten(0, (best_of, b))  # (N, B, ...)
+        candidates = thought.candidates[s].detach().unflatten(0, (best_of, b))  # (N, B, ...), candidate space
         energy = thought.energies[s].unflatten(0, (best_of, b))  # (N, B) or (N, B, T)
         best = energy.argmin(dim=0)  # (B,) or (B, T)
         index = best.reshape(1, *best.shape, *([1] * (candidates.dim() - best.dim() - 1)))
-        chosen = candidates.gather(0, index.expand(1, *candidates.shape[1:]))[0]
+        chosen = ebt.decode(candidates.gather(0, index.expand(1, *candidates.shape[1:]))[0])  # decode the best only
         chosen_energy = energy.gather(0, best[None])[0]  # (B,) or (B, T)
         used = thought.steps_used.unflatten(0, (best_of, b)).float().mean() if thought.steps_used is not None \
             else torch.tensor(float(s))
