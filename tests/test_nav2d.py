@@ -6,7 +6,20 @@ import torch
 
 from ebt.errors import ConfigError
 from ebt.tasks.nav2d import Nav2D
-from ebt.tasks.nav2d_sim import Scene, World, expert_chunk, offsets, rollout, side_of, step
+from ebt.tasks.nav2d_sim import (
+    Scene,
+    World,
+    demonstrate,
+    expert_action,
+    expert_chunk,
+    offsets,
+    rollout,
+    sample_scenes,
+    side_of,
+    step,
+)
+
+SPLITS = ("train", "val", "test", "ood")
 
 
 def _scene(agent, goal=(1.0, 0.0), obstacle=(0.0, 0.0)) -> Scene:
@@ -54,6 +67,15 @@ def test_collisions_and_goals_by_hand():
     assert torch.allclose(clipped.scene.agent, torch.tensor([[0.3, 1.4]], dtype=torch.float64))
 
 
+def test_the_expert_does_not_stall_on_its_waypoint():
+    """Landing on the waypoint up to a rounding (float32 observations) must not stop the demonstrator there."""
+    world = World()
+    for along in (-1e-8, 0.0, 1e-8):
+        scene = _scene((along, -(world.radius + world.margin)))
+        action = expert_action(scene, torch.tensor([-1.0]), world)
+        assert action.norm().item() == pytest.approx(world.max_step) and action[0, 0] > 0.08
+
+
 def _expert_policy(task: Nav2D, side_rule):
     def policy(obs: torch.Tensor) -> torch.Tensor:
         obs = obs.double()
@@ -65,14 +87,82 @@ def _expert_policy(task: Nav2D, side_rule):
 
 def test_expert_succeeds_and_the_mean_of_the_modes_collides():
     task = Nav2D(seed=0)
-    scenes = task.scenes("val", 0, 64)
     h, w = task.horizon, task.world
     nearer = _expert_policy(task, lambda s: expert_chunk(s, side_of(s.agent, s.goal, s.obstacle), h, w))
-    out = rollout(scenes, nearer, w, execute=task.execute)
-    assert out["success"].float().mean() > 0.95 and set(out["side"][out["success"]].tolist()) == {-1.0, 1.0}
+    for split in ("val", "ood"):  # from every start (the policy sees float32 observations: no stall at the waypoint)
+        out = rollout(task.scenes(split, 0, 1024), nearer, w, execute=1)
+        assert bool(out["success"].all()), f"{split}: the noise-free expert fails from {int((~out['success']).sum())}"
+        assert set(out["side"][out["success"]].tolist()) == {-1.0, 1.0}
     mean = _expert_policy(task, lambda s: sum(expert_chunk(s, torch.full((len(s),), v), h, w) for v in (1.0, -1.0)) / 2)
-    out = rollout(scenes, mean, w, execute=task.execute)
+    out = rollout(task.scenes("val", 0, 64), mean, w, execute=task.execute)
     assert out["collision"].float().mean() > 0.9  # averaging the modes drives into the obstacle
+
+
+def _collides(scene: Scene, chunk: torch.Tensor, world: World) -> torch.Tensor:
+    """(B,) bool, by hand with the simulator's swept step: displacements (B, H, 2) hit the obstacle before the goal."""
+    hit, active = torch.zeros(len(scene), dtype=torch.bool), torch.ones(len(scene), dtype=torch.bool)
+    for k in range(chunk.shape[1]):
+        result = step(scene, chunk[:, k], world)
+        hit |= active & result.collided
+        keep = active[:, None]
+        scene = Scene(torch.where(keep, result.scene.agent, scene.agent), scene.goal, scene.obstacle)
+        active &= ~(result.reached | result.collided)
+    return hit
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_no_demonstration_collides(split):
+    """Issue 26 item 5: 57 of 1000 ood demonstrations used to pass through the obstacle."""
+    task = Nav2D(seed=0)
+    w = task.world
+    for index in range(4):
+        rng = task.rng(split, index)
+        demos = demonstrate(rng, sample_scenes(rng, 250, task.starts(split), w), w,
+                            random_side=task.starts(split) == "demo")
+        goal, obstacle = demos.scene.goal, demos.scene.obstacle
+        for t in range(demos.actions.shape[0]):
+            running = t < demos.length
+            hit = step(Scene(demos.agent[t], goal, obstacle), demos.actions[t], w).collided & running
+            assert not bool(hit.any()), f"{split} batch {index}: {int(hit.sum())} demonstration(s) collide at step {t}"
+        assert bool((demos.length < w.max_steps).all())  # and every one reaches the goal
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_mode_mse_accepts_only_collision_free_modes(split):
+    """Issue 26 item 5: the other side's noise-free chunk, through the obstacle once the agent is past the point where
+    it can turn, used to be scored as a perfect prediction."""
+    task = Nav2D(seed=0)
+    w = task.world
+    batch = task.make_batch(split, 0, 256)
+    obs = batch["inputs"][:, 0, :8].double()
+    scene = Scene(obs[:, :2], obs[:, :2] + obs[:, 2:4], obs[:, :2] + obs[:, 4:6], obs[:, 6:8] * w.max_step)
+    collides = torch.stack([_collides(scene, batch["modes"][:, k].double() * w.max_step, w) for k in range(2)], 1)
+    assert 0.2 < collides.any(dim=1).float().mean() < 0.5  # many samples have a colliding mode ...
+    assert not bool(collides.all(dim=1).any())  # ... none has only colliding ones
+    for k in range(2):  # predicting one side's chunk: perfect where it is collision-free, else scored against the other
+        error = task.sample_error(batch["modes"][:, k], batch)
+        assert bool((error[~collides[:, k]] < 1e-6).all())
+        other = (batch["modes"][:, k] - batch["modes"][:, 1 - k]).square().flatten(1).mean(1)
+        assert torch.allclose(error[collides[:, k]], other[collides[:, k]])
+        assert bool((error[collides[:, k]] > 0.05).all())
+    through = collides.any(dim=1)  # a chunk through the obstacle is never a perfect prediction
+    worst = torch.where(collides[:, 0, None, None], batch["modes"][:, 0], batch["modes"][:, 1])
+    assert float(task.metrics(worst[through], {k: v[through] for k, v in batch.items()})["mode_mse"]) > 0.05
+
+
+def test_ood_start_distances_lie_in_the_documented_range():
+    """Issue 26 item 5: with the obstacle's jitter the gap to its edge used to range over 0.079-0.358, not 0.12-0.3."""
+    task = Nav2D(seed=0)
+    for index in range(3):
+        ood = task.scenes("ood", index, 2000)
+        gap = (ood.agent - ood.obstacle).norm(dim=-1) - task.world.radius
+        along, across = offsets(ood.agent, ood.goal, ood.obstacle)
+        assert 0.12 - 1e-9 <= gap.min() < 0.125 and 0.295 < gap.max() <= 0.3 + 1e-9
+        assert across.abs().max() <= 0.12 + 1e-9 and bool((along < 0).all())
+    batch = task.make_batch("ood", 0, 512)  # demonstrations start there too
+    starts = sample_scenes(task.rng("ood", 0), 512, "ood", task.world)
+    gap = (starts.agent - starts.obstacle).norm(dim=-1) - task.world.radius
+    assert gap.min() >= 0.12 - 1e-9 and gap.max() <= 0.3 + 1e-9 and batch["inputs"].shape[0] == 512
 
 
 def test_rollouts_are_deterministic_for_a_seed():
@@ -88,13 +178,19 @@ def test_rollouts_are_deterministic_for_a_seed():
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-def test_metrics_score_the_nearer_mode():
+def test_metrics_score_the_nearer_free_mode_and_are_ratios_of_sums():
     task = Nav2D(seed=0)
     batch = task.make_batch("val", 0, 64)
-    metrics = task.metrics(batch["modes"][:, 0], batch)
+    free = batch["mode_free"]
+    nearer_free = torch.where(free[:, 0, None, None], batch["modes"][:, 0], batch["modes"][:, 1])
+    metrics = task.metrics(nearer_free, batch)
     assert metrics["mode_mse"].item() == pytest.approx(0.0, abs=1e-7)
+    assert batch["bimodal"].any() and not (batch["bimodal"] & ~free.all(dim=1)).any()
     mean = task.metrics(batch["modes"].mean(dim=1), batch)
-    assert mean["front_mode_mse"].item() == pytest.approx(mean["mode_mse_mean"].item())
+    assert mean["bimodal_mode_mse"].item() == pytest.approx(mean["mode_mse_mean"].item())
+    sums = task.metric_sums(batch["modes"].mean(dim=1), batch)
+    assert sums["bimodal_mode_mse"][1].item() == batch["bimodal"].sum().item()
+    assert all(torch.allclose(mean[k], total / count) for k, (total, count) in sums.items())
 
 
 @pytest.mark.parametrize(("options", "match"), [({"horizon": 0}, "horizon"), ({"horizon": 4, "execute": 5}, "execute"),

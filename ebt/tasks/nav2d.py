@@ -12,22 +12,28 @@ observation (8 features, :func:`~ebt.tasks.nav2d_sim.observe`) and a one-hot ste
 H``); target token ``k`` = the demonstrator's ``k``-th next displacement in units of ``max_step`` (``output_dim = 2``;
 zeros once the goal is reached). A bidirectional backbone reads the whole chunk, so the EBT optimises it jointly.
 
-Samples: batch ``index`` of a split is ``batch_size`` demonstrations from ``rng(split, index)`` (``train`` / ``val``:
-demo starts and a random side; ``ood``: starts off the demonstrated paths and the side the agent starts on), one
-uniformly drawn step of each before the goal. The batch also holds ``modes`` (B, 2, H, 2): the noise-free chunks of
-both sides from the same state (equal once past the obstacle), ``front`` (B,) bool (not yet level with the obstacle)
-and ``side`` (B,) (+-1, the demonstration's side).
+Samples: batch ``index`` of a split is ``batch_size`` demonstrations from ``rng(split, index)`` (``train`` / ``val`` /
+``test``: demo starts and a random side; ``ood``: starts off the demonstrated paths and the side the agent starts on;
+none collides with the obstacle, :func:`~ebt.tasks.nav2d_sim.demonstrate`), one uniformly drawn step of each before
+the goal. The batch also holds ``modes`` (B, 2, H, 2): the noise-free chunks of both sides from the same state (equal
+once past the obstacle), ``mode_free`` (B, 2) bool: which of them are collision-free (the swept test of the
+simulator, :func:`~ebt.tasks.nav2d_sim.chunk_collides`: once the agent is close in front of the obstacle the other
+side's chunk drives through it and is no mode at all), ``bimodal`` (B,) bool (both modes collision-free and
+different: the choice of side is still open) and ``side`` (B,) (+-1, the demonstration's side). A step from which
+neither mode is collision-free (about 0.1 % of ``ood`` samples) is drawn again from the same demonstration.
 
 Metrics (offline; success in closed loop is measured by rollouts, :mod:`ebt.analysis.policy_eval`): ``mode_mse``
-(headline, lower is better: per sample the MSE to the *nearer* noise-free mode chunk; an average of the modes is far
-from both), ``mse`` (to the noisy demonstrated chunk, what a predictor minimises), ``front_mode_mse`` (``mode_mse``
-over the samples in front of the obstacle, where the modes differ) and ``mode_mse_mean`` (the reference of predicting
-the mean of the two modes, over those samples).
+(headline, lower is better: per sample the MSE to the *nearer collision-free* noise-free mode chunk; an average of the
+modes is far from both, and a chunk through the obstacle scores against the mode that goes round it), ``mse`` (to the
+noisy demonstrated chunk, what a predictor minimises), ``bimodal_mode_mse`` (``mode_mse`` over the ``bimodal``
+samples) and ``mode_mse_mean`` (the reference of predicting the mean of the two modes, over those samples).
 
 Rollouts: :meth:`Nav2D.scenes` gives evaluation starts (stream ``rng(split, ROLLOUT_OFFSET + index)``, apart from the
 training stream), :meth:`Nav2D.tokens` turns observations into the model's inputs; ``execute`` (actions carried out
 per plan) is read by the evaluation.
 """
+
+import math
 
 import torch
 
@@ -36,8 +42,10 @@ from ebt.tasks.base import Task
 from ebt.tasks.nav2d_sim import (
     OBS_DIM,
     SPLIT_STARTS,
+    Demonstrations,
     Scene,
     World,
+    chunk_collides,
     demonstrate,
     expert_chunk,
     observe,
@@ -46,6 +54,8 @@ from ebt.tasks.nav2d_sim import (
 )
 
 ROLLOUT_OFFSET = 1_000_000  # rollout starts use rng(split, ROLLOUT_OFFSET + index): not a training batch's stream
+Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # metric name -> (sum, count) of one batch
+MAX_STEP_REDRAWS = 20  # rounds of drawing a sample's step again while neither mode from it is collision-free
 
 
 class Nav2D(Task):
@@ -92,36 +102,72 @@ class Nav2D(Task):
                             random_side=starts == "demo")
         rows = torch.arange(batch_size)
         t = torch.from_numpy(rng.integers(0, 2**62, batch_size)) % demos.length.clamp_min(1)  # a step before the goal
-        scene = Scene(demos.agent[t, rows], demos.scene.goal, demos.scene.obstacle, demos.prev_action[t, rows])
+        modes, free = self._modes(demos, t, rows)
+        for _ in range(MAX_STEP_REDRAWS):  # a state from which both sides collide is no sample of a choice of mode
+            stuck = ~free.any(dim=1)
+            if not bool(stuck.any()):
+                break
+            redraw = torch.from_numpy(rng.integers(0, 2**62, int(stuck.sum()))) % demos.length[stuck].clamp_min(1)
+            t[stuck] = redraw
+            modes[stuck], free[stuck] = self._modes(demos, t[stuck], rows[stuck])
+        if not bool(free.any(dim=1).all()):
+            raise RuntimeError("nav2d: a demonstration has no step with a collision-free mode")
+        scene = self._state(demos, t, rows)
         padded = torch.cat([demos.actions, torch.zeros(self.horizon, batch_size, 2, dtype=torch.float64)])
         steps = t[None, :] + torch.arange(self.horizon)[:, None]  # (H, B)
         chunk = padded[steps, rows[None, :]].transpose(0, 1)  # (B, H, 2)
-        modes = torch.stack([expert_chunk(scene, torch.full((batch_size,), s), self.horizon, self.world)
-                             for s in (1.0, -1.0)], dim=1)
+        front = offsets(scene.agent, scene.goal, scene.obstacle)[0] < 0
         scale = self.world.max_step
         return {"inputs": self.tokens(observe(scene, self.world)).float(), "targets": (chunk / scale).float(),
-                "modes": (modes / scale).float(), "front": offsets(scene.agent, scene.goal, scene.obstacle)[0] < 0,
+                "modes": (modes / scale).float(), "mode_free": free, "bimodal": front & free.all(dim=1),
                 "side": demos.side.float()}
+
+    @staticmethod
+    def _state(demos: Demonstrations, t: torch.Tensor, rows: torch.Tensor) -> Scene:
+        return Scene(demos.agent[t, rows], demos.scene.goal[rows], demos.scene.obstacle[rows],
+                     demos.prev_action[t, rows])
+
+    def _modes(self, demos: Demonstrations, t: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The noise-free chunks (B, 2, H, 2) of both sides (+1, -1) from step ``t`` of demonstrations ``rows`` and
+        which are collision-free (B, 2)."""
+        scene = self._state(demos, t, rows)
+        modes = torch.stack([expert_chunk(scene, torch.full((len(rows),), s), self.horizon, self.world)
+                             for s in (1.0, -1.0)], dim=1)
+        free = torch.stack([~chunk_collides(scene, modes[:, k], self.world) for k in range(2)], dim=1)
+        return modes, free
 
     # ----- metrics --------------------------------------------------------------------------------------------
     def sample_error(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-sample MSE (B,) to the nearer noise-free mode chunk."""
-        diff = prediction.detach().float()[:, None] - batch["modes"].float()  # (B, 2, H, 2)
-        return diff.square().flatten(2).mean(-1).min(dim=1).values
+        """Per-sample MSE (B,) to the nearer collision-free noise-free mode chunk (a mode that drives through the
+        obstacle is never scored against)."""
+        diff = prediction.detach().float()[:, None] - batch["modes"].to(prediction.device).float()  # (B, 2, H, 2)
+        error = diff.square().flatten(2).mean(-1)  # (B, 2)
+        free = batch["mode_free"].to(error.device)
+        return error.masked_fill(~free, math.inf).min(dim=1).values
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """Every metric as ``(sum, count)`` over the batch: a split's value is the total sum over the total count
+        (``bimodal_mode_mse`` and ``mode_mse_mean`` count the ``bimodal`` samples only, ``mse`` every action
+        component)."""
         if prediction.shape != batch["targets"].shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != targets {tuple(batch['targets'].shape)}")
-        mode_error = self.sample_error(prediction, batch)
-        front = batch["front"].to(mode_error.device).float()
-        count = front.sum().clamp_min(1)
-        mean_of_modes = batch["modes"].float().mean(dim=1, keepdim=True)
-        mean_error = (mean_of_modes - batch["modes"].float()).square().flatten(2).mean(-1).min(dim=1).values
-        out = {"mode_mse": mode_error.mean(),
-               "mse": (prediction.detach().float() - batch["targets"].float()).square().mean(),
-               "front_mode_mse": (mode_error * front).sum() / count,
-               "mode_mse_mean": (mean_error * front).sum() / count}
-        return {k: v.to(prediction.device) for k, v in out.items()}
+        device = prediction.device
+        mode_error = self.sample_error(prediction, batch).to(device)
+        bimodal = batch["bimodal"].to(device)
+        modes = batch["modes"].to(device).float()
+        mean_error = (modes.mean(dim=1, keepdim=True) - modes).square().flatten(2).mean(-1).min(dim=1).values
+        squared = (prediction.detach().float() - batch["targets"].to(device).float()).square()
+        samples, count = torch.tensor(float(len(mode_error)), device=device), bimodal.sum().float()
+        zero = torch.zeros((), device=device)
+        return {"mode_mse": (mode_error.sum(), samples),
+                "mse": (squared.sum(), torch.tensor(float(squared.numel()), device=device)),
+                "bimodal_mode_mse": (torch.where(bimodal, mode_error, zero).sum(), count),
+                "mode_mse_mean": (torch.where(bimodal, mean_error, zero).sum(), count)}
+
+    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One batch's metrics: the ratios of :meth:`metric_sums` (0 where nothing is counted)."""
+        sums = self.metric_sums(prediction, batch)
+        return {name: total / count.clamp_min(1) for name, (total, count) in sums.items()}
 
     def describe(self) -> str:
         w = self.world

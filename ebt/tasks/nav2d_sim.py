@@ -6,18 +6,22 @@ A point agent moves in the plane toward a goal past a disc obstacle. All tensors
 * **Scenes** (:func:`sample_scenes`): ``demo`` starts (the ``train`` / ``val`` splits) put the agent near ``(-1, 0)``,
   the goal near ``(1, 0)`` and the obstacle near the origin, each jittered uniformly by ``start_jitter``, so the
   obstacle blocks the straight line. ``ood`` starts put the agent where a failed action sequence leaves it, off the
-  demonstrated paths: right in front of the obstacle on its axis (``x`` in ``[-0.6, -0.42]``, ``y`` in ``[-0.12,
-  0.12]``, 0.12 to 0.3 from its edge) with a random previous action; the demonstrations pass ``x = -0.5`` about
-  0.25 off the axis (with the defaults), and from there a policy must turn at once.
+  demonstrated paths: right in front of the (jittered) obstacle, placed relative to it in its obstacle -> goal frame
+  (:data:`OOD_GAP`: 0.12 to 0.3 from its edge, :data:`OOD_ACROSS`: within 0.12 of its axis, so 0.395 to 0.6 before
+  its centre with the default radius) with a random previous action; the demonstrations pass 0.5 before the
+  obstacle about 0.25 off the axis (with the defaults), and from there a policy must turn at once.
 * **Dynamics** (:func:`step`): the agent adds a displacement clipped to length ``max_step``. A step *collides* when the
   segment it sweeps comes closer than ``radius`` to the obstacle's centre (not only its end point), and *reaches* the
   goal when it ends within ``goal_tol`` of it; either ends the episode (collision first), as does ``max_steps``.
 * **Demonstrator** (:func:`expert_action`): given a side ``s = +-1`` it heads for the waypoint
   ``obstacle + s (radius + margin) n`` (``n`` the unit normal of the obstacle->goal axis) until it is level with the
-  obstacle along that axis, then for the goal, at full speed. Demonstrations (:func:`demonstrate`) draw ``s`` at
-  random, half each (``ood``: the side the agent starts on, the one a sensible expert takes from there), and add
-  Gaussian noise of ``demo_noise * max_step`` per component to every action: in front of the obstacle the action
-  distribution is bimodal and its mean points into the obstacle.
+  obstacle along that axis (within :data:`LEVEL_TOL`, so landing on the waypoint up to rounding counts), then for the
+  goal, at full speed. Demonstrations (:func:`demonstrate`) draw ``s`` at random, half each (``ood``: the side the
+  agent starts on, the one a sensible expert takes from there), and add Gaussian noise of ``demo_noise * max_step``
+  per component to every action: in front of the obstacle the action distribution is bimodal and its mean points
+  into the obstacle. A demonstration is never one that collides: the
+  noise of a colliding one is drawn again (same start, same side) until it does not, so the start distribution and
+  the sides are those drawn. :func:`chunk_collides` checks a chunk of displacements with the same swept test.
 * **Rollouts** (:func:`rollout`): a policy maps observations to an action chunk of ``H`` displacements (in units of
   ``max_step``); the first ``execute`` are carried out, then it plans again (receding horizon). Per episode:
   success (goal reached without collision), collision, side (the sign of the agent's offset from the axis where it
@@ -36,6 +40,10 @@ from ebt.errors import ConfigError
 
 OBS_DIM = 8
 SPLIT_STARTS = {"train": "demo", "val": "demo", "test": "demo", "ood": "ood"}
+OOD_GAP = (0.12, 0.3)  # ood starts: distance from the obstacle's edge (uniform)
+OOD_ACROSS = 0.12  # ood starts: largest offset from the obstacle -> goal axis (uniform in [-0.12, 0.12])
+LEVEL_TOL = 1e-6  # the demonstrator heads for its waypoint while more than this before the obstacle (along its axis)
+MAX_REDRAWS = 100  # rounds of drawing a colliding demonstration's noise again before giving up (an error)
 
 
 @dataclass(frozen=True)
@@ -86,14 +94,24 @@ def sample_scenes(rng: np.random.Generator, n: int, starts: str, world: World) -
     if starts == "demo":
         agent = np.array([-1.0, 0.0]) + rng.uniform(-jitter, jitter, (n, 2))
         prev = np.zeros((n, 2))
-    elif starts == "ood":
-        agent = np.stack([rng.uniform(-0.6, -0.42, n), rng.uniform(-0.12, 0.12, n)], axis=1)
+    elif starts == "ood":  # in the obstacle -> goal frame of the jittered obstacle: the gap to its edge is exact
+        gap, across = rng.uniform(*OOD_GAP, n), rng.uniform(-OOD_ACROSS, OOD_ACROSS, n)
+        along = -np.sqrt((world.radius + gap) ** 2 - across**2)
+        d = goal - obstacle
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+        normal = np.stack([-d[:, 1], d[:, 0]], axis=1)
+        agent = obstacle + along[:, None] * d + across[:, None] * normal
         angle = rng.uniform(0, 2 * np.pi, n)
         prev = world.max_step * rng.uniform(0, 1, (n, 1)) * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     else:
         raise ConfigError(f"unknown starts {starts!r}; expected demo or ood")
     t = torch.from_numpy
     return Scene(t(agent), t(goal), t(obstacle), t(prev))
+
+
+def take(scene: Scene, rows: torch.Tensor) -> Scene:
+    """The episodes ``rows`` (a (B,) bool mask or indices) of ``scene``."""
+    return Scene(scene.agent[rows], scene.goal[rows], scene.obstacle[rows], scene.prev_action[rows])
 
 
 def axes(goal: torch.Tensor, obstacle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +145,7 @@ def expert_action(scene: Scene, side: torch.Tensor, world: World) -> torch.Tenso
     d, n = axes(scene.goal, scene.obstacle)
     along = ((scene.agent - scene.obstacle) * d).sum(-1, keepdim=True)
     waypoint = scene.obstacle + side[:, None] * (world.radius + world.margin) * n
-    target = torch.where(along < 0, waypoint, scene.goal)
+    target = torch.where(along < -LEVEL_TOL, waypoint, scene.goal)  # at the waypoint: on (no stall on a rounding)
     return clip_norm(target - scene.agent, world.max_step)
 
 
@@ -168,6 +186,18 @@ def _select(mask: torch.Tensor, new: Scene, old: Scene) -> Scene:
                  torch.where(m, new.prev_action, old.prev_action))
 
 
+def chunk_collides(scene: Scene, chunk: torch.Tensor, world: World) -> torch.Tensor:
+    """(B,) bool: carrying out the displacements ``chunk`` (B, H, 2) (world units) from ``scene`` collides with the
+    obstacle (the swept test of :func:`step`) before it reaches the goal."""
+    hit, active = torch.zeros(len(scene), dtype=torch.bool), torch.ones(len(scene), dtype=torch.bool)
+    for k in range(chunk.shape[1]):
+        result = step(scene, chunk[:, k], world)
+        hit = hit | (active & result.collided)
+        scene = _select(active, result.scene, scene)
+        active = active & ~result.reached & ~result.collided
+    return hit
+
+
 def expert_chunk(scene: Scene, side: torch.Tensor, horizon: int, world: World) -> torch.Tensor:
     """The noise-free demonstrator's next ``horizon`` actions (B, H, 2) from ``scene``, zeros once at the goal."""
     actions, active = [], torch.ones(len(scene), dtype=torch.bool)
@@ -190,21 +220,21 @@ class Demonstrations:
     length: torch.Tensor  # (B,) int64: steps taken until the goal (T when not reached)
     scene: Scene  # the starts
     side: torch.Tensor  # (B,) the side each went round
+    collided: torch.Tensor  # (B,) bool: some step before the goal entered the obstacle (never, from demonstrate)
 
 
-def demonstrate(rng: np.random.Generator, scene: Scene, world: World, *, random_side: bool) -> Demonstrations:
-    """Noisy scripted demonstrations from ``scene``: side random (half each) or the side the agent starts on."""
+def _demonstrate_once(rng: np.random.Generator, scene: Scene, side: torch.Tensor, world: World) -> Demonstrations:
     n, steps = len(scene), world.max_steps
-    side = torch.from_numpy(rng.choice([-1.0, 1.0], n)) if random_side else \
-        side_of(scene.agent, scene.goal, scene.obstacle)
     noise = torch.from_numpy(rng.standard_normal((steps, n, 2))) * world.demo_noise * world.max_step
     agents, prevs, actions = [scene.agent], [scene.prev_action], []
     active = torch.ones(n, dtype=torch.bool)
+    collided = torch.zeros(n, dtype=torch.bool)
     length = torch.full((n,), steps, dtype=torch.int64)
     current = scene
     for t in range(steps):
         action = clip_norm(expert_action(current, side, world) + noise[t], world.max_step) * active[:, None]
         result = step(current, action, world)
+        collided = collided | (active & result.collided)
         current = _select(active, result.scene, current)
         newly = active & result.reached
         length = torch.where(newly, t + 1, length)
@@ -212,7 +242,26 @@ def demonstrate(rng: np.random.Generator, scene: Scene, world: World, *, random_
         agents.append(current.agent)
         prevs.append(current.prev_action)
         actions.append(action)
-    return Demonstrations(torch.stack(agents), torch.stack(prevs), torch.stack(actions), length, scene, side)
+    return Demonstrations(torch.stack(agents), torch.stack(prevs), torch.stack(actions), length, scene, side, collided)
+
+
+def demonstrate(rng: np.random.Generator, scene: Scene, world: World, *, random_side: bool) -> Demonstrations:
+    """Noisy scripted demonstrations from ``scene``: side random (half each) or the side the agent starts on. None
+    collides: a colliding one's noise is drawn again (same start and side) up to :data:`MAX_REDRAWS` times (a
+    ``RuntimeError`` after that: the noise-free expert itself would collide from that start)."""
+    side = torch.from_numpy(rng.choice([-1.0, 1.0], len(scene))) if random_side else \
+        side_of(scene.agent, scene.goal, scene.obstacle)
+    demos = _demonstrate_once(rng, scene, side, world)
+    for _ in range(MAX_REDRAWS):
+        bad = demos.collided.clone()
+        if not bool(bad.any()):
+            return demos
+        again = _demonstrate_once(rng, take(scene, bad), side[bad], world)
+        for name in ("agent", "prev_action", "actions"):
+            getattr(demos, name)[:, bad] = getattr(again, name)
+        demos.length[bad], demos.collided[bad] = again.length, again.collided
+    raise RuntimeError(f"{int(demos.collided.sum())} demonstration(s) still collide after {MAX_REDRAWS} redraws of "
+                       "their noise: the noise-free expert collides from those starts")
 
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # observations (B, 8) -> action chunk (B, H, 2) in max_step units
