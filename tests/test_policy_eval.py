@@ -5,15 +5,21 @@ import math
 import pytest
 import torch
 
+from ebt.analysis.plotting import write_csv
 from ebt.analysis.policy_eval import (
     Options,
     Setting,
     check_fits,
     evaluate_policy,
+    fill_doc,
     markdown,
     plot,
+    policy_eval,
+    read_previous,
     run_episodes,
+    select,
     summarize,
+    t_interval,
 )
 from ebt.errors import ConfigError
 from ebt.tasks.nav2d import Nav2D
@@ -79,10 +85,10 @@ def test_summary_table_and_plot(tmp_path):
     options = Options(episodes=4, diffusion_steps=(1, 2), samplers=("ddim",))
     rows = evaluate_policy(policy, task, options, run="a")[0] + evaluate_policy(policy, task, options, run="b")[0]
     summary = summarize(rows)
-    assert len(summary) == 4 and all(r["runs"] == 2 for r in summary)
-    assert summary[0]["success_std"] == 0.0  # same model, same seed: same episodes
+    assert len(summary) == 6 and all(r["runs"] == 2 for r in summary)  # 2 settings x val, test, ood
+    assert summary[0]["success_std"] == 0.0 and summary[0]["success_ci95"] == 0.0  # same model, same episodes
     text = markdown(summary, {"ebt": []}, {"diffusion": 1}, "cmd")
-    assert "diffusion DDIM, 2 steps" in text
+    assert "diffusion DDIM, 2 steps" in text and "95 % t-interval" in text
     plot(summary, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
@@ -93,3 +99,77 @@ def test_entry_point_reports_a_bad_run_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
 
+
+
+def test_intervals_are_t_intervals_over_seeds():
+    assert t_interval([0.8, 0.9, 1.0]) == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(t_interval([0.5]))
+    rows = [{"config": "predict", "policy": "predict", "mode": "predictor", "steps": 0, "best_of": 1,
+             "gate_quantile": math.nan, "split": "test", "success": v, "collision": 1 - v, "timeout": 0.0,
+             "above": 0.5, "path_length": 2.0, "passes": 1.0} for v in (0.8, 0.9, 1.0)]
+    (row,) = summarize(rows)
+    assert row["success"] == pytest.approx(0.9) and row["success_ci95"] == pytest.approx(0.24842, rel=1e-4)
+
+
+def _row(config, seed, mode, steps, split, success, passes=None):
+    return {"run": f"{config}_s{seed}", "seed": float(seed), "config": config, "policy": "diffusion", "mode": mode,
+            "steps": steps, "best_of": 1, "gate_quantile": math.nan, "split": split, "success": success,
+            "collision": 1 - success, "timeout": 0.0, "above": 0.5, "path_length": 2.0,
+            "passes": float(steps if passes is None else passes)}
+
+
+def test_selection_is_made_on_val_only():
+    """Issue 26 item 13: the configuration (seed-0 val) and the setting (mean val) are chosen on val, and reported on
+    the held-out splits; what the held-out splits say chooses nothing."""
+    rows = []
+    for seed in (0, 1, 2):  # configuration A: 10 steps best on val, 3 steps best on test
+        rows += [_row("A", seed, "ddpm", 10, "val", 0.80), _row("A", seed, "ddpm", 10, "test", 0.70 + 0.01 * seed),
+                 _row("A", seed, "ddpm", 3, "val", 0.75), _row("A", seed, "ddpm", 3, "test", 0.99)]
+    rows += [_row("B", 0, "ddpm", 10, "val", 0.79), _row("B", 0, "ddpm", 10, "test", 1.0)]  # B: better on test only
+    selection = select(rows, summarize(rows))
+    chosen = [s for s in selection if s["chosen"]]
+    assert [s["config"] for s in chosen] == ["A"] and chosen[0]["steps"] == 10
+    assert chosen[0]["test_success"] == pytest.approx(0.71) and chosen[0]["test_success_ci95"] > 0
+    assert {s["config"]: s["seed0_val_success"] for s in selection} == {"A": 0.80, "B": 0.79}
+    # a tie on val goes to the cheaper setting
+    tie = [_row("A", 0, "ddpm", 10, "val", 0.8), _row("A", 0, "ddpm", 3, "val", 0.8)]
+    assert select(tie, summarize(tie))[0]["steps"] == 3
+
+
+def test_doc_blocks_are_written_by_the_script(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- policy_eval:results -->\nold table\n<!-- /policy_eval:results -->\nmiddle\n"
+                   "<!-- policy_eval:plain-results -->\nkeep\n<!-- /policy_eval:plain-results -->\n")
+    fill_doc(doc, {"results": "| new |\n", "energy": "x"})
+    assert doc.read_text() == ("intro\n<!-- policy_eval:results -->\n| new |\n<!-- /policy_eval:results -->\n"
+                               "middle\n<!-- policy_eval:plain-results -->\nkeep\n"
+                               "<!-- /policy_eval:plain-results -->\n")
+    fill_doc(doc, {"results": "| plain |"}, prefix="plain")
+    assert "plain-results -->\n| plain |\n<!--" in doc.read_text() and "| new |" in doc.read_text()
+    with pytest.raises(ConfigError, match="no <!-- policy_eval:NAME -->"):
+        fill_doc(doc, {"selection": "x"})
+
+
+def test_rows_written_before_configs_and_seeds_merge(tmp_path):
+    (tmp_path / "policy_eval.csv").write_text(
+        "run,policy,mode,steps,best_of,gate_quantile,split,success,collision,timeout,above,path_length,passes,plans,"
+        "seconds\nr,predict,predictor,0,1,nan,val,0.5,0.5,0.0,0.5,2.0,1.0,5.0,0.4\n")
+    (tmp_path / "policy_eval.json").write_text('{"ebt": [], "params": {}}')
+    rows, _ = read_previous(tmp_path)
+    assert rows[0]["config"] == "predict" and math.isnan(rows[0]["seed"]) and rows[0]["steps"] == 0
+    assert summarize(rows)[0]["config"] == "predict"
+
+
+def test_merge_writes_the_selection_and_the_doc_tables(tmp_path):
+    rows = [_row("A", seed, "ddpm", steps, split, 0.6 + 0.01 * steps + 0.01 * seed)
+            for seed in (0, 1, 2) for steps in (3, 10) for split in ("val", "test", "ood")]
+    write_csv(rows, tmp_path / "in" / "policy_eval.csv")
+    (tmp_path / "in" / "policy_eval.json").write_text('{"ebt": [], "params": {"A": 7}}')
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- policy_eval:results -->\n<!-- /policy_eval:results -->\n"
+                   "<!-- policy_eval:selection -->\n<!-- /policy_eval:selection -->\n")
+    policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[tmp_path / "in"], doc=doc)
+    assert (tmp_path / "out" / "policy_selection.csv").is_file()
+    text = doc.read_text()
+    assert "| diffusion DDPM, 10 steps [A] | 3 |" in text and "test success" in text and "`cmd`" in text
+    assert "A (chosen)" in text and "0.710 ± " in text  # the setting chosen on val, its test success over 3 seeds

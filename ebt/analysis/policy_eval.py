@@ -2,9 +2,12 @@
 
 Behind ``scripts/policy_eval.py RUN [RUN ...] --out DIR``. Each RUN is a ``scripts/train.py`` run folder (or
 ``.ckpt``) on ``data=nav2d``; its objective says which policy it is: ``Predict`` (MSE behaviour cloning), ``Diffusion``
-(DDPM / DDIM) or ``EBT`` (EBT-Policy). Several runs of one kind are seeds: tables give mean ± std over them.
+(DDPM / DDIM) or ``EBT`` (EBT-Policy). Several runs of one kind (and one ``--config`` label) are seeds: tables give
+the mean and a 95 % t-interval over them (``mean ± h``: ``h = t_{0.975, n-1} s / sqrt(n)``, ``s`` the sample std of the
+``n`` runs).
 
-Per policy setting and split (``val``: demo-like starts; ``ood``: starts off the demonstrated paths), over the same
+Per policy setting and split (``val``: demo-like starts, where settings are chosen; ``test``: demo-like starts of
+another stream, held out; ``ood``: starts off the demonstrated paths), over the same
 ``episodes`` starts (:meth:`ebt.tasks.nav2d.Nav2D.scenes`) and a fixed torch seed (rollouts are deterministic):
 ``success`` (goal reached without collision: the headline), ``collision``, ``timeout``, ``above`` (mode balance: the
 fraction of successful episodes that passed the obstacle above; 0.5 = balanced), ``path_length`` (successful
@@ -28,18 +31,29 @@ in-distribution plans pay for the long plan. Its compute is the mean passes per 
 episodes, against always thinking the maximum (best-of-``gate_best_of`` at ``gate_max``) and always the minimum.
 
 ``--merge DIR ...`` adds the rows of earlier evaluations (their ``policy_eval.csv`` and ``.json``), so seeds and
-policies can be evaluated in separate processes and tabulated together.
+policies can be evaluated in separate processes and tabulated together. ``--config NAME`` labels the rows of this
+evaluation's runs (default: the policy kind), so several configurations of one kind (a tuning budget) stay apart.
+
+Selection on ``val`` (:func:`select`), never on the splits it is reported on: per policy kind, its configuration is the
+one whose best setting has the highest ``val`` success on the seed-0 run (the tuning runs: a configuration tried only
+on seed 0 competes with the seed-0 run of the others), and its setting (steps, best-of-N, sampler, gate) the one with
+the highest mean ``val`` success over that configuration's runs (ties: fewer passes). The selected settings are
+reported on ``test`` and ``ood``.
 
 Writes ``policy_eval.csv`` (one row per run, setting and split), ``policy_eval.json`` (EBT energy scores, parameter
-counts), ``policy_summary.csv`` (mean ± std over runs),
-``policy_eval.md`` (tables, parameter counts, the command) and ``policy_curve.png`` (success vs forward passes per
-plan: EBT per best-of-N, diffusion per sampler, the predictor as a flat line; one panel per split).
+counts), ``policy_summary.csv`` (mean, std and 95 % t-interval half-width ``_ci95`` over runs), ``policy_selection.csv``
+(the selection above), ``policy_eval.md`` (tables, parameter counts, the command) and ``policy_curve.png`` (success vs
+forward passes per plan: EBT per best-of-N, diffusion per sampler, the predictor as a flat line; one panel per split).
+``--doc FILE`` also writes the tables into FILE, between ``<!-- policy_eval:NAME -->`` and ``<!-- /policy_eval:NAME
+-->`` lines (NAME: ``results``, ``selection``, ``tuning``, ``energy``; ``--doc-prefix P`` reads ``P-NAME``), so a
+document's tables are the script's, never typed by hand.
 """
 
 import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -49,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import stats
 
 from alt_arch.utils import num_params
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
@@ -218,7 +233,7 @@ def plan_energies(ebt: EBT, task: Nav2D, steps: int, episodes: int, *, split: st
 @dataclass
 class Options:
     episodes: int = 200
-    splits: Sequence[str] = ("val", "ood")
+    splits: Sequence[str] = ("val", "test", "ood")
     ebt_steps: Sequence[int] = (1, 2, 4, 8, 16)
     best_of: Sequence[int] = (1, 4, 16)
     diffusion_steps: Sequence[int] = (1, 2, 5, 10, 20, 50, 100)
@@ -230,6 +245,7 @@ class Options:
     gate_quantiles: Sequence[float] = (0.5, 0.8, 0.95)
     execute: int | None = None
     seed: int = 0
+    config: str | None = None  # the label of these runs' configuration (default: the policy kind)
 
 
 def settings_for(objective: Objective, options: Options) -> list[Setting]:
@@ -250,8 +266,9 @@ def settings_for(objective: Objective, options: Options) -> list[Setting]:
 
 
 def evaluate_policy(objective: Objective, task: Nav2D, options: Options, run: str = "",
-                    progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows (one per setting and split) and, for an EBT, its energy scores."""
+                    progress: Callable[[str], None] | None = None,
+                    seed: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows (one per setting and split) and, for an EBT, its energy scores; ``seed``: the run's training seed."""
     rows, info = [], {}
     settings = settings_for(objective, options)
     thresholds: dict[float, float] = {}
@@ -269,7 +286,9 @@ def evaluate_policy(objective: Objective, task: Nav2D, options: Options, run: st
             threshold = thresholds.get(setting.extra.get("quantile", -1.0))
             metrics = run_episodes(objective, task, setting, split, options.episodes, seed=options.seed,
                                    execute=options.execute, threshold=threshold)
-            rows.append({"run": run, "policy": setting.kind, "mode": setting.mode, "steps": setting.steps,
+            rows.append({"run": run, "seed": math.nan if seed is None else seed,
+                         "config": options.config or setting.kind, "policy": setting.kind, "mode": setting.mode,
+                         "steps": setting.steps,
                          "best_of": setting.best_of, "gate_quantile": setting.extra.get("quantile", math.nan),
                          "split": split, **metrics, "seconds": round(time.time() - started, 2)})
             if progress is not None:
@@ -278,16 +297,27 @@ def evaluate_policy(objective: Objective, task: Nav2D, options: Options, run: st
     return rows, info
 
 
-KEYS = ("policy", "mode", "steps", "best_of", "gate_quantile", "split")
+KEYS = ("config", "policy", "mode", "steps", "best_of", "gate_quantile", "split")
 VALUES = ("success", "collision", "timeout", "above", "path_length", "passes")
+SELECTION_SPLIT = "val"  # settings and configurations are chosen on it; reported on the others
+REPORT_SPLITS = ("test", "ood")
 
 
 def _key(row: dict[str, Any]) -> tuple:
     return tuple("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in KEYS)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> float:
+    """The half-width of the ``level`` t-interval of the mean of ``values`` (NaN for fewer than 2)."""
+    n = len(values)
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample std (over runs) of every value per setting and split, in first-seen order."""
+    """Mean, sample std and 95 % t-interval half-width (over runs) of every value per setting and split, in
+    first-seen order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(_key(r), []).append(r)
@@ -298,33 +328,40 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             finite = [r[name] for r in mine if math.isfinite(r[name])]
             row[name] = statistics.fmean(finite) if finite else math.nan
             row[f"{name}_std"] = statistics.stdev(finite) if len(finite) > 1 else math.nan
+            row[f"{name}_ci95"] = t_interval(finite)
         out.append(row)
     return out
 
 
 def _pm(row: dict[str, Any], name: str, digits: int = 3) -> str:
-    mean, std = row[name], row[f"{name}_std"]
+    mean, half = row[name], row.get(f"{name}_ci95", math.nan)
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
 
 
 def _label(row: dict[str, Any]) -> str:
     if row["mode"] == "predictor":
-        return "MSE predictor"
-    if row["mode"] in ("ddpm", "ddim"):
-        return f"diffusion {row['mode'].upper()}, {_steps(row['steps'])}"
-    if row["mode"] == "gated":
-        return f"EBT gated (q={row['gate_quantile']:g})"
-    return f"EBT {_steps(row['steps'])}, best-of-{row['best_of']}"
+        label = "MSE predictor"
+    elif row["mode"] in ("ddpm", "ddim"):
+        label = f"diffusion {row['mode'].upper()}, {_steps(row['steps'])}"
+    elif row["mode"] == "gated":
+        label = f"EBT gated (q={row['gate_quantile']:g})"
+    else:
+        label = f"EBT {_steps(row['steps'])}, best-of-{row['best_of']}"
+    return label if row.get("config", row["policy"]) == row["policy"] else f"{label} [{row['config']}]"
 
 
 def _steps(n: int) -> str:
     return f"{n} step" + ("s" if n != 1 else "")
 
 
-def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]], params: dict[str, int],
-             command: str) -> str:
+INTERVAL_NOTE = "mean ± half-width of the 95 % t-interval over the runs (seeds); a value without ± is from one run"
+
+
+def results_table(summary: list[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """One row per setting (label), ``<split> <value>`` columns (default: success, collision, above and path of every
+    split)."""
     splits = list(dict.fromkeys(r["split"] for r in summary))
     table = []
     for label in dict.fromkeys(_label(r) for r in summary):
@@ -337,17 +374,124 @@ def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]
                 row |= {f"{split} success": _pm(r, "success"), f"{split} collision": _pm(r, "collision"),
                         f"{split} above": _pm(r, "above", 2), f"{split} path": _pm(r, "path_length", 2)}
         table.append(row)
+    if not table:
+        return "(no rows)"
+    columns = ["policy", "runs", "passes / plan", *(columns or [c for c in table[0] if " " in c and c[0] != "p"])]
+    return markdown_table(table, [c for c in dict.fromkeys(columns) if any(c in r for r in table)])
+
+
+def _score_stats(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = [k for k in scores[0] if k.startswith("auroc_")] if scores else []
+    out = []
+    for k in keys:
+        values = [s[k] for s in scores]
+        half = t_interval(values)
+        row = {"score": k, **{f"run {i}": f"{v:.3f}" for i, v in enumerate(values)},
+               "mean": f"{statistics.fmean(values):.3f}" + (f" ± {half:.3f}" if math.isfinite(half) else "")}
+        out.append(row)
+    return out
+
+
+def energy_table(info: dict[str, list[dict[str, Any]]]) -> str:
+    rows = _score_stats(info.get("ebt", []))
+    return markdown_table(rows, list(rows[0])) if rows else "(no EBT runs)"
+
+
+def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]], params: dict[str, int],
+             command: str, selection: list[dict[str, Any]] | None = None) -> str:
     lines = [f"Command: `{command}`", "", "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()), "",
-             markdown_table(table, list(table[0])) if table else "(no rows)"]
+             f"Values: {INTERVAL_NOTE}.", "", results_table(summary)]
+    if selection:
+        lines += ["", f"Selected on `{SELECTION_SPLIT}` (configuration on the seed-0 run, setting on the mean over "
+                  "runs), reported on the other splits:", "", selection_table(selection)]
     if info.get("ebt"):
         scores = info["ebt"]
-        mean = {k: statistics.fmean(s[k] for s in scores) for k in scores[0] if k.startswith("auroc_")}
-        std = {k: statistics.stdev([s[k] for s in scores]) if len(scores) > 1 else math.nan for k in mean}
-        text = ", ".join(f"{k} {mean[k]:.3f}" + (f" ± {std[k]:.3f}" if math.isfinite(std[k]) else "") for k in mean)
-        lines += ["", f"Energy AUROC, val (negative) vs ood (positive), {len(scores)} EBT run(s): {text}"]
+        lines += ["", f"Energy AUROC, val (negative) vs ood (positive), {len(scores)} EBT run(s):", "",
+                  energy_table(info)]
         lines += [f"mean energies, run {i}: " + ", ".join(f"{k} {v:.4g}" for k, v in s["mean_energy"].items())
                   for i, s in enumerate(scores)]
     return "\n".join(lines) + "\n"
+
+
+def _better(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    """``a`` beats ``b``: higher success, then fewer passes."""
+    return b is None or (a["success"], -a["passes"]) > (b["success"], -b["passes"])
+
+
+def select(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per policy kind: its configurations' seed-0 ``val`` success (best setting each), the configuration chosen,
+    and that configuration's setting with the highest mean ``val`` success, with its mean ± 95 % t-interval on every
+    split (module docstring). One row per (kind, configuration); ``chosen`` marks the selected one."""
+    out = []
+    for kind in dict.fromkeys(r["policy"] for r in rows):
+        tuning: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            seed = r.get("seed", math.nan)
+            if r["policy"] == kind and r["split"] == SELECTION_SPLIT and seed == 0 and _better(r, tuning.get(
+                    r["config"])):
+                tuning[r["config"]] = r
+        configs = list(dict.fromkeys(r["config"] for r in rows if r["policy"] == kind))
+        best_config = max((c for c in configs if c in tuning), key=lambda c: (tuning[c]["success"],
+                                                                               -tuning[c]["passes"]), default=None)
+        for config in configs:
+            chosen: dict[str, Any] | None = None
+            for r in summary:
+                if r["config"] == config and r["split"] == SELECTION_SPLIT and _better(r, chosen):
+                    chosen = r
+            row: dict[str, Any] = {"policy": kind, "config": config, "chosen": config == best_config,
+                                   "seed0_val_success": tuning[config]["success"] if config in tuning else math.nan,
+                                   "seed0_val_setting": _label(tuning[config]) if config in tuning else ""}
+            if chosen is not None:
+                row |= {"setting": _label(chosen), "mode": chosen["mode"], "steps": chosen["steps"],
+                        "best_of": chosen["best_of"], "gate_quantile": chosen["gate_quantile"],
+                        "runs": chosen["runs"], "passes": chosen["passes"]}
+                same = [r for r in summary if _key(r)[:-1] == _key(chosen)[:-1]]
+                for r in same:
+                    for name in ("success", "collision"):
+                        row[f"{r['split']}_{name}"] = r[name]
+                        row[f"{r['split']}_{name}_ci95"] = r[f"{name}_ci95"]
+            out.append(row)
+    return out
+
+
+def selection_table(selection: list[dict[str, Any]]) -> str:
+    table = []
+    for s in selection:
+        row = {"policy": s["policy"], "configuration": s["config"] + (" (chosen)" if s["chosen"] else ""),
+               "seed-0 val success (best setting)": "n/a" if not math.isfinite(s["seed0_val_success"]) else
+               f"{s['seed0_val_success']:.3f} ({s['seed0_val_setting']})"}
+        if s["chosen"] and "setting" in s:
+            row |= {"setting chosen on val": s["setting"], "runs": s["runs"], "passes / plan": f"{s['passes']:.1f}"}
+            for split in (SELECTION_SPLIT, *REPORT_SPLITS):
+                if f"{split}_success" in s:
+                    row[f"{split} success"] = _pm({"success": s[f"{split}_success"],
+                                                   "success_ci95": s[f"{split}_success_ci95"]}, "success")
+        table.append(row)
+    columns = list(dict.fromkeys(c for r in table for c in r))
+    return markdown_table(table, columns) if table else "(no rows)"
+
+
+def tuning_table(selection: list[dict[str, Any]]) -> str:
+    rows = [{"policy": s["policy"], "configuration": s["config"], "chosen": "yes" if s["chosen"] else "no",
+             "seed-0 val success": "n/a" if not math.isfinite(s["seed0_val_success"]) else
+             f"{s['seed0_val_success']:.3f}", "its best setting": s["seed0_val_setting"]} for s in selection]
+    return markdown_table(rows, list(rows[0])) if rows else "(no rows)"
+
+
+def fill_doc(path: Path, blocks: dict[str, str], prefix: str = "") -> None:
+    """Replace each ``<!-- policy_eval:NAME -->`` ... ``<!-- /policy_eval:NAME -->`` block of ``path`` (NAME with
+    ``prefix-`` when given) by ``blocks[NAME]``; a ConfigError when the file has none of them."""
+    text, found = path.read_text(), 0
+    for name, body in blocks.items():
+        tag = f"{prefix}-{name}" if prefix else name
+        pattern = re.compile(rf"(<!-- policy_eval:{re.escape(tag)} -->\n).*?(<!-- /policy_eval:{re.escape(tag)} -->)",
+                             re.S)
+        text, n = pattern.subn(lambda m, body=body: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+        found += n
+    if not found:
+        raise ConfigError(f"--doc {path}: no <!-- policy_eval:NAME --> ... <!-- /policy_eval:NAME --> block "
+                          f"(NAME: {', '.join(blocks)}{'; prefix ' + prefix if prefix else ''})")
+    write_text(path, text)
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
@@ -366,7 +510,7 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         for name, points in curves.items():
             points.sort(key=lambda r: r["passes"])
             ax.errorbar([p["passes"] for p in points], [p["success"] for p in points],
-                        yerr=[0.0 if not math.isfinite(p["success_std"]) else p["success_std"] for p in points],
+                        yerr=[0.0 if not math.isfinite(p["success_ci95"]) else p["success_ci95"] for p in points],
                         marker="o", ms=3, capsize=2, label=name, linestyle="--" if "diffusion" in name else "-")
         gated = [r for r in rows if r["mode"] == "gated"]
         if gated:
@@ -394,22 +538,26 @@ def read_previous(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                           "of scripts/policy_eval.py")
     with table.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    texts = ("run", "policy", "mode", "split")
+    texts = ("run", "config", "policy", "mode", "split")
     for r in rows:
         for k, v in r.items():
             if k not in texts:
                 r[k] = int(v) if k in ("steps", "best_of") else float(v) if v else math.nan
+        r.setdefault("config", r["policy"])  # written before --config
+        r.setdefault("seed", math.nan)
     return rows, json.loads(extras.read_text())
 
 
 def policy_eval(runs: list[Path], out: Path, options: Options, command: str = "",
-                merge: Sequence[Path] = ()) -> list[dict[str, Any]]:
+                merge: Sequence[Path] = (), doc: Path | None = None, doc_prefix: str = "") -> list[dict[str, Any]]:
     """Evaluate every run (plus the rows of earlier evaluations in ``merge``), write the outputs (module docstring) to
-    ``out``; returns the summary rows."""
+    ``out`` (and the tables into ``doc``); returns the summary rows."""
     from ebt.training.restore import load_run
 
     if not runs and not merge:
         raise ConfigError("no run given; pass run folders of scripts/train.py on data=nav2d")
+    if doc is not None and not doc.is_file():
+        raise ConfigError(f"--doc {doc}: no such file")
     rows, info, params = [], {"ebt": []}, {}
     for folder in merge:
         old_rows, extras = read_previous(folder)
@@ -421,19 +569,30 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
         objective, task = run.objective, run.task
         kind = policy_kind(objective)
         check_fits(objective, task, options.execute)
-        params[kind] = num_params(objective)
+        params[options.config or kind] = num_params(objective)
         new, scores = evaluate_policy(objective, task, options, run=str(path),
-                                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+                                      progress=lambda line: print(line, file=sys.stderr, flush=True),
+                                      seed=run.cfg.get("seed"))
         rows += new
         if scores:
-            info["ebt"].append(scores)
+            info["ebt"].append(scores | {"run": str(path), "config": options.config or kind})
     summary = summarize(rows)
+    selection = select(rows, summary)
     write_csv(rows, out / "policy_eval.csv", lineterminator="\n")
     write_csv(summary, out / "policy_summary.csv", lineterminator="\n")
+    write_csv(selection, out / "policy_selection.csv", lineterminator="\n")
     write_text(out / "policy_eval.json", json.dumps({"ebt": info["ebt"], "params": params}, indent=1) + "\n")
-    text = markdown(summary, info, params, command)
+    text = markdown(summary, info, params, command, selection)
     write_text(out / "policy_eval.md", text)
     plot(summary, out / "policy_curve.png")
+    if doc is not None:
+        main_configs = {s["config"] for s in selection if s["chosen"]}
+        shown = [r for r in summary if r["config"] in main_configs]
+        columns = [f"{split} {v}" for split in (SELECTION_SPLIT, *REPORT_SPLITS)
+                   for v in (("success",) if split == SELECTION_SPLIT else ("success", "collision", "above"))]
+        fill_doc(doc, {"results": f"({INTERVAL_NOTE}; `{command}`)\n\n" + results_table(shown, columns),
+                       "selection": selection_table(selection), "tuning": tuning_table(selection),
+                       "energy": energy_table(info)}, doc_prefix)
     print(text)
     return summary
 
@@ -458,13 +617,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gate-quantiles", nargs="+", type=float, default=list(d.gate_quantiles))
     p.add_argument("--execute", type=int, default=None, help="actions per plan (default: the run's data.task.execute)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--config", default=None,
+                   help="label of these runs' configuration (default: the policy kind): a tuning candidate")
+    p.add_argument("--doc", type=Path, default=None,
+                   help="a markdown file whose <!-- policy_eval:NAME --> blocks get the tables")
+    p.add_argument("--doc-prefix", default="", help="fill the blocks <!-- policy_eval:PREFIX-NAME --> instead")
     a = p.parse_args(argv)
     options = Options(a.episodes, a.splits, a.ebt_steps, a.best_of, a.diffusion_steps, a.samplers, a.max_passes,
-                      *a.gate, a.gate_quantiles, a.execute, a.seed)
+                      *a.gate, a.gate_quantiles, a.execute, a.seed, a.config)
     try:
         _check(options)
         policy_eval(a.runs, a.out, options, command="python scripts/policy_eval.py " + " ".join(argv or sys.argv[1:]),
-                    merge=a.merge)
+                    merge=a.merge, doc=a.doc, doc_prefix=a.doc_prefix)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
