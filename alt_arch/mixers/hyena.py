@@ -14,14 +14,19 @@ Order-``N`` operator (Hyena, Alg. 1-3), for ``x`` (B, L, C)::
     for i = N-1 .. 1:  v <- v * x_i;  v <- h_i * v + D_i * v  (long convolution with an implicit filter h_i)
     y            = out(v * x_0)
 
-The implicit filters, positional features and FFT convolutions live in :mod:`hyena_filter`. In 1-D the long
-convolution is causal (lags ``0..L-1``) or, with ``causal=False``, two-sided: a second filter output covers the
-future lags ``-1..-(L-1)`` (as in the reference's bidirectional option). Positions are normalised by ``l_max``
-(the paper's maximum/training length; the reference computes the filter for ``l_max`` positions and truncates it to
-``L``). With a fixed ``l_max`` a filter tap depends only on its lag, so the output at position ``t`` does not depend
-on how long the sequence is, and longer inputs see the same filter extended (length extrapolation). A causal 1-D
-Hyena therefore needs ``l_max`` (``MixerCapabilityError`` otherwise; the builder sets it to the task's longest
-sequence); a non-causal 1-D Hyena may leave ``l_max=None``: positions normalised by each input's own length.
+The implicit filters, positional features and FFT convolutions live in :mod:`hyena_filter`: one filter network per
+operator whose ``(order - 1) C`` outputs are laid out channel-major (channel ``c`` of long convolution ``i`` at
+``c (order - 1) + i``, the reference's ``'(v o)'``, so that each convolution gets decay rates from the whole range),
+one ``Sin`` module shared by all its activations. In 1-D the long convolution is causal (lags ``0..L-1``) or, with
+``causal=False``, two-sided: a second filter output covers the future lags ``-1..-(L-1)`` (safari's
+``fftconv_ref`` takes such a reversed kernel, ``k_rev``, which its operator does not use at the pinned commit).
+Positions are normalised by ``l_max`` (the paper's maximum/training length): time ``t = p / (l_max - 1)``, the
+reference's ``linspace(0, 1, l_max)``, and bands ``2 pi f p / l_max``; the reference computes the filter for ``l_max``
+positions and truncates it to ``L``. With a fixed ``l_max`` a filter tap depends only on its lag, so the output at
+position ``t`` does not depend on how long the sequence is, and longer inputs see the same filter extended (length
+extrapolation). A causal 1-D Hyena therefore needs ``l_max`` (``MixerCapabilityError`` otherwise; the builder sets
+it to the task's longest sequence); a non-causal 1-D Hyena may leave ``l_max=None``: positions normalised by each
+input's own length.
 
 Hyena-ND (``dims=2``, needs ``spatial_shape=(S, S)``): tokens are laid out on the square grid, the short filter is a
 depthwise 3x3 convolution and each long convolution is a 2-D FFT convolution zero-padded to ``(2S, 2S)`` with either
@@ -43,8 +48,20 @@ Both streams use filters for ``T+1`` positions; with the fixed ``l_max`` of a ca
 lag only, so ``forward_context(x)`` equals ``forward(x)``. Non-causal and 2-D Hyena raise
 :class:`MixerCapabilityError` there.
 
-Deviations: the filters' decay rates are fixed buffers (the reference trains them with learning rate 0); filter
-dropout is not implemented; the 2-D convolution is exact (the reference's is scaled by ``1/(2S)``).
+Deviations from the references (``tests/test_hyena.py`` compares with their formulas, written out from the reference
+code, in float64): the filters' decay rates are constants (the reference: parameters with learning rate 0) and the
+positional features are computed (the reference: a parameter with learning rate 1e-5, ``l_max`` rows); inputs longer
+than ``l_max`` extend the filter (the reference truncates it); the projections come from the ``linear`` factory
+(``dense`` has no bias, the reference's ``nn.Linear`` has); filter dropout is not implemented; the 2-D convolution is
+exact (the reference's is scaled by ``1/(2S)``); the four directions are mixed inside each long convolution (above);
+the 2-D filter outputs are laid out channel-major as in safari's 1-D operator (HyenaND's are group-major; the same at
+order 2).
+
+``legacy_filter=True`` is the filter of checkpoints written before the module followed the references in three points
+(time feature and decay ``t = p / l_max``; filter outputs group-major, so at order >= 3 the first long convolution
+had only the slowest decays and the last only the fastest, and two-sided filters side-major; one sine frequency per
+activation and per 2-D axis). :meth:`Hyena.upgrade_options` sets it when such a checkpoint is restored; new configs
+have ``legacy_filter: false`` (so resuming such a run takes ``model.mixer.legacy_filter=true``).
 """
 
 import math
@@ -89,6 +106,7 @@ class Hyena(nn.Module):
         slow_decay_pct: float = 1.5,
         decay_target: float = 1e-2,
         decay_shift: float = 0.0,
+        legacy_filter: bool = False,
     ) -> None:
         super().__init__()
         if order < 2:
@@ -114,13 +132,19 @@ class Hyena(nn.Module):
         self.short_conv = conv(inner, inner, short_kernel, groups=inner, padding=0)
         filter_options = dict(width=filter_width, depth=filter_depth, sine_freq=sine_freq,
                               fast_decay_pct=fast_decay_pct, slow_decay_pct=slow_decay_pct,
-                              decay_target=decay_target, decay_shift=decay_shift)
+                              decay_target=decay_target, decay_shift=decay_shift, legacy=legacy_filter)
         if dims == 1:
             self.filter = Filter1d(dim, order - 1, two_sided=not causal, emb_dim=emb_dim, scale=l_max,
                                    **filter_options)
         else:
             self.filter = Filter2d(dim, order - 1, kind=filter_2d, emb_dim=emb_dim, **filter_options)
         self.D = nn.Parameter(torch.randn(order - 1, dim))  # the filter's skip term ("bias" in the reference)
+
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """The stored options of a checkpoint written before ``legacy_filter`` existed: its filter is the one it was
+        trained with (``legacy_filter=True``: time ``p / l_max``, group-major decays, one sine per activation)."""
+        return {"legacy_filter": True, **options}
 
     def _short_conv(self, z: torch.Tensor) -> torch.Tensor:
         """Depthwise short convolution: causal (left padding) in 1-D causal mode, centred otherwise."""
