@@ -140,6 +140,26 @@ def test_replay_mixes_stored_samples_and_their_final_candidates_into_the_configu
         assert torch.equal(batch["targets"][row], first["targets"][match])
 
 
+def test_the_replay_buffer_never_holds_more_than_its_size_nor_a_sample_twice():
+    from ebt.objectives.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(3)
+    ids = torch.arange(5)[:, None]  # (B, 1): each sample's identity
+    buffer.add({"input_ids": ids}, ids.float())
+    assert len(buffer) == 3 and buffer.samples["input_ids"].flatten().tolist() == [2, 3, 4]  # the newest, at once
+    torch.manual_seed(0)
+    for step in range(20):
+        fresh = torch.full((2, 1), 100 + step)
+        batch, init = buffer.mix({"input_ids": fresh}, fresh.float(), fraction=0.5)
+        replayed = int(batch["input_ids"][1])
+        assert replayed not in buffer.samples["input_ids"].flatten().tolist()  # drawn: out until added back
+        buffer.add(batch, init + 1)
+        stored = buffer.samples["input_ids"].flatten().tolist()
+        assert len(stored) == len(set(stored)) <= 3
+        row = buffer.samples["input_ids"].flatten().tolist().index(replayed)
+        assert float(buffer.candidates[row]) == float(init[1]) + 1  # stored again with its new final candidate
+
+
 def test_a_replay_buffer_that_can_never_hold_the_replayed_share_is_refused(tmp_path):
     ebt, batch = make(tmp_path, "model.objective.replay_size=1", "model.objective.replay_fraction=0.5")
     with pytest.raises(ConfigError, match="replay_fraction=0.5 of a batch of 4 is 2 samples, .*replay_size=1"):

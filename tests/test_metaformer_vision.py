@@ -105,3 +105,34 @@ def test_errors_are_clear():
         tiny(depths=[1, 1], widths=[8, 8, 8])
     with pytest.raises(ValueError, match="cannot map"):
         MetaFormerVision(4, causal=False, mixer=Pool, spatial_shape=(2, 2), stem_kernel=7, stem_padding=0)
+
+
+def test_model_mlp_is_honoured_and_defaults_to_the_papers_conv_mlp(tmp_path):
+    from alt_arch.backbones.metaformer_vision import ConvMLP
+    from alt_arch.mlp import GeluMLP, SwiGLU
+    from ebt.training.build import build_lit_model, build_task
+    from tests.utils import compose_config
+
+    def block_mlps(*overrides):
+        cfg = compose_config(["data=digits", "model/objective=predict", "model/mixer=pool",
+                              "model/backbone=metaformer_vision", "model.dim=8",
+                              *(f"model.backbone.{k}={v}".replace(" ", "") for k, v in TINY.items()), *overrides],
+                             tmp_path)
+        model = build_lit_model(cfg, build_task(cfg)).objective
+        return cfg, [b.mlp for stage in model.backbone.stages for b in stage]
+
+    cfg, mlps = block_mlps()
+    assert cfg.model.mlp._target_.endswith("ConvMLP") and all(type(m) is ConvMLP for m in mlps)
+    _, mlps = block_mlps("model/mlp=gelu")
+    assert all(type(m) is GeluMLP for m in mlps) and mlps[-1].up.in_features == 16  # built at the stage's width
+    _, mlps = block_mlps("model/mlp=swiglu")
+    assert all(type(m) is SwiGLU for m in mlps)
+
+
+def test_a_config_stored_before_the_mlp_was_pluggable_rebuilds_the_papers_mlp():
+    from alt_arch.backbones.metaformer_vision import ConvMLP
+    from alt_arch.mlp import SwiGLU
+
+    old = tiny(mlp=SwiGLU, mlp_ratio=2.0)  # what such a config holds: model/mlp=swiglu (then ignored) + mlp_ratio
+    mlp = old.stages[0][0].mlp
+    assert type(mlp) is ConvMLP and mlp.fc1.out_features == 16 and mlp.fc1.bias is not None

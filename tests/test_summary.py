@@ -86,3 +86,22 @@ def test_flops_of_a_continuous_ebt_whose_candidate_enters_a_module_directly(data
     task = build_task(cfg)
     flops = measured_flops(build_lit_model(cfg, task).objective, task)
     assert flops["train_step_flops"] > 0 and flops["thinking_step_flops"] > 0
+
+
+@pytest.mark.parametrize("objective,compile_mode", [("ebt", "model"), ("ebt", "thinking_step"), ("predict", "model")])
+def test_every_compile_value_trains_to_a_summary_with_the_eager_flop_count(objective, compile_mode, tmp_path,
+                                                                            monkeypatch):
+    """The summary's FLOP counter is a dispatch mode: compiled frames run eagerly under it (torch.compile refuses
+    one), so the run ends with summary.json and the counts of the eager step."""
+    from ebt.objectives import compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")  # dynamo + aot_autograd, no C++ code generation
+    monkeypatch.setattr(compiled, "_CACHE", {})
+    torch._dynamo.reset()
+    runs = {}
+    for mode in ("none", compile_mode):
+        train(compose_config([*TINY, f"model/objective={objective}", f"compile={mode}"], tmp_path / mode))
+        runs[mode] = json.loads((tmp_path / mode / "summary.json").read_text())
+    for key in ("train_step_flops", "thinking_step_flops"):
+        assert runs[compile_mode][key] == runs["none"][key]
+    assert runs[compile_mode]["train_step_flops"] > 0

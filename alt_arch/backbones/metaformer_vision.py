@@ -33,13 +33,18 @@ Deviations / additions:
 
 * the token mixer is the ``mixer`` factory (default :class:`~alt_arch.mixers.pool.Pool`, the paper's), built
   per block with the stage's ``spatial_shape``, so e.g. attention also works (the paper's "MetaFormer" with
-  other mixers). The ``mlp`` factory of the contract is ignored in favour of the paper's 1x1-conv MLP; the
-  ``linear`` factory only reaches the mixer.
+  other mixers). The channel MLP is the ``mlp`` factory of the contract, built per block at the stage's width;
+  its default (``model/mlp=conv`` in the backbone's config, and ``mlp=None`` here) is the paper's 1x1-conv MLP
+  :class:`ConvMLP`. The ``linear`` factory reaches the mixer and any MLP that takes one (the paper's MLP keeps
+  its biased ``nn.Linear`` layers with a dense ``linear``). Configs stored before the MLP was pluggable carry
+  ``mlp_ratio``: they ran (and rebuild) the paper's MLP at that ratio, whatever their ``mlp`` says.
 * the 1x1 convolutions run as ``nn.Linear`` over the channel axis of ``(B, N, C)`` tokens: the same function,
   parameters and initialisation, without reshaping between the mixer and the MLP.
 * stem and downsampling kernel/stride/padding, ``depths`` and ``widths`` can be overridden so tiny variants fit
   8x8 images (e.g. ``stem_kernel=3, stem_stride=1, stem_padding=1``).
 """
+
+from functools import partial
 
 import torch
 from einops import rearrange
@@ -88,15 +93,17 @@ class DropPath(nn.Module):
 
 
 class ConvMLP(nn.Module):
-    """The paper's channel MLP: 1x1 conv ``dim -> ratio*dim``, GELU, 1x1 conv back (as Linear on tokens)."""
+    """The paper's channel MLP: 1x1 conv ``dim -> ratio*dim``, GELU, 1x1 conv back (as Linear on tokens; biases,
+    truncated-normal init). ``linear``: another linear part (e.g. Pattention) replaces the two layers as built."""
 
-    def __init__(self, dim: int, ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, *, linear=dense, hidden_ratio: float = 4.0) -> None:
         super().__init__()
-        hidden = int(dim * ratio)
-        self.fc1 = nn.Linear(dim, hidden)
+        hidden = int(dim * hidden_ratio)
+        paper = linear is dense
+        self.fc1 = nn.Linear(dim, hidden) if paper else linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        for fc in (self.fc1, self.fc2):
+        self.fc2 = nn.Linear(hidden, dim) if paper else linear(hidden, dim)
+        for fc in (self.fc1, self.fc2) if paper else ():
             nn.init.trunc_normal_(fc.weight, std=0.02)
             nn.init.zeros_(fc.bias)
 
@@ -105,13 +112,13 @@ class ConvMLP(nn.Module):
 
 
 class PoolFormerBlock(nn.Module):
-    def __init__(self, dim: int, *, mixer: nn.Module, mlp_ratio: float, layer_scale_init: float,
+    def __init__(self, dim: int, *, mixer: nn.Module, mlp: nn.Module, layer_scale_init: float,
                  drop_path: float) -> None:
         super().__init__()
         self.norm1 = TokenGroupNorm(dim)
         self.mixer = mixer
         self.norm2 = TokenGroupNorm(dim)
-        self.mlp = ConvMLP(dim, mlp_ratio)
+        self.mlp = mlp
         self.ls1 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.ls2 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.drop_path = DropPath(drop_path)
@@ -147,13 +154,13 @@ class MetaFormerVision(nn.Module):
         *,
         causal: bool,
         mixer=Pool,
-        mlp=None,  # ignored: the paper's 1x1-conv MLP is used (see the module docstring)
+        mlp=None,  # the channel MLP factory; None: the paper's (ConvMLP)
         linear=dense,
         spatial_shape: tuple[int, ...] | None = None,
         variant: str = "s12",
         depths: list[int] | tuple[int, ...] | None = None,
         widths: list[int] | tuple[int, ...] | None = None,
-        mlp_ratio: float = 4.0,
+        mlp_ratio: float | None = None,  # configs stored before model/mlp was honoured: the paper's MLP at this ratio
         layer_scale_init: float | None = None,
         drop_path: float | None = None,
         stem_kernel: int = 7,
@@ -181,6 +188,8 @@ class MetaFormerVision(nn.Module):
         layer_scale_init = v_scale if layer_scale_init is None else layer_scale_init
         drop_path = v_drop if drop_path is None else drop_path
         self.dim, self.out_dim, self.depths, self.widths = dim, widths[-1], depths, widths
+        if mlp is None or mlp_ratio is not None:
+            mlp = partial(ConvMLP, hidden_ratio=4.0 if mlp_ratio is None else mlp_ratio)
 
         total = sum(depths)
         rates = [drop_path * i / max(total - 1, 1) for i in range(total)]  # linear rise 0 -> drop_path
@@ -199,7 +208,8 @@ class MetaFormerVision(nn.Module):
             first = sum(depths[:i])
             self.stages.append(nn.Sequential(*(
                 PoolFormerBlock(width, mixer=mixer(width, causal=False, linear=linear, spatial_shape=grid),
-                                mlp_ratio=mlp_ratio, layer_scale_init=layer_scale_init, drop_path=rates[first + j])
+                                mlp=mlp(width, linear=linear), layer_scale_init=layer_scale_init,
+                                drop_path=rates[first + j])
                 for j in range(depth)
             )))
         self.norm = TokenGroupNorm(widths[-1])

@@ -1,9 +1,11 @@
 """Replay buffer of final candidates (EBT paper, "S2" training recipe; the reference's ``mcmc_replay_buffer``).
 
-Stores (sample, final candidate) pairs from earlier batches; a fraction of each new batch is replaced by
-stored samples that start thinking from their stored candidate instead of fresh noise, so the energy
-landscape is also trained further along the optimisation path. Samples are stored on the batch's device;
-the buffer is checkpointed (``LitModel`` saves :meth:`state_dict`), so a resumed run continues with it.
+Stores (sample, final candidate) pairs from earlier batches, at most ``size`` (the newest); a fraction of each new
+batch is replaced by stored samples that start thinking from their stored candidate instead of fresh noise, so the
+energy landscape is also trained further along the optimisation path. A replayed sample leaves the buffer when it is
+drawn and comes back with its new final candidate when the batch is added: each sample is stored once. Samples are
+stored on the batch's device; the buffer is checkpointed (``LitModel`` saves :meth:`state_dict`), so a resumed run
+continues with it.
 """
 
 import torch
@@ -32,9 +34,9 @@ class ReplayBuffer:
     def add(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> None:
         if self.candidates is not None and self.candidates.shape[1:] != candidates.shape[1:]:
             self.samples, self.candidates = None, None  # shapes changed (e.g. another split): start over
-        if self.candidates is None:
-            self.samples = {k: v.detach() for k, v in batch.items()}
-            self.candidates = candidates.detach()
+        if self.candidates is None:  # the newest ``size`` rows, also on the first add
+            self.samples = {k: v.detach()[-self.size:] for k, v in batch.items()}
+            self.candidates = candidates.detach()[-self.size:]
         else:
             self.samples = {k: torch.cat([self.samples[k], v.detach()])[-self.size:] for k, v in batch.items()}
             self.candidates = torch.cat([self.candidates, candidates.detach()])[-self.size:]
@@ -49,6 +51,11 @@ class ReplayBuffer:
                               "be replayed; raise replay_size (or lower replay_fraction)")
         if n == 0 or len(self) < n or self.candidates.shape[1:] != init.shape[1:]:
             return batch, init
-        pick = torch.randperm(len(self), device=self.candidates.device)[:n]
+        order = torch.randperm(len(self), device=self.candidates.device)
+        pick, rest = order[:n], order[n:].sort().values
         mixed = {k: torch.cat([v[: v.shape[0] - n], self.samples[k][pick]]) for k, v in batch.items()}
-        return mixed, torch.cat([init[: init.shape[0] - n], self.candidates[pick]])
+        init = torch.cat([init[: init.shape[0] - n], self.candidates[pick]])
+        # taken out: :meth:`add` stores them again with their new final candidates, once (no duplicates)
+        self.samples = {k: v[rest] for k, v in self.samples.items()}
+        self.candidates = self.candidates[rest]
+        return mixed, init

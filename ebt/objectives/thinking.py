@@ -2,6 +2,13 @@
 
     y_{i+1} = y_i - alpha_i * bound(dE/dy (y_i + sigma xi_i)),   i = 0 .. S-1
 
+Under Langevin noise the step differentiates the perturbed point ``y_i + sigma xi_i`` (the gradient is taken
+there and the step starts from there), but outside training ``Thought.energies[i]`` is ``E(y_i)``, the energy of the
+candidate ``Thought.candidates[i]`` that is returned (one extra forward per step): best-of-N and ``energy_tol``
+choose and stop by the energy of what they return, so an s-step result does not depend on how long the call runs.
+In training the energies are those of the perturbed points (they are only logged). With ``energy_tol`` an element
+that has stopped stays exactly where it stopped (neither the step nor the noise moves it).
+
 :class:`BatchEnergy` is ``energy(y, step)`` of one batch, with the context stream computed once
 (``cache_context``) and ``dE/dy`` by autograd, ``torch.func.grad`` or one compiled step. Speed (docs/ebt_speed.md):
 no device value is read per step (finiteness is flagged on the device and checked once after the loop), fused SDPA
@@ -149,11 +156,14 @@ def think(
                 y = y.detach() if model.functional_grad else y.detach().requires_grad_()
             if i == 1 and model.candidate_space.sparse:
                 y = energy_fn.restrict(y)  # the first step was exact: its largest logits keep moving, alone
+            clean = y  # y_i: what candidates[i] holds
             if noisy:
                 y = y + sigma * torch.randn_like(y)
             create_graph = training and (not backprop.truncate or i == steps - 1)
             energy, grad = energy_fn.value_and_grad(y, start + i, create_graph)
             diverged.append(non_finite(energy, grad))
+            if noisy and not training:  # evaluation records E(y_i) of the returned candidate, not of y_i + sigma xi
+                energy = clean_energy(energy_fn, clean, start + i)
             if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
                 bound = rule.max_change / model.alpha
                 grad = grad.clamp(-bound, bound)
@@ -167,6 +177,8 @@ def think(
                 alpha = alpha * active
                 steps_used = steps_used + active
             y = candidate_update(y, grad, expand_like(alpha, y), grad_clamp=rule.grad_clamp, backend=kernels)
+            if active is not None and noisy:  # a stopped element stays where it stopped: no noise-only moves
+                y = torch.where(expand_like(active, y).unsqueeze(-1), y, clean)
             if keep is not None and i not in keep:
                 candidates[-1] = None  # y_i is no longer needed: the loop holds y_{i+1}
             kept = keep is None or i + 1 in keep or i + 1 == steps
@@ -177,6 +189,12 @@ def think(
     raise_if_diverged(diverged, model.alpha)
     aux, aux_metrics = collect_aux(model.backbone) if training else ({}, {})
     return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
+
+
+def clean_energy(energy_fn: BatchEnergy, y: torch.Tensor, step: int) -> torch.Tensor:
+    """``E(y, step)`` without a graph: the energy of the candidate itself (the step differentiated a noisy copy)."""
+    with torch.no_grad():
+        return energy_fn(y.detach(), step)
 
 
 def expand_like(alpha: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

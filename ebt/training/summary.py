@@ -90,7 +90,8 @@ def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dic
 
     The objective is left as it was: training mode, buffers (e.g. a looped backbone's curriculum counter), replay
     buffer, parameter gradients and the random number streams are restored or untouched. ``None`` values when the
-    measurement step diverges."""
+    measurement step diverges. Under ``compile=`` the step is counted eagerly (the compiled graph does the same
+    operations)."""
     out: dict[str, Any] = {"flops_batch_size": batch_size, "train_step_flops": None, "thinking_step_flops": None}
     device = next(objective.parameters()).device
     batch = {k: v.to(device) for k, v in task.make_batch("train", 0, batch_size).items()}
@@ -100,7 +101,8 @@ def measured_flops(objective: torch.nn.Module, task, batch_size: int = 1) -> dic
     params = [p for p in objective.parameters() if p.requires_grad]
 
     def count(fn) -> int:
-        with FlopCount() as counter:
+        # compiled functions run eagerly here: the same operations, and torch.compile refuses a dispatch mode
+        with torch.compiler.set_stance("force_eager"), FlopCount() as counter:
             fn()
         return counter.total
 
