@@ -21,16 +21,28 @@ CONFIG_PATH = str(CONFIG_DIR)
 
 def hydra_app(config_name: str, target: str) -> Callable[[], None]:
     """A Hydra entry point that composes ``config_name`` and runs ``target`` (``module:function``, imported only when
-    the command runs, so ``--help`` stays fast) with user errors as one ``error:`` line (exit status 2)."""
+    the command runs, so ``--help`` stays fast) with user errors as one ``error:`` line (exit status 2), through
+    :func:`run_checked`."""
 
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
     def app(cfg: DictConfig) -> None:
         from ebt.training.cli import run_reporting_errors  # imports torch
 
         module, name = target.split(":")
-        run_reporting_errors(getattr(importlib.import_module(module), name), cfg)
+        run_reporting_errors(run_checked, getattr(importlib.import_module(module), name), cfg)
 
     return app
+
+
+def run_checked(fn: Callable[[DictConfig], object], cfg: DictConfig) -> object:
+    """``fn(cfg)`` after the options every entry point shares are checked (``seed``, ``trust_checkpoint``), with
+    ``trust_checkpoint`` in force for every checkpoint it loads (:func:`ebt.training.checkpoint.trusting`)."""
+    from ebt.training.checkpoint import trusting
+    from ebt.training.validation import check_entry_options
+
+    check_entry_options(cfg)
+    with trusting(bool(cfg.get("trust_checkpoint", False))):
+        return fn(cfg)
 
 
 train_app = hydra_app("train", "ebt.training.train:train")
@@ -69,5 +81,12 @@ def export() -> None:
 def collect() -> None:
     """``ebt-collect`` / ``scripts/collect.py``."""
     from ebt.analysis.collect import main
+
+    sys.exit(main(sys.argv[1:]))
+
+
+def doc_tables() -> None:
+    """``scripts/doc_tables.py``: the results tables of docs/ from their committed CSVs (a checkout only)."""
+    from ebt.analysis.doc_tables import main
 
     sys.exit(main(sys.argv[1:]))

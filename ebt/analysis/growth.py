@@ -28,7 +28,7 @@ import ebt.training.config  # noqa: F401  (registers ${uid:})
 from alt_arch.linears.pattention import pattention_layers
 from ebt.errors import CheckpointError, ConfigError
 from ebt.training.build import build_lit_model
-from ebt.training.checkpoint import atomic_write, check_compatible, load_checkpoint, stored_config
+from ebt.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint_file, stored_config
 from ebt.training.lit_module import optimizer_groups
 from ebt.training.restore import restore_lit_model
 
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
     n_new, seed = args["slots"], int(args.get("seed", 0))
     out = Path(args.get("out") or ckpt.with_name(f"{ckpt.stem}-grown{n_new}.ckpt"))
     grown = grow_checkpoint(load_checkpoint(ckpt), n_new, seed=seed, path=str(ckpt))
-    atomic_write(out, lambda f: torch.save(grown, f))
+    save_checkpoint_file(grown, out)  # fresh checksums: the weights and optimizer state changed
     info = grown["growth"][-1]
     model = grown["hyper_parameters"]["config"]["model"]
     overrides = [f"model.{g}.extra_slots={model[g]['extra_slots']}" for g in ("linear", "mlp")

@@ -1,13 +1,17 @@
 """Shareable checkpoints: a trained model as ``model.safetensors`` + ``config.yaml`` + ``export.json``, and back.
 
-A pickled Lightning checkpoint (``.ckpt``) holds what a resume needs (optimizer, schedule, RNG states) and loading it
-runs pickle. An exported folder holds only what inference and fine-tuning need, in formats that load without pickle:
+A pickled Lightning checkpoint (``.ckpt``) holds what a resume needs (optimizer, schedule, RNG states) and is read by a
+restricted unpickler (:func:`~ebt.training.checkpoint.load_checkpoint`, docs/security.md). An exported folder holds
+only what inference and fine-tuning need, in formats that load without pickle:
 
 * ``model.safetensors``: the ``LitModel`` state dict (keys ``objective.*``) as contiguous CPU tensors. Tied weights
   (e.g. ``tie_embeddings``: the head is the embedding) are stored once; the file's metadata maps each alias to the
   stored name (``tied``, JSON) and holds the checksum of the stored tensors (``weights_sha256``,
-  :func:`~ebt.training.checkpoint.weights_digest`), verified on load.
-* ``config.yaml``: the resolved training config the model is built from (module paths upgraded to today's layout).
+  :func:`~ebt.training.checkpoint.weights_digest`), verified on load; a folder without it is refused
+  (:func:`check_weights`).
+* ``config.yaml``: the resolved training config the model is built from (module paths upgraded to today's layout);
+  loading builds only the parts that ``configs/model`` and ``configs/data`` name
+  (:func:`~ebt.training.checkpoint.check_buildable`), so a tampered config cannot run other code.
 * ``export.json``: format version, source checkpoint, git commit and dirty flag (when known), parameter count,
   objective and task (for people; loading does not need it).
 
@@ -20,6 +24,7 @@ accept a checkpoint. Pickled ``.ckpt`` files stay the format of resume (``ckpt_p
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -119,12 +124,14 @@ def _replace_folder(tmp: Path, out: Path) -> None:
 def load_exported(folder: str | Path) -> dict[str, Any]:
     """A checkpoint-like dict (``state_dict``, ``hyper_parameters.config``, ``export``) of an exported folder.
 
-    A missing or unreadable file, or weights that do not match their checksum, is a :class:`CheckpointError`."""
+    A missing or unreadable file, a missing checksum, or weights that do not match it, is a :class:`CheckpointError`
+    (:func:`check_weights`)."""
     folder = Path(folder)
     missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"exported folder {folder} has no {' and no '.join(missing)}; an export holds "
                               f"{WEIGHTS} and {CONFIG} (write one with scripts/export.py ckpt=<run> out=<folder>)")
+    info = _read_info(folder / INFO)
     try:
         with safe_open(folder / WEIGHTS, framework="pt") as f:
             metadata = f.metadata() or {}
@@ -133,16 +140,46 @@ def load_exported(folder: str | Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{folder / WEIGHTS} is unreadable (truncated or not a safetensors file): "
                               f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
-    expected = metadata.get("weights_sha256")
-    if expected is not None and weights_digest(state_dict) != expected:
-        raise CheckpointError(f"{folder / WEIGHTS}: the weights do not match their checksum (altered or corrupt); "
-                              "export the checkpoint again")
+    check_weights(folder, state_dict, metadata.get("weights_sha256") or info.get("weights_sha256"),
+                  metadata.get("format") or info.get("format"))
     for alias, name in tied.items():
+        if name not in state_dict:
+            raise CheckpointError(f"{folder / WEIGHTS}: the tied tensor {alias} names {name}, which the file does not "
+                                  "hold; export the checkpoint again")
         state_dict[alias] = state_dict[name]
     config = _read_config(folder / CONFIG)
-    info_path = folder / INFO
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return {"state_dict": state_dict, "hyper_parameters": {"config": config}, "export": info}
+
+
+def check_weights(folder: Path, state_dict: dict[str, torch.Tensor], expected: Any, made_by: Any) -> None:
+    """Weights that do not match ``weights_sha256`` are refused, and so is a missing checksum (altered tensors would
+    load unnoticed), except in a folder that declares another tool's ``format`` (one warning line)."""
+    if expected is None:
+        if made_by is not None and made_by != FORMAT:
+            print(f"warning: {folder / WEIGHTS} declares format {str(made_by)[:80]!r} (not written by "
+                  "scripts/export.py) and has no weights_sha256: its tensors are not checked", file=sys.stderr,
+                  flush=True)
+            return
+        raise CheckpointError(f"{folder / WEIGHTS} has no weights_sha256 (removed, or never written), so altered "
+                              "weights would load unnoticed; export the checkpoint again (a folder made by another "
+                              'tool: name that tool in export.json\'s "format" to load it with a warning)')
+    if weights_digest(state_dict) != expected:
+        raise CheckpointError(f"{folder / WEIGHTS}: the weights do not match their checksum (altered or corrupt); "
+                              "export the checkpoint again")
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """``export.json`` ({} when absent); unreadable or not a mapping: a :class:`CheckpointError`."""
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({type(e).__name__}: {e}); export the checkpoint "
+                              "again") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} is not a JSON object; export the checkpoint again")
+    return info
 
 
 def _read_config(path: Path) -> dict[str, Any]:

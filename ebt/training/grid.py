@@ -9,8 +9,9 @@ After the grid, :class:`GridReport` prints the counts and ``scripts/train.py`` e
 
 Job folders are named from the job's overrides (``hydra.job.override_dirname``, sorted by Hydra) by
 :func:`job_dirname`: stable across re-runs and grid edits (no job number), valid as a path and as a Hydra
-override value. Run-control keys (:data:`RUN_CONTROL_KEYS`: ``ckpt_path``, ``overwrite``, ``logger``, ``+sweep``;
-``hydra.*`` never counts) are left out, so ``ckpt_path=last`` resumes every job in its own folder.
+override value. Run-control keys (:data:`RUN_CONTROL_KEYS`: ``ckpt_path``, ``overwrite``, ``trust_checkpoint``,
+``logger``, ``+sweep``; ``hydra.*`` never counts) are left out, so ``ckpt_path=last`` resumes every job in its own
+folder.
 Imports stay light (no torch): Hydra instantiates the callbacks on every start.
 """
 
@@ -40,7 +41,7 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 FAILED_EXIT = 1  # exit status of a multirun in which some job failed (a single run's user error exits 2)
 # Overrides that say how to run a job, not which job it is: not part of job folder names (configs/hydra/default.yaml
 # lists them in hydra.job.config.override_dirname.exclude_keys; tests check the two agree) nor of wandb tags.
-RUN_CONTROL_KEYS = ("sweep", "ckpt_path", "overwrite", "logger")
+RUN_CONTROL_KEYS = ("sweep", "ckpt_path", "overwrite", "logger", "trust_checkpoint")
 
 
 def job_dirname(override_dirname: str) -> str:

@@ -23,7 +23,7 @@ from ebt.training.checkpoint import atomic_write_text, remove_stale_temporaries,
 
 RESULTS = ("summary.json", "checkpoints/last.ckpt")  # a folder holding either has a run's results
 # keys that legitimately differ when a run is resumed: not compared with the checkpoint's config
-RESUME_IGNORED = ("ckpt_path", "paths", "hydra", "overwrite", "logger")
+RESUME_IGNORED = ("ckpt_path", "paths", "hydra", "overwrite", "logger", "trust_checkpoint")
 
 
 def check_writable(folder: Path) -> None:

@@ -12,6 +12,8 @@ checkpoint files of a killed write are removed, and a resume must keep the check
 ``init_from=`` (an exported folder, a ``.ckpt`` or a run folder) loads weights only before training starts (a fresh
 optimizer, schedule and step count: fine-tuning); every tensor must match the model's by name and shape. A resume
 (``ckpt_path``) restores its own weights, so ``init_from`` is then ignored (a requeued job may keep both options).
+Both read a ``.ckpt`` without running code from it (:func:`ebt.training.checkpoint.load_checkpoint`; Lightning's own
+load goes through :class:`~ebt.training.checkpoint.AtomicCheckpointIO`), unless ``trust_checkpoint=true``.
 """
 
 import json
@@ -48,6 +50,7 @@ from ebt.training.run_state import (
     set_aside_metrics,
 )
 from ebt.training.summary import make_summary, print_summary
+from ebt.training.validation import check_entry_options
 
 GPU_ACCELERATORS = {"gpu", "cuda"}
 
@@ -99,6 +102,7 @@ def init_weights(model: L.LightningModule, init_from: str) -> str:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the final evaluation metrics (also written to ``summary.json``)."""
+    check_entry_options(cfg)  # seed and trust_checkpoint: before anything uses them
     check_environment(cfg)
     check_accelerator(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)

@@ -100,6 +100,9 @@ NONE_TYPE = type(None)
 SEQUENCES = (list, tuple, Sequence, Iterable)
 
 
+SEED_MAX = 2**32 - 1
+
+
 def _positive(v) -> bool:
     return v >= 1
 
@@ -125,6 +128,7 @@ RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {  # full key -> (
     "trainer.check_val_every_n_epoch": (lambda v: v is None or v >= 1, "an integer >= 1 (or null)"),
     "trainer.gradient_clip_val": (lambda v: v is None or (math.isfinite(v) and v >= 0), "a number >= 0 (or null)"),
     "max_consecutive_skips": (lambda v: v >= 0, "an integer >= 0"),
+    "seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}] (what numpy accepts)"),
 }
 COUNT_PREFIX = "n_"  # a part's or task's integer option ``n_*`` (n_layers, n_heads, n_digits, ...) counts: >= 1
 TOP_LEVEL_HINTS = {"kernels": typing.Literal[KERNEL_CHOICES],  # (its default is an interpolation)
@@ -302,6 +306,17 @@ def check_top_level(cfg: DictConfig) -> None:
         if hint is None and type(defaults.get(key)) in (bool, int, float):  # the type of its default (seed: 0)
             hint = type(defaults[key])
         _check_value(key, _value(cfg, key), hint, source=_source(cfg, key))
+
+
+ENTRY_OPTIONS = {"seed": int, "trust_checkpoint": bool}  # options several entry points share (train, eval, think, ...)
+
+
+def check_entry_options(cfg: DictConfig) -> None:
+    """The type and range of the options every entry point shares (:data:`ENTRY_OPTIONS`) where ``cfg`` has them,
+    before anything uses them (``seed=abc`` / ``seed=-1`` would be a traceback from Lightning or numpy)."""
+    for key, hint in ENTRY_OPTIONS.items():
+        if key in cfg:
+            _check_value(key, _value(cfg, key), hint, source=_source(cfg, key))
 
 
 def check_model_shapes(cfg: DictConfig) -> None:
