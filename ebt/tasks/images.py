@@ -25,7 +25,8 @@ On-disk formats (read with numpy; torchvision is not needed):
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``.
 * CIFAR-10 (``data.task.root`` or its ``cifar-10-batches-py`` subfolder): the python pickles
   ``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` (dicts with ``data`` (n, 3072) uint8 and
-  ``labels``). Pickles can run code when loaded: only point ``root`` at files you trust.
+  ``labels``), read with :class:`DataUnpickler`, which builds numpy arrays, lists, dicts, bytes and strings only: a
+  pickle that names anything else (code to run) is refused with one line, nothing is run.
 """
 
 import gzip
@@ -39,6 +40,13 @@ from einops import rearrange
 
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.base import Task, classification_metrics
+
+try:
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
 
 OOD_KINDS = ("noise", "shift")
 
@@ -214,13 +222,40 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 
 
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """How Python 3 pickles ``bytes`` at protocol 2 (``_codecs.encode(text, "latin1")``), for that codec only."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"it encodes bytes with {encoding!r}, not latin1")
+    return text.encode("latin1")
+
+
+class DataUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data only: numpy arrays (and their dtypes), lists, dicts, tuples, numbers, bytes
+    and strings. Any other global a pickle names (a function to call, a class to build) is refused, so loading cannot
+    run code."""
+
+    ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes,
+               **{(f"numpy.{core}.{module}", f.__name__): f for core in ("_core", "core")
+                  for module, f in (("multiarray", _reconstruct), ("numeric", _frombuffer))}}
+
+    def find_class(self, module: str, name: str):
+        found = self.ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which is not plain data (numpy arrays, lists, "
+                                         "dicts, bytes, strings)")
+        return found
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python pickle -> images (n, 3, 32, 32) uint8 and labels (n,)."""
+    """One CIFAR-10 python pickle -> images (n, 3, 32, 32) uint8 and labels (n,), read by :class:`DataUnpickler`."""
     with open(path, "rb") as f:
         try:
-            batch = pickle.load(f, encoding="bytes")
-        except Exception as err:  # any unpickling failure means a bad file
-            raise DataError(f"{path} is not a CIFAR-10 python pickle ({err}); re-download it") from err
+            batch = DataUnpickler(f, encoding="bytes").load()
+        except Exception as err:  # any unpickling failure (or a refused global) means a bad file
+            raise DataError(f"{path} is not a CIFAR-10 python pickle ({err}); refused, nothing was run; re-download "
+                            "it from the CIFAR-10 page") from err
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch (a dict); re-download it")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} has no 'data'/'labels' entries; is it a CIFAR-10 (not CIFAR-100) batch?")

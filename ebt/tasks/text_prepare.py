@@ -18,8 +18,8 @@ token ``<|endoftext|>``), tokenizes every split and writes, into
   documents and the SHA-256 of both files.
 
 The key is a hash of everything that determines the files: the corpus files (paths, sizes, modification times; a hub
-data set: its name), format, text field, split settings, the OOD corpus, the tokenizer file's SHA-256 or the BPE
-settings, and :data:`VERSION`. So an edited corpus or other options get a new folder, and re-running reuses a
+data set: its name), format, text field, encoding, split settings, the OOD corpus, the tokenizer file's SHA-256 or the
+BPE settings, and :data:`VERSION`. So an edited corpus or other options get a new folder, and re-running reuses a
 prepared one. A folder whose ``meta.json`` is missing, unreadable or does not match (settings, sizes, checksums) is
 rebuilt with one warning line; the checksums are verified on every load (about 0.1 s per 40 MB). Folders of
 earlier settings stay until deleted (``rm -r <cache_dir>/tokenized``). Files are written atomically (a temporary
@@ -44,7 +44,7 @@ import numpy as np
 
 from ebt.errors import ConfigError, DataError, EnvironmentSetupError
 from ebt.tasks.sudoku import default_cache_dir
-from ebt.tasks.text_sources import DocumentReader, Unit, chunks, list_units, require, split_units
+from ebt.tasks.text_sources import DocumentReader, Unit, check_encoding, chunks, list_units, require, split_units
 
 VERSION = 1  # bump when the files' layout or content rules change: the key changes with it
 SEPARATOR = "<|endoftext|>"
@@ -69,6 +69,7 @@ class CorpusOptions:
     ood_path: str | None = None
     val_every: int = 20
     val_fraction: float = 0.05
+    encoding: str = "utf-8"
 
     @classmethod
     def from_config(cls, options: dict[str, Any]) -> "CorpusOptions":
@@ -83,6 +84,7 @@ class CorpusOptions:
             raise ConfigError(f"data.task.val_every must be >= 1 (every n-th file is validation), got {self.val_every}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"data.task.val_fraction must lie in (0, 1), got {self.val_fraction}")
+        check_encoding(self.encoding)
 
 
 @dataclass
@@ -255,7 +257,8 @@ def resolve(options: CorpusOptions) -> Corpus:
         tokenizer = {"bpe": {"vocab_size": options.vocab_size, "min_frequency": MIN_FREQUENCY}}
     fingerprint = {"version": VERSION, "corpus": [u.fingerprint() for u in units],
                    "ood": [u.fingerprint() for u in ood], "format": options.format, "text_field": options.text_field,
-                   "val_every": options.val_every, "val_fraction": options.val_fraction, "tokenizer": tokenizer}
+                   "encoding": options.encoding, "val_every": options.val_every, "val_fraction": options.val_fraction,
+                   "tokenizer": tokenizer}
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
     return Corpus(description, splits, fingerprint, key)
 
@@ -311,7 +314,7 @@ def build(folder: Path, corpus: Corpus, options: CorpusOptions, progress: bool =
     from tqdm.auto import tqdm
 
     (folder / META).unlink(missing_ok=True)
-    reader = DocumentReader(options.text_field, options.val_fraction, folder / "scratch", progress)
+    reader = DocumentReader(options.text_field, options.val_fraction, folder / "scratch", progress, options.encoding)
     try:
         if options.tokenizer:
             tokenizer = load_tokenizer(Path(options.tokenizer).expanduser())

@@ -1,7 +1,9 @@
 """Documents of a text corpus for :mod:`ebt.tasks.tokenized_text`, and its train / val / ood split.
 
-A *unit* is one local file or a Hugging Face hub data set. A plain text file is one document, read directly (UTF-8;
-invalid bytes become U+FFFD). A jsonl / json / parquet file or a hub data set holds one document per row (the column
+A *unit* is one local file or a Hugging Face hub data set. A plain text file is one document, read directly in
+``data.task.encoding`` (default UTF-8): a few bytes invalid in it become U+FFFD (counted, one note line), and a file
+with more than :data:`MAX_INVALID_SHARE` of them (a binary file, or another encoding) is refused (:func:`decode_text`).
+A jsonl / json / parquet file or a hub data set holds one document per row (the column
 ``text_field``) and is read with ``datasets.load_dataset`` (``"json"`` / ``"parquet"`` with ``data_files`` for local
 files, which works offline; the hub name as given, ``split="train"``, for users with a network). ``format: auto``
 picks the reader by suffix (``.jsonl`` / ``.json``: jsonl, ``.parquet``: parquet, anything else: text).
@@ -14,8 +16,10 @@ file (a stable hash of the relative path sends ~1 in ``val_every`` files to ``va
 names the install command when one is missing.
 """
 
+import codecs
 import importlib
 import re
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -33,6 +37,36 @@ INSTALL_HINT = 'pip install -e ".[text]"'
 ROWS_PER_READ = 1000
 CHUNK_CHARS = 1 << 20  # longer documents are encoded in pieces (bounded memory), see :func:`chunks`
 LINE_CUT = re.compile(r"\S\n(?=\S)")  # a newline between two non-space characters
+MAX_INVALID_SHARE = 0.01  # a text file with a larger share of bytes invalid in its encoding is refused
+INVALID = re.compile("[\udc80-\udcff]")  # an invalid byte, as ``surrogateescape`` decodes it
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` when Python has a codec of that name, else a :class:`ConfigError` naming the option."""
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(f"data.task.encoding={encoding!r} is not a text encoding Python knows; use e.g. utf-8, "
+                          "latin-1 or cp1252") from None
+    return encoding
+
+
+def decode_text(raw: bytes, encoding: str, where: str) -> str:
+    """``raw`` decoded with ``encoding``. Bytes invalid in it become U+FFFD, with a note naming their number; more
+    than :data:`MAX_INVALID_SHARE` of the file (a binary file, or text in another encoding) is a :class:`DataError`
+    naming the file and the encoding option."""
+    text = raw.decode(encoding, errors="surrogateescape")
+    invalid = len(INVALID.findall(text))
+    if not invalid:
+        return text
+    share = invalid / len(raw)
+    if share > MAX_INVALID_SHARE:
+        raise DataError(f"{where}: {invalid:,} of its {len(raw):,} bytes ({share:.1%}) are not valid {encoding}: a "
+                        "binary file, or text in another encoding; set data.task.encoding (e.g. latin-1, cp1252) or "
+                        "leave the file out (data.task.glob)")
+    print(f"note: {where}: {invalid:,} bytes that are not valid {encoding} read as U+FFFD", file=sys.stderr,
+          flush=True)
+    return INVALID.sub("\ufffd", text)
 
 
 def require(module: str) -> ModuleType:
@@ -130,8 +164,10 @@ def chunks(doc: str, limit: int = CHUNK_CHARS) -> Iterator[str]:
 class DocumentReader:
     """Reads the documents of units; ``scratch`` holds ``datasets``' temporary cache for local jsonl / parquet."""
 
-    def __init__(self, text_field: str, val_fraction: float, scratch: Path, progress: bool = False) -> None:
+    def __init__(self, text_field: str, val_fraction: float, scratch: Path, progress: bool = False,
+                 encoding: str = "utf-8") -> None:
         self.text_field, self.val_fraction, self.scratch, self.progress = text_field, val_fraction, scratch, progress
+        self.encoding = check_encoding(encoding)
         self._cut: tuple[Unit, tuple[list[str], list[str]]] | None = None  # the last single unit's head and tail
 
     def documents(self, pieces: Iterable[tuple[Unit, str]]) -> Iterator[str]:
@@ -146,7 +182,7 @@ class DocumentReader:
 
     def read(self, unit: Unit) -> Iterator[str]:
         if unit.format == "text":
-            text = unit.path.read_bytes().decode("utf-8", errors="replace")
+            text = decode_text(unit.path.read_bytes(), self.encoding, str(unit.path))
             if text:
                 yield text
             return

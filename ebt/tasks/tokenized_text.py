@@ -67,6 +67,7 @@ class TokenizedText(Task):
         glob: str = "*.py",
         format: Literal["auto", "text", "jsonl", "parquet"] = "auto",
         text_field: str = "text",
+        encoding: str = "utf-8",
         hf_dataset: str | None = None,
         tokenizer: str | None = None,
         vocab_size: int = 4096,
@@ -82,7 +83,7 @@ class TokenizedText(Task):
             raise ConfigError(f"data.task.seq_len must be >= 1, got {seq_len}")
         options = CorpusOptions(path=path, glob=glob, format=format, text_field=text_field, hf_dataset=hf_dataset,
                                 tokenizer=tokenizer, vocab_size=vocab_size, ood_path=ood_path, val_every=val_every,
-                                val_fraction=val_fraction)
+                                val_fraction=val_fraction, encoding=encoding)
         self.prepared = prepare(options, cache_dir)
         self.tokenizer = self.prepared.tokenizer
         self.vocab_size = self.prepared.vocab_size
