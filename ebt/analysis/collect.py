@@ -70,13 +70,21 @@ def load_job(path: Path) -> Job:
 
 
 def load_jobs(roots: list[Path]) -> list[Job]:
-    """Every readable job under ``roots``; an unreadable one is skipped with a line on stderr."""
-    jobs = []
-    for path in (p for root in roots for p in job_dirs(root)):
+    """Every readable job under ``roots``; an unreadable one is skipped with a line on stderr. No job folder at all,
+    or only unreadable ones, is an error saying which (and how many were found)."""
+    jobs, folders = [], [p for root in roots for p in job_dirs(root)]
+    where = ", ".join(map(str, roots))
+    if not folders:
+        raise ConfigError(f"no job folders (with .hydra/) under {where}")
+    for path in folders:
         try:
             jobs.append(load_job(path))
         except DataError as e:
             print(f"skipped: {e}", file=sys.stderr, flush=True)
+    if not jobs:
+        count = f"{len(folders)} job folder{'s' if len(folders) > 1 else ''} (with .hydra/)"
+        raise DataError(f"{count} found under {where}, and none could be read (each is named on a 'skipped:' line "
+                        "above); fix or remove them, or collect another grid")
     return jobs
 
 
@@ -237,8 +245,6 @@ def _collect(argv: list[str] | None) -> int:
     if missing:
         raise ConfigError(f"not a folder: {', '.join(missing)}")
     jobs = load_jobs(args.dirs)
-    if not jobs:
-        raise ConfigError(f"no job folders (with .hydra/) under {', '.join(map(str, args.dirs))}")
     metrics = args.metrics or headline(jobs)
     check_metrics(jobs, metrics)
     out = args.out or args.dirs[0] / "collect"

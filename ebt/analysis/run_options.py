@@ -50,5 +50,10 @@ def eval_plan(cfg: DictConfig, run: Run) -> tuple[list[str], int, int]:
 
 
 def out_dir(cfg: DictConfig, ckpt: str, name: str) -> Path:
-    """``cfg.out_dir``, or the folder ``name`` in the checkpoint's run folder (an exported folder: in it)."""
-    return Path(cfg.out_dir) if cfg.out_dir else results_folder(ckpt) / name
+    """``cfg.out_dir``, or the folder ``name`` in the checkpoint's run folder (an exported folder: in it); for a
+    ``.ckpt`` outside a run folder, ``<stem>-<name>`` next to the file (never a folder above it)."""
+    if cfg.get("out_dir"):
+        return Path(cfg.out_dir)
+    folder = results_folder(ckpt)
+    path = Path(ckpt).resolve()
+    return folder / name if folder is not None else path.parent / f"{path.stem}-{name}"

@@ -6,7 +6,9 @@ written by ``scripts/export.py`` (:mod:`ebt.training.export`: safetensors weight
 :func:`resolve_source` and :func:`load_source`. A checkpoint stores its resolved config with ``_target_`` strings;
 parts that moved since it was written are mapped to their new place
 (:data:`ebt.training.checkpoint.MOVED_MODULES`), so checkpoints written before the package layout changed keep loading
-(tests/test_old_checkpoints.py loads a committed one).
+(tests/test_old_checkpoints.py loads a committed one). Loading runs no code from the source (docs/security.md): a
+``.ckpt`` goes through the restricted unpickler of :func:`~ebt.training.checkpoint.load_checkpoint`, and a stored or
+exported config may only name buildable parts (:func:`~ebt.training.checkpoint.stored_config`).
 """
 
 from dataclasses import dataclass
@@ -76,11 +78,15 @@ def load_source(path: str | Path) -> dict[str, Any]:
     return load_exported(folder) if folder is not None else load_checkpoint(path)
 
 
-def results_folder(source: str | Path) -> Path:
-    """Where a tool writes its results about ``source`` by default: an exported folder itself, else the run folder
-    of the ``.ckpt`` file (``<run>/checkpoints/last.ckpt`` -> ``<run>``)."""
+def results_folder(source: str | Path) -> Path | None:
+    """Where a tool writes its results about ``source`` by default: an exported folder itself, the run folder of a
+    ``.ckpt`` in a run's ``checkpoints/`` (``<run>/checkpoints/last.ckpt`` -> ``<run>``), else None (a loose file:
+    its folder is nobody's run folder)."""
     folder = exported_folder(source)
-    return folder if folder is not None else Path(source).resolve().parent.parent
+    if folder is not None:
+        return folder
+    path = Path(source).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
 def load_run(path: str | Path, data_overrides: Any = None) -> Run:
