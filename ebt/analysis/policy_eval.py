@@ -572,7 +572,7 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
         params[options.config or kind] = num_params(objective)
         new, scores = evaluate_policy(objective, task, options, run=str(path),
                                       progress=lambda line: print(line, file=sys.stderr, flush=True),
-                                      seed=run.cfg.get("seed"))
+                                      seed=run.config.get("seed"))
         rows += new
         if scores:
             info["ebt"].append(scores | {"run": str(path), "config": options.config or kind})
