@@ -251,8 +251,14 @@ def _nan_tensors(tree: Any, prefix: str) -> list[str]:
 
 
 def check_integrity(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """Refuse weights or an optimizer state that do not match their stored checksums, and NaNs in either.
-    Checkpoints written before a checksum existed are accepted without it (only the other checks apply)."""
+    """Refuse NaNs in the weights or the optimizer state (named: the likelier diagnosis), then weights or an optimizer
+    state that do not match their stored checksums. Checkpoints written before a checksum existed are accepted without
+    it (only the other checks apply)."""
+    nan = _nan_tensors(checkpoint["state_dict"], "") + _nan_tensors(checkpoint.get("optimizer_states", []),
+                                                                     "optimizer_states")
+    if nan:
+        raise CheckpointError(f"checkpoint {path} is corrupt: NaN in {_shorten(nan, 3)}; a run saves only finite "
+                              "weights, so use an earlier checkpoint of the run (or start again)")
     expected = checkpoint.get("weights_sha256")
     if expected is not None and weights_digest(checkpoint["state_dict"]) != expected:
         raise CheckpointError(f"checkpoint {path}: the weights do not match their checksum (altered or corrupt); "
@@ -261,11 +267,6 @@ def check_integrity(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     if expected is not None and tree_digest(checkpoint.get("optimizer_states")) != expected:
         raise CheckpointError(f"checkpoint {path}: the optimizer state does not match its checksum (altered or "
                               "corrupt); use an intact copy, or resume from another checkpoint of the run")
-    nan = _nan_tensors(checkpoint["state_dict"], "") + _nan_tensors(checkpoint.get("optimizer_states", []),
-                                                                     "optimizer_states")
-    if nan:
-        raise CheckpointError(f"checkpoint {path} is corrupt: NaN in {_shorten(nan, 3)}; a run saves only finite "
-                              "weights, so use an earlier checkpoint of the run (or start again)")
 
 
 def resolve_ckpt_path(ckpt_path: str | os.PathLike | None, output_dir: str | os.PathLike) -> str | None:
