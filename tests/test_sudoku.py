@@ -13,6 +13,7 @@ from ebt.objectives.base import GroupedEncoder, input_encoder
 from ebt.tasks import sudoku as sudoku_module
 from ebt.tasks.addition import Addition
 from ebt.tasks.base import IGNORE_INDEX
+from ebt.tasks.metrics import MetricSums
 from ebt.tasks.sudoku import (
     GENERATOR_VERSION,
     Sudoku,
@@ -219,6 +220,26 @@ def test_metrics_on_hand_made_predictions(task):
     givens_wrong = perfect.clone()  # predictions at givens are not scored: the board is the givens there
     givens_wrong[batch["input_ids"] > 0] = F.one_hot(torch.tensor(0), 10).float() * 5
     assert task.metrics(givens_wrong, batch)["violations"] == 0
+
+
+def test_a_split_s_cell_accuracy_is_right_blanks_over_blanks(task):
+    """Issue 26 item 3: accumulated over batches, cell_acc = right blanks / blanks and solved = solved boards / boards,
+    whatever the batches' numbers of blanks."""
+    sums, right, blanks, solved, boards, batch_cell_acc = MetricSums(), 0, 0, 0, 0, []
+    for i in range(4):
+        batch = task.make_batch("val", i, 3)
+        generator = torch.Generator().manual_seed(i)
+        logits = torch.randn(*batch["targets"].shape, 10, generator=generator)
+        known = torch.rand(3, 81, 1, generator=generator) < 0.5  # about half the cells pushed to the right digit
+        logits += 4 * F.one_hot(torch.from_numpy(full_boards(batch)), 10) * known
+        _, blank, hit = task._boards(logits, batch)
+        right, blanks = right + int(hit.sum()), blanks + int(blank.sum())
+        solved, boards = solved + int((hit | ~blank).all(-1).sum()), boards + 3
+        sums.add(task.metric_sums(logits, batch))
+        batch_cell_acc.append(float(task.metrics(logits, batch)["cell_acc"]))
+    totals = sums.compute()
+    assert totals["cell_acc"] == pytest.approx(right / blanks) and totals["solved"] == pytest.approx(solved / boards)
+    assert sum(batch_cell_acc) / 4 != pytest.approx(right / blanks)  # the batches differ in blanks
 
 
 def test_input_encoder_adds_row_column_and_box_embeddings(task):

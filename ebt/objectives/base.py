@@ -2,7 +2,9 @@
 
 An objective is an ``nn.Module`` built as ``objective(task=..., backbone=..., dim=...)`` where ``backbone``
 is a factory ``backbone(dim, causal=...)``. It implements ``loss(batch) -> (loss, logs)`` for training and
-``predict(batch) -> prediction`` for evaluation; ``evaluate`` adds the task's metrics.
+``predict(batch) -> prediction`` for evaluation; ``evaluate_sums`` gives the task's metrics and the loss of one batch
+as ``(sum, count)`` pairs (:mod:`ebt.tasks.metrics`: a split's value is total sum / total count), ``evaluate`` the
+same batch's ratios.
 """
 
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import IGNORE_INDEX, Task
+from ebt.tasks.metrics import Sums, ratios
 
 CONTINUOUS_LOSSES = ("mse", "smooth_l1")
 
@@ -115,6 +118,30 @@ def prediction_loss(task: Task, prediction: torch.Tensor, batch: dict[str, torch
     raise ValueError(f"unknown continuous loss {continuous_loss!r}; use 'mse' or 'smooth_l1'")
 
 
+def loss_sums(task: Task, prediction: torch.Tensor, batch: dict[str, torch.Tensor],
+              continuous_loss: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`prediction_loss` as ``(sum, count)``: summed cross-entropy over scored tokens (tokens) or samples
+    (classes), summed MSE / SmoothL1 over the scored elements (continuous), and how many were summed."""
+    targets = batch["targets"]
+    if task.kind == "tokens":
+        total = F.cross_entropy(prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                reduction="sum")
+        return total, (targets != IGNORE_INDEX).sum().to(total.device)
+    if task.kind == "classes":
+        total = F.cross_entropy(prediction.float(), targets, reduction="sum")
+        return total, torch.tensor(targets.numel(), device=total.device)
+    mask = batch.get("target_mask")
+    if mask is not None:
+        prediction, targets = prediction[mask], targets[mask]
+    if continuous_loss == "mse":
+        total = F.mse_loss(prediction.float(), targets.float(), reduction="sum")
+    elif continuous_loss == "smooth_l1":
+        total = F.smooth_l1_loss(prediction.float(), targets.float(), reduction="sum")
+    else:
+        raise ValueError(f"unknown continuous loss {continuous_loss!r}; use 'mse' or 'smooth_l1'")
+    return total, torch.tensor(targets.numel(), device=total.device)
+
+
 class Objective(nn.Module):
     def __init__(self, *, task: Task, continuous_loss: str = "mse") -> None:
         super().__init__()
@@ -137,8 +164,14 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def evaluate_sums(self, batch: dict[str, torch.Tensor]) -> Sums:
+        """The task's metrics and ``loss`` (:func:`loss_sums`) of the prediction for ``batch``, as ``(sum, count)``
+        pairs: what every split evaluation accumulates (validation, ``scripts/eval.py``)."""
         prediction = self.predict(batch)
-        metrics = dict(self.task.metrics(prediction, batch))
-        metrics["loss"] = prediction_loss(self.task, prediction, batch, self.continuous_loss)
-        return metrics
+        sums = dict(self.task.metric_sums(prediction, batch))
+        sums["loss"] = loss_sums(self.task, prediction, batch, self.continuous_loss)
+        return sums
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`evaluate_sums` of one batch as ratios (scalars)."""
+        return ratios(self.evaluate_sums(batch))

@@ -73,7 +73,15 @@ from torch import nn
 
 from ebt.errors import ConfigError
 from ebt.objectives import thinking
-from ebt.objectives.base import Objective, input_encoder, output_size, prediction_loss, scored_positions, task_inputs
+from ebt.objectives.base import (
+    Objective,
+    input_encoder,
+    loss_sums,
+    output_size,
+    prediction_loss,
+    scored_positions,
+    task_inputs,
+)
 from ebt.objectives.candidates import CandidateSpace, at_least_float32
 from ebt.objectives.compiled import check_compile, compiled_pass
 from ebt.objectives.contrastive import Contrastive, contrastive_loss, corrupted_candidate, positive_candidate
@@ -91,6 +99,7 @@ from ebt.objectives.landscapes import Landscapes
 from ebt.objectives.replay import ReplayBuffer
 from ebt.objectives.thinking import BatchEnergy, Thought
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums, mean_sums
 from ebt_kernels import resolve_backend
 
 __all__ = ["ADDED_OPTIONS", "EBT", "Backprop", "BatchEnergy", "Randomisation", "StepRule", "Thought"]
@@ -434,24 +443,27 @@ class EBT(Objective):
         thought = self.think(batch, steps=self.steps, langevin_std=self.eval_langevin_std, keep=())
         return self.decode(thought.candidates[-1].detach())
 
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Metrics after ``steps`` (headline) and after each logged step k (``acc_step{k}``, ``energy_step{k}``)."""
+    def evaluate_sums(self, batch: dict[str, torch.Tensor]) -> Sums:
+        """Metrics after ``steps`` (headline) and after each logged step k (``acc_step{k}``, ``energy_step{k}``: the
+        mean over energy elements), ``energy_gap`` (step 0 minus the last step) and ``steps_used``, as ``(sum, count)``
+        pairs (:meth:`Objective.evaluate_sums`)."""
         horizon = self.eval_steps
         thought = self.think(batch, steps=horizon, langevin_std=self.eval_langevin_std,
                              energy_tol=self.energy_tol, final_energy=True, keep=self.logged_steps)
-        metrics: dict[str, torch.Tensor] = {}
+        sums: Sums = {}
         for k, candidate in enumerate(thought.candidates):
             if k not in self.logged_steps:
                 continue
             candidate = self.decode(candidate.detach())
-            step_metrics = self.task.metrics(candidate, batch)
-            step_metrics["loss"] = prediction_loss(self.task, candidate, batch, self.continuous_loss)
-            for name, value in step_metrics.items():
-                metrics[f"{name}_step{k}"] = value
-            metrics[f"energy_step{k}"] = thought.energies[k].detach().mean()
+            step_sums = dict(self.task.metric_sums(candidate, batch))
+            step_sums["loss"] = loss_sums(self.task, candidate, batch, self.continuous_loss)
+            for name, value in step_sums.items():
+                sums[f"{name}_step{k}"] = value
+            sums[f"energy_step{k}"] = mean_sums(thought.energies[k].detach().float())
             if k == self.steps:
-                metrics |= step_metrics
-        metrics["energy_gap"] = metrics["energy_step0"] - metrics[f"energy_step{horizon}"]
+                sums |= step_sums
+        (first, count), (last, _) = sums["energy_step0"], sums[f"energy_step{horizon}"]
+        sums["energy_gap"] = (first - last, count)
         if thought.steps_used is not None:
-            metrics["steps_used"] = thought.steps_used.float().mean()
-        return metrics
+            sums["steps_used"] = mean_sums(thought.steps_used.float())
+        return sums

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ebt.errors import ConfigError
-from ebt.tasks.base import IGNORE_INDEX, Task, token_accuracy_metrics
+from ebt.tasks.base import IGNORE_INDEX, Task, token_accuracy_sums
+from ebt.tasks.metrics import Sums
 
 PLUS, EQUALS, PAD = 10, 11, 12
 
@@ -61,8 +62,8 @@ class Addition(Task):
         targets = torch.from_numpy(np.where(scored, seqs, IGNORE_INDEX)[:, 1:])
         return {"input_ids": inputs, "targets": targets}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return token_accuracy_metrics(prediction, batch["targets"])
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        return token_accuracy_sums(prediction, batch["targets"])
 
     def describe(self) -> str:
         return f"addition of 1..{self.n_digits}-digit numbers (OOD: {self.n_digits + 1}..{self.ood_digits})"

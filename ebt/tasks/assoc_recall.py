@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ebt.errors import ConfigError
-from ebt.tasks.base import IGNORE_INDEX, Task, token_accuracy_metrics
+from ebt.tasks.base import IGNORE_INDEX, Task, token_accuracy_sums
+from ebt.tasks.metrics import Sums
 
 
 class AssocRecall(Task):
@@ -64,8 +65,8 @@ class AssocRecall(Task):
         return {"input_ids": torch.from_numpy(inputs.astype(np.int64)),
                 "targets": torch.from_numpy(targets.astype(np.int64))}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"acc": token_accuracy_metrics(prediction, batch["targets"])["acc"]}
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        return {"acc": token_accuracy_sums(prediction, batch["targets"])["acc"]}
 
     def describe(self) -> str:
         return (f"associative recall: vocab {self.vocab}, {self.seq_len_train} tokens "

@@ -20,6 +20,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
+from ebt.tasks.metrics import Sums, masked_sums, mean_sums, ratios
+
 IGNORE_INDEX = -100
 SPLIT_IDS = {"train": 0, "val": 1, "ood": 2, "test": 3}  # fixed stream ids: never change them (resume, eval sets)
 
@@ -70,23 +72,48 @@ class Task(ABC):
     def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
         """The batch number ``index`` of ``split``."""
 
-    @abstractmethod
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """Each task metric of a prediction as ``(sum, count)`` over the batch (:mod:`ebt.tasks.metrics`), including
+        ``self.metric``: a split's value is the total sum over the total count of its batches.
+
+        A task implements this (or, older style, only :meth:`metrics`). The default, for a task that implements only
+        :meth:`metrics`, weighs each batch metric by the batch's samples, ``(value * B, B)``: exact for per-sample
+        means over equal-sized samples, approximate for a ratio whose denominator varies between batches."""
+        if type(self).metrics is Task.metrics:
+            raise NotImplementedError(f"{type(self).__name__} implements neither metric_sums nor metrics")
+        samples = batch["targets"].shape[0]
+        return {name: (value * samples, torch.tensor(samples, device=value.device))
+                for name, value in self.metrics(prediction, batch).items()}
+
     def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Task metrics (scalars) of a prediction, including ``self.metric``."""
+        """Task metrics (scalars) of one batch, including ``self.metric``: ``sum / count`` of :meth:`metric_sums`
+        (per-batch callers: training logs, tests). Evaluating a split accumulates :meth:`metric_sums` instead."""
+        if type(self).metric_sums is Task.metric_sums:
+            raise NotImplementedError(f"{type(self).__name__} implements neither metric_sums nor metrics")
+        return ratios(self.metric_sums(prediction, batch))
 
     def describe(self) -> str:
         return type(self).__name__
 
 
-def token_accuracy_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Exact match (every scored token of a sequence right) and per-token accuracy."""
+def token_accuracy_sums(logits: torch.Tensor, targets: torch.Tensor) -> Sums:
+    """Exact match (``acc``: sequences with every scored token right / sequences) and per-token accuracy
+    (``tok_acc``: right scored tokens / scored tokens)."""
     scored = targets != IGNORE_INDEX
     correct = (logits.argmax(-1) == targets) & scored
-    exact = (correct | ~scored).all(dim=-1).float().mean()
-    tok_acc = correct.sum().float() / scored.sum().clamp_min(1)
-    return {"acc": exact, "tok_acc": tok_acc}
+    return {"acc": mean_sums((correct | ~scored).all(dim=-1).float()), "tok_acc": masked_sums(correct.float(), scored)}
+
+
+def token_accuracy_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`token_accuracy_sums` of one batch as ratios."""
+    return ratios(token_accuracy_sums(logits, targets))
+
+
+def classification_sums(logits: torch.Tensor, targets: torch.Tensor) -> Sums:
+    """Top-1 accuracy of (B, num_classes) logits: right samples / samples."""
+    return {"acc": mean_sums((logits.argmax(-1) == targets).float())}
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Top-1 accuracy of (B, num_classes) logits."""
-    return {"acc": (logits.argmax(-1) == targets).float().mean()}
+    """:func:`classification_sums` of one batch as a ratio."""
+    return ratios(classification_sums(logits, targets))

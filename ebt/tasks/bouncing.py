@@ -32,6 +32,7 @@ import torch
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums, mean_sums
 
 EXTRA_SPLITS = ("ood_balls",)
 
@@ -130,13 +131,15 @@ class BouncingBalls(Task):
         return {"inputs": flat[:, :-1].contiguous(), "targets": flat[:, 1:].contiguous(), "frames": frames,
                 "positions": torch.from_numpy(positions).float(), "velocities": torch.from_numpy(velocities).float()}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """``psnr``: mean over predicted frames of their PSNR; ``mse``: mean over pixels; ``psnr_last`` /
+        ``psnr_first``: over sequences, of the last / first predicted frame."""
         targets = batch["targets"]
         if prediction.shape != targets.shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != targets {tuple(targets.shape)}")
         per_frame = psnr(prediction, targets)  # (B, T-1)
-        return {"psnr": per_frame.mean(), "mse": (prediction.float() - targets.float()).square().mean(),
-                "psnr_last": per_frame[:, -1].mean(), "psnr_first": per_frame[:, 0].mean()}
+        return {"psnr": mean_sums(per_frame), "mse": mean_sums((prediction.float() - targets.float()).square()),
+                "psnr_last": mean_sums(per_frame[:, -1]), "psnr_first": mean_sums(per_frame[:, 0])}
 
     def describe(self) -> str:
         lo, hi = self.speed

@@ -20,6 +20,7 @@ import torch
 from ebt.errors import ConfigError
 from ebt.tasks.base import Task
 from ebt.tasks.images import Digits
+from ebt.tasks.metrics import Sums, mean_sums
 
 
 class DigitsDenoise(Task):
@@ -57,18 +58,25 @@ class DigitsDenoise(Task):
         noisy = (clean + self._noise(split, index, rows, tuple(clean.shape[1:]))).clamp(0.0, 1.0)
         return {"inputs": self.digits.tokens(noisy), "targets": self.digits.tokens(clean)}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """``psnr`` / ``psnr_noisy``: mean over images (of the clamped prediction / the noisy input); ``mse``: mean
+        over pixels."""
         targets = batch["targets"].float()
-        return {"psnr": psnr(prediction.float().clamp(0.0, 1.0), targets),
-                "mse": torch.mean((prediction.float() - targets) ** 2),
-                "psnr_noisy": psnr(batch["inputs"].float(), targets)}
+        return {"psnr": mean_sums(sample_psnr(prediction.float().clamp(0.0, 1.0), targets)),
+                "mse": mean_sums((prediction.float() - targets) ** 2),
+                "psnr_noisy": mean_sums(sample_psnr(batch["inputs"].float(), targets))}
 
     def describe(self) -> str:
         return (f"digits denoising 8x8, noise std {self.noise_std} (ood {self.ood_noise_std}), "
                 f"{self.spatial_shape[0]}x{self.spatial_shape[1]} tokens of {self.input_dim} features")
 
 
-def psnr(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """Mean over samples of ``10 log10(peak^2 / MSE)``; MSE floored at 1e-10 so a perfect image stays finite."""
+def sample_psnr(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """(B,): ``10 log10(peak^2 / MSE)`` of each sample; MSE floored at 1e-10 so a perfect image stays finite."""
     mse = ((prediction - target) ** 2).flatten(1).mean(dim=1).clamp_min(1e-10)
-    return (10.0 * torch.log10(peak**2 / mse)).mean()
+    return 10.0 * torch.log10(peak**2 / mse)
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """Mean over samples of :func:`sample_psnr`."""
+    return sample_psnr(prediction, target, peak).mean()

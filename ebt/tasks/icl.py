@@ -42,6 +42,7 @@ from einops import rearrange
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums, mean_sums
 
 FAMILIES = ("linear", "sparse_linear", "relu_nn", "decision_tree")
 FORMATS = ("interleaved", "paired")
@@ -159,12 +160,12 @@ class ICLRegression(Task):
         """``(y_hat - y)^2 / y_var`` per prompt and query (B, K)."""
         return (query_pred.float() - batch["ys"].float()).square() / batch["y_var"][:, None]
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
         errors = self.normalized_errors(self.query_predictions(prediction, batch), batch)  # (B, K)
-        out = {"err": errors.mean(), "err_last": errors[:, -1].mean()}
+        out = {"err": mean_sums(errors), "err_last": mean_sums(errors[:, -1])}
         for k in self.report_ks:
             if k < errors.shape[1]:
-                out[f"err_k{k}"] = errors[:, k].mean()
+                out[f"err_k{k}"] = mean_sums(errors[:, k])
         return out
 
     def describe(self) -> str:

@@ -61,6 +61,7 @@ import torch
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums, mean_sums
 
 FEATURE_PARTS = ("row", "col", "index")
 DEFAULT_FEATURES = ("row", "index")
@@ -160,19 +161,20 @@ class MatrixInverse(Task):
         """Per sample (B,) bool: ``||A Y - I||_F / n < solved_tol``."""
         return residuals(batch["matrix"], prediction) < self.solved_tol
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """Every metric is a mean over matrices (samples)."""
         if prediction.shape != batch["targets"].shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != targets {tuple(batch['targets'].shape)}")
         targets, matrix = batch["targets"].double(), batch["matrix"]
-        target_sq = targets.square().flatten(1)
+        target_sq = targets.square().flatten(1).mean(dim=1)  # (B,)
         error = self.sample_error(prediction, batch)
         residual = residuals(matrix, prediction)
         exact = torch.linalg.inv(matrix.float())
-        out = {"mse": error.mean(), "rel_mse": (error / target_sq.mean(dim=1)).mean(),
-               "residual": residual.mean(), "solved": (residual < self.solved_tol).double().mean(),
-               "mse_exact": self.sample_error(exact, batch).mean(), "residual_exact": residuals(matrix, exact).mean(),
-               "mse_zero": target_sq.mean(), "residual_zero": torch.tensor(1.0 / math.sqrt(self.n))}
-        return {k: v.float().to(prediction.device) for k, v in out.items()}
+        per_sample = {"mse": error, "rel_mse": error / target_sq, "residual": residual,
+                      "solved": (residual < self.solved_tol).double(), "mse_exact": self.sample_error(exact, batch),
+                      "residual_exact": residuals(matrix, exact), "mse_zero": target_sq,
+                      "residual_zero": torch.full_like(target_sq, 1.0 / math.sqrt(self.n))}
+        return {k: mean_sums(v.float().to(prediction.device)) for k, v in per_sample.items()}
 
     def describe(self) -> str:
         family = "symmetric positive definite" if self.symmetric else "general"

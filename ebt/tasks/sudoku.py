@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import IGNORE_INDEX, Task
+from ebt.tasks.metrics import Sums, masked_sums, mean_sums
 from ebt.tasks.sudoku_solver import BOX, COL, ROW, UNITS, count_solutions, generate_unique_puzzle, is_valid_solution
 
 GENERATOR_VERSION = 1  # bump when the generator changes: the cache file name changes with it
@@ -271,11 +272,13 @@ class Sudoku(Task):
         present = F.one_hot(units, 10)[..., 1:].amax(dim=2)  # (B, 27, 9): digit d present in the unit
         return (9 - present.sum(-1)).sum(-1).float()
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """``solved``: boards with every blank right / boards; ``cell_acc``: right blanks / blanks; ``violations``:
+        mean over boards."""
         _, blank, right = self._boards(prediction, batch)
-        return {"solved": (right | ~blank).all(-1).float().mean(),
-                "cell_acc": right.sum().float() / blank.sum().clamp_min(1),
-                "violations": self.violations(prediction, batch).mean()}
+        return {"solved": mean_sums((right | ~blank).all(-1).float()),
+                "cell_acc": masked_sums(right.float(), blank),
+                "violations": mean_sums(self.violations(prediction, batch))}
 
     def describe(self) -> str:
         (lo, hi), (olo, ohi) = self.givens, self.ood_givens

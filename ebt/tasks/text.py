@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums
 
 
 def default_corpus() -> Path:
@@ -214,9 +215,12 @@ class Text(Task):
         windows = torch.from_numpy(self.corpora[split].sample(self.rng(split, index), batch_size))
         return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(prediction.flatten(0, 1).float(), batch["targets"].flatten())
-        return {"bpb": ce / math.log(2), "tok_acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """``bpb``: bits / bytes (a token is a byte); ``tok_acc``: right bytes / bytes."""
+        targets = batch["targets"]
+        ce = F.cross_entropy(prediction.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        count = torch.tensor(targets.numel(), device=ce.device)
+        return {"bpb": (ce / math.log(2), count), "tok_acc": ((prediction.argmax(-1) == targets).sum(), count)}
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``: its UTF-8 bytes (generation prompts)."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.base import IGNORE_INDEX, Task
+from ebt.tasks.metrics import Sums
 from ebt.tasks.text_prepare import CorpusOptions, Prepared, prepare
 
 
@@ -114,16 +115,17 @@ class TokenizedText(Task):
             targets[targets == self.separator] = IGNORE_INDEX
         return {"input_ids": ids[:, :-1], "targets": targets, "target_bytes": torch.from_numpy(nbytes[:, 1:])}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        """``bpb``: bits / UTF-8 bytes of the scored target tokens; ``loss_per_token``: nats / scored tokens;
+        ``tok_acc``: right scored tokens / scored tokens."""
         targets = batch["targets"]
         scored = targets != IGNORE_INDEX
         ce = F.cross_entropy(prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
                              reduction="sum")
-        tokens = scored.sum().clamp_min(1)
-        nbytes = batch["target_bytes"].to(ce.device)[scored].sum().clamp_min(1)
+        tokens = scored.sum().to(ce.device)
+        nbytes = batch["target_bytes"].to(ce.device)[scored.to(ce.device)].sum()
         correct = (prediction.argmax(-1) == targets) & scored
-        return {"bpb": ce / math.log(2) / nbytes, "loss_per_token": ce / tokens,
-                "tok_acc": correct.sum().float() / tokens}
+        return {"bpb": (ce / math.log(2), nbytes), "loss_per_token": (ce, tokens), "tok_acc": (correct.sum(), tokens)}
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added; generation prompts)."""
