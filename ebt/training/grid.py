@@ -159,7 +159,8 @@ def status_of(job_dir: Path) -> str:
 
 ADVERTISEMENT = "💡 Tip:"  # Lightning's lines recommending its cloud products (litlogger, litmodels)
 NOISE = ("Trainer already configured with model summary callbacks",  # caused by our own callbacks/default.yaml
-         "`weights_only` was not set")  # Lightning's note when it reloads its own checkpoint
+         "`weights_only` was not set")  # Lightning's note when it saves a full checkpoint (loads never unpickle
+                                        # code whatever it asks: AtomicCheckpointIO, docs/security.md)
 
 
 def _worth_printing(record: logging.LogRecord) -> bool:
