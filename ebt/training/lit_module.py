@@ -17,8 +17,17 @@ started, the error names ``optim.lr`` first (the optimizer steps are too large),
 
 Exact resume: the checkpoint holds the RNG states of the training stream and every replay buffer. Validation
 (during ``fit`` or after it) draws from a fork of the global stream, so evaluating - or being interrupted while
-evaluating - never shifts the training noise. ``weights_sha256`` (:func:`ebt.training.checkpoint.weights_digest`) lets
-loading detect weights altered on disk.
+evaluating - never shifts the training noise.
+
+Validation (:mod:`ebt.tasks.metrics`): each evaluation batch seeds the (forked) global stream from ``(EVAL_SEED,
+split, batch index)`` before the objective evaluates it, so an EBT's or a diffusion model's noise is the same in every
+validation of the same weights, in ``scripts/eval.py`` and ``scripts/think.py`` (their default ``seed=0``), whatever
+the global stream was. Metrics are accumulated per split as ``(sum, count)`` (``Objective.evaluate_sums``) and logged at
+the end of the validation epoch as total sum / total count; under DDP the sums and counts are summed over the ranks
+(one collective per split), each batch counted once (the copies ``DistributedSampler`` pads the last round with
+count zero), so the logged values equal one process's.
+
+``weights_sha256`` (:func:`ebt.training.checkpoint.weights_digest`) lets loading detect weights altered on disk.
 """
 
 import math
@@ -33,6 +42,7 @@ from torch import nn
 from ebt.errors import ConfigError, ThinkingDivergedError, TrainingDivergedError
 from ebt.objectives.base import Objective
 from ebt.objectives.replay import ReplayBuffer
+from ebt.tasks.metrics import EVAL_SEED, MetricSums, seed_batch
 from ebt.training.checkpoint import weights_digest
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding)
@@ -97,6 +107,8 @@ class LitModel(L.LightningModule):
         self._train_rng: dict[str, Any] | None = None  # the training stream's RNG states while validation runs
         self._pending_replay: dict[str, dict] = {}  # replay buffers from a checkpoint, restored on the device
         self._start_norm: float | None = None
+        self.eval_seed = EVAL_SEED  # with the split and batch index, seeds each evaluation batch's noise
+        self._eval_sums: dict[str, MetricSums] = {}  # per split, during a validation epoch
         self.save_hyperparameters({"config": config, "optim": self.optim})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -183,12 +195,36 @@ class LitModel(L.LightningModule):
             seed = int(torch.randint(0, 2**62, ()).item())
             torch.manual_seed(seed + self.trainer.global_rank)
 
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sums = {}
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = self.task.eval_splits[dataloader_idx]
-        bs = next(iter(batch.values())).shape[0]
-        for name, value in self.objective.evaluate(batch).items():
-            self.log(f"{split}/{name}", value, batch_size=bs, add_dataloader_idx=False, sync_dist=True,
-                     prog_bar=split == "val" and name == self.task.metric)
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        index = batch_idx * world + rank  # the batch's place in the split (DistributedSampler deals them round-robin)
+        seed_batch(self.eval_seed, split, index)
+        sums = self._eval_sums.setdefault(split, MetricSums())
+        sums.add(self.objective.evaluate_sums(batch), weight=0.0 if index >= self._eval_size(dataloader_idx) else 1.0)
+
+    def _eval_size(self, dataloader_idx: int) -> float:
+        """Batches in evaluation split ``dataloader_idx`` (an index past it: a padding copy under DDP)."""
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
+        try:
+            return len(loader.dataset)
+        except (AttributeError, TypeError):  # an iterable dataset: no padding to detect
+            return math.inf
+
+    def on_validation_epoch_end(self) -> None:
+        """Log every split's totals: ``<split>/<name>`` = sum over batches (and ranks) / count."""
+        for split, sums in self._eval_sums.items():
+            if self.trainer.world_size > 1:
+                sums = sums.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+            for name, value in sums.compute().items():
+                # equal on every rank already: sync_dist only keeps Lightning's epoch-level logging contract
+                self.log(f"{split}/{name}", value, add_dataloader_idx=False, sync_dist=True,
+                         prog_bar=split == "val" and name == self.task.metric)
+        self._eval_sums = {}
 
     def configure_optimizers(self):
         o = self.optim
