@@ -155,7 +155,8 @@ def test_named_splits_are_evaluated_and_logged_in_training(corpora, tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ ood_curve
 def thinking_rows() -> list[dict]:
-    """A hand-made thinking.csv: trained at 2 steps; val improves 4.0 -> 3.9, far 6.0 -> 5.4 (best-of-4)."""
+    """A hand-made thinking.csv: trained at 2 steps; on val best-of-1 at 4 steps is best (4.0 -> 3.9), on far
+    best-of-4 at 4 steps (6.0 -> 5.4) but the val choice reads 5.7 there."""
     rows = []
     for split, values in {"val": {1: 4.2, 2: 4.0, 4: 3.9}, "far": {1: 6.3, 2: 6.0, 4: 5.7}}.items():
         for steps, bpb in values.items():
@@ -175,12 +176,14 @@ def test_ood_curve_improvement_and_gap(tmp_path):
     path = tmp_path / "thinking.csv"
     write_csv(thinking_rows(), path)
     points = {p["split"]: p for p in curve_points(read_rows(path, "bpb"), "bpb", "min", 2)}
-    assert points["val"]["improvement_pct"] == pytest.approx(100 * 0.1 / 4.0)
-    assert points["far"]["improvement_pct"] == pytest.approx(100 * 0.6 / 6.0)
-    assert points["far"]["best_setting"] == "best-of-4, 4 steps"
-    assert points["far"]["longer_pct"] == pytest.approx(10.0)  # best-of-4 at 4 steps >= the trained 2
+    assert points["val"]["improvement_pct"] == pytest.approx(100 * 0.1 / 4.0) and points["val"]["in_sample"]
+    # the setting is chosen on val (best-of-1, 4 steps) and read on far: 6.0 -> 5.7, not far's own best (5.4, +10 %)
+    assert points["far"]["improvement_pct"] == pytest.approx(100 * 0.3 / 6.0) and not points["far"]["in_sample"]
+    assert points["far"]["selected_setting"] == "best-of-1, 4 steps" and points["far"]["selected"] == 5.7
+    assert points["far"]["longer_pct"] == pytest.approx(5.0)  # the same choice among settings >= the trained 2
     assert points["val"]["longer_pct"] == pytest.approx(100 * 0.1 / 4.0)  # 4 steps, best-of-1: 3.9
     assert points["far"]["longest_pct"] == pytest.approx(100 * 0.3 / 6.0)  # 4 steps best-of-1 (5.7) vs 6.0
+    assert points["far"]["steps2x_pct"] == pytest.approx(5.0) and math.isnan(points["far"]["steps4x_pct"])
     assert (points["val"]["gap"], points["far"]["gap"]) == (0.0, pytest.approx(1.5))  # predictor 4.5 - 3.0
     assert points["far"]["gap_from"] == "predictor"
     ebt_only = [r for r in read_rows(path, "bpb") if r["mode"] != "predictor"]
@@ -190,9 +193,14 @@ def test_ood_curve_improvement_and_gap(tmp_path):
               tmp_path / "b.csv")
     summary = {r["split"]: r for r in ood_curve([path, tmp_path / "b.csv"], tmp_path / "out", train_steps=2)}
     assert summary["far"]["runs"] == 2 and summary["far"]["gap"] == pytest.approx(1.5)
-    assert summary["far"]["improvement_pct"] == pytest.approx((10.0 + 100 * 0.6 / 6.1) / 2)
+    assert summary["far"]["improvement_pct"] == pytest.approx((5.0 + 100 * 0.3 / 6.1) / 2)
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"ood_curve.csv", "ood_curve_runs.csv", "ood_curve.md",
                                                               "ood_curve.png"}
+    table = (tmp_path / "out" / "ood_curve.md").read_text()
+    val_line = next(line for line in table.splitlines() if line.startswith("| val |"))
+    far_line = next(line for line in table.splitlines() if line.startswith("| far |"))
+    assert "(in-sample)" in val_line and "(in-sample)" not in far_line
+    assert "setting chosen on val" in table and "4 steps (2x), best-of-1" in table
 
 
 def test_ood_curve_refuses_a_bad_csv(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ebt.analysis.think_report import think
+from ebt.analysis.think_report import improvement_report, improvement_rows, think
 from ebt.analysis.thinking_eval import evaluate_thinking
 from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.objectives.search import forward_passes, sample_energy, think_best_of
@@ -78,6 +78,30 @@ def test_one_row_per_setting_with_its_forward_passes_and_outputs(ebt_ckpt, tmp_p
     report = (tmp_path / "out" / "thinking.md").read_text()
     assert "| split | best_of | steps | samples | right | energy_auroc | energy_error_rho |" in report
     assert "Energy along the thinking steps (best-of-1):\nval: energy " in report and "\nood: energy " in report
+    assert "(no best-of-1 row at the trained 2 steps: add 2 to steps=)" in report  # trained 2, steps=[1,3]
+
+
+def _row(split, steps, best_of, acc, loss, mode="fixed"):
+    return {"split": split, "mode": mode, "best_of": best_of, "steps": steps, "acc": acc, "loss": loss}
+
+
+def test_the_improvement_setting_is_chosen_on_val_and_read_on_the_other_splits():
+    """Issue 26 item 10: val picks best-of-4 at 2 steps; ood is read there (0.5 -> 0.45: -10 %), not at its own best
+    (4 steps, best-of-1: 0.7); fixed columns at 2x and 4x the trained 1 step need no choice."""
+    rows = [_row("val", 1, 1, 0.5, 1.0), _row("val", 2, 1, 0.55, 0.9), _row("val", 4, 1, 0.52, 0.8),
+            _row("val", 2, 4, 0.6, 0.95),
+            _row("ood", 1, 1, 0.5, 2.0), _row("ood", 2, 1, 0.4, 2.2), _row("ood", 4, 1, 0.7, 1.8),
+            _row("ood", 2, 4, 0.45, 2.1), _row("ood", 0, 1, 0.9, 0.1, mode="predictor")]
+    table = {(r["split"], r["metric"]): r for r in improvement_rows(rows, {"acc": "max", "loss": "min"}, 1)}
+    assert table["val", "acc"]["setting"] == "best-of-4, 2 steps" and table["val", "acc"]["improvement"] == \
+        "+20.0% (in-sample)"
+    assert table["ood", "acc"]["selected on val"] == 0.45 and table["ood", "acc"]["improvement"] == "-10.0%"
+    assert table["ood", "acc"]["2 steps (2x), best-of-1"] == "-20.0%"
+    assert table["ood", "acc"]["4 steps (4x), best-of-1"] == "+40.0%"
+    assert table["ood", "loss"]["setting"] == "best-of-1, 4 steps" and table["ood", "loss"]["improvement"] == "+10.0%"
+    report = improvement_report(rows, {"acc": "max"}, 1)
+    assert "chosen on val" in report and "in-sample" in report
+    assert "No val rows" in improvement_report([r for r in rows if r["split"] == "ood"], {"acc": "max"}, 1)
 
 
 def test_forward_pass_count():
@@ -173,6 +197,9 @@ def test_command_line_on_a_trained_checkpoint(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| val | fixed | 1 | 2 |" in done.stdout and (tmp_path / "run" / "thinking" / "thinking.png").is_file()
     assert (tmp_path / "run" / "thinking" / "thinking_energy.png").is_file() and "energy_auroc" in done.stdout
+    val_loss = next(line for line in done.stdout.splitlines() if line.startswith("| val | loss |"))
+    ood_loss = next(line for line in done.stdout.splitlines() if line.startswith("| ood | loss |"))
+    assert "(in-sample)" in val_loss and "(in-sample)" not in ood_loss and "chosen on val" in done.stdout
     bad = run_cli("think.py", f"ckpt={ckpt}", "steps=[0]", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: steps=[0]")
 

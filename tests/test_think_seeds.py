@@ -46,6 +46,9 @@ def test_the_setting_is_chosen_on_val_and_read_on_ood(tmp_path):
     assert ood["selected"].startswith("0.35 ± 0.21")  # 0.2 and 0.5 (the val choice, not the ood best)
     assert ood["oracle"].startswith("0.4 ± 0.14")  # 0.3 and 0.5 (tuned on ood itself: an upper bound)
     assert ood["improvement"].startswith("+16.7%")  # mean of -33.3 % and +66.7 %
+    val = next(h for h in headline if h["split"] == "val")
+    assert val["improvement"].endswith("(in-sample)") and "in-sample" not in ood["improvement"]
+    assert ood["selected settings"] == "best-of-1, 8 steps"
     assert ood["looped"] == "0.3 ± 0" and ood["looped loops"] == "4"  # 4 loops chosen on val, read on ood
     assert ood["predictor"] == "0.5 ± 0"
     setting = next(r for r in per_setting if (r["split"], r["mode"], r["steps"]) == ("ood", "fixed", 8))

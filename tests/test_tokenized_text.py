@@ -6,15 +6,23 @@ import math
 import sys
 import zlib
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
+from torch import nn
 
+from ebt.analysis.thinking_eval import evaluate_split
 from ebt.errors import DataError, EnvironmentSetupError
+from ebt.objectives.base import Objective
 from ebt.tasks import text_prepare
 from ebt.tasks.base import IGNORE_INDEX
 from ebt.tasks.text_sources import cut_tail
 from ebt.tasks.tokenized_text import TokenizedText
+from ebt.training.data import TaskDataModule
+from ebt.training.lit_module import LitModel
+from ebt.training.restore import Run
 from tests.utils import run_cli
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -163,6 +171,49 @@ def test_bits_per_byte_by_hand(tmp_path):
     metrics = t.metrics(logits, batch)
     assert metrics["bpb"].item() == pytest.approx(expected, rel=1e-5)
     assert metrics["loss_per_token"].item() == pytest.approx(ce[scored].mean().item(), rel=1e-5)
+
+
+class FixedLogits(Objective):
+    """Logits N(0, 3^2) drawn from the batch's own token ids: the same for a batch wherever it is evaluated."""
+
+    def __init__(self, task: TokenizedText) -> None:
+        super().__init__(task=task)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def predict(self, batch):
+        generator = torch.Generator().manual_seed(int(batch["input_ids"].sum()))
+        return 3 * self.scale * torch.randn(*batch["input_ids"].shape, self.task.vocab_size, generator=generator)
+
+
+def test_bits_per_byte_of_a_split_is_total_bits_over_total_bytes(corpus):
+    """Issue 26 item 3: eval.py's evaluate_split and Lightning validation report total bits / total bytes (and total
+    right / scored tokens), not the mean of the batches' ratios."""
+    t, batches, size = task(corpus), 6, 3
+    objective = FixedLogits(t).eval()
+    bits = nbytes = right = tokens = 0.0
+    batch_bpb = []
+    with torch.no_grad():
+        for i in range(batches):
+            batch = t.make_batch("val", i, size)
+            logits, targets = objective.predict(batch), batch["targets"]
+            scored = targets != IGNORE_INDEX
+            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+            b, n = float(ce[scored.flatten()].sum()) / math.log(2), int(batch["target_bytes"][scored].sum())
+            bits, nbytes = bits + b, nbytes + n
+            right += int(((logits.argmax(-1) == targets) & scored).sum())
+            tokens += int(scored.sum())
+            batch_bpb.append(b / n)
+    exact = bits / nbytes
+    assert abs(sum(batch_bpb) / batches - exact) > 1e-3 * exact  # the batches' bytes per token differ
+    run = Run(corpus, OmegaConf.create({"seed": 0}), t, objective)
+    found = evaluate_split(run, "val", batches, size)
+    assert found["bpb"] == pytest.approx(exact, rel=1e-6) and found["tok_acc"] == pytest.approx(right / tokens)
+    data = TaskDataModule(t, batch_size=size, eval_batches=batches)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        inference_mode=False)
+    (logged,) = trainer.validate(LitModel(objective), datamodule=data, verbose=False)
+    assert logged["val/bpb"] == pytest.approx(exact, rel=1e-5)
+    assert logged["val/tok_acc"] == pytest.approx(right / tokens, rel=1e-5)
 
 
 def test_encode_decode_round_trip(corpus):

@@ -1,14 +1,20 @@
 """Evaluate any checkpoint, predictor or EBT, on any split: the driver behind ``scripts/eval.py``.
 
-Per split, the mean over ``eval_batches`` batches of the objective's own evaluation: the task's metrics and the loss
-(for an EBT also the metric and energy after each logged thinking step), exactly what validation logs during
-training. Writes ``eval.csv`` and ``eval.md`` into the run's ``eval/`` folder (``out_dir=`` to change) and prints the
-table. Splits default to the task's evaluation splits; ``test`` (and ``train``) can be asked for too.
+Per split, over ``eval_batches`` batches, the objective's own evaluation: the task's metrics and the loss (for an EBT
+also the metric and energy after each logged thinking step), each a ratio of totals over the batches (bits per byte
+= total bits / total bytes: :mod:`ebt.tasks.metrics`), exactly what validation logs during training.
+
+``seed``: each batch's noise (an EBT's initial candidates and Langevin noise, a diffusion model's samples) is seeded
+from ``(seed, split, batch index)``. ``seed=0`` (the default) is the seed validation uses, whatever the run's
+training seed: on the run's evaluation batches (the defaults) ``eval.py`` reproduces ``summary.json``'s numbers.
+Another ``seed`` draws other noise for the same batches (how much of a difference is noise).
+
+Writes ``eval.csv`` and ``eval.md`` into the run's ``eval/`` folder (``out_dir=`` to change) and prints the table.
+Splits default to the task's evaluation splits; ``test`` (and ``train``) can be asked for too.
 """
 
 from typing import Any
 
-import lightning as L
 from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
@@ -22,14 +28,14 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     ckpt = opts.checkpoint_option(cfg, "ckpt")
     run = load_run(ckpt, opts.data_overrides(cfg))
     splits, batches, batch_size = opts.eval_plan(cfg, run)
-    L.seed_everything(cfg.seed, verbose=False)  # an EBT's initial candidates are noise: the same every time
+    seed = int(cfg.seed)
     rows, metric = [], run.task.metric
     for split in splits:
-        means = evaluate_split(run, split, batches, batch_size)
+        means = evaluate_split(run, split, batches, batch_size, seed)
         rows.append({"split": split, metric: means.pop(metric), "loss": means.pop("loss"),
                      **dict(sorted(means.items()))})
     text = (f"{type(run.objective).__name__} on {run.task.describe()}, {batches} x {batch_size} examples per split "
-            f"({ckpt})\n\n" + markdown_table(rows, columns_of(rows)))
+            f"({ckpt}; evaluation seed {seed})\n\n" + markdown_table(rows, columns_of(rows)))
     print(text)
     out = opts.out_dir(cfg, ckpt, "eval")
     write_text(out / "eval.md", text + "\n")

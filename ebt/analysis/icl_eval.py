@@ -7,9 +7,11 @@ Options (``key=value``): ``ckpt`` (one path or a list), ``labels`` (names in the
 class and run folder), ``splits`` (default ``[val, ood]``), ``batches`` x ``batch_size`` prompts per split
 (default 8 x 128, the same prompts for every model and baseline), ``eval_loops`` (evaluation iterations of
 looped backbones; default: as trained), ``out`` (folder; default: the run folder of the first checkpoint,
-i.e. the parent of its ``checkpoints/``). Writes ``icl_eval.csv`` (split, method, k, err, sem) and
-``icl_eval.png`` there. ``err`` is the squared error divided by the prior variance of ``y``
-(``d`` for linear regression): 0 is perfect, 1 is "predict 0".
+i.e. the parent of its ``checkpoints/``), ``seed`` (evaluation noise, default 0). Writes ``icl_eval.csv`` (split,
+method, k, err, sem) and ``icl_eval.png`` there. ``err`` is the squared error divided by the prior variance of ``y``
+(``d`` for linear regression): 0 is perfect, 1 is "predict 0": per k, the mean over every prompt of every batch.
+A model's noise (an EBT's initial candidates) is seeded per batch from ``(seed, split, batch index)`` (option
+``seed``, default 0: as in validation, :mod:`ebt.tasks.metrics`).
 """
 
 from pathlib import Path
@@ -22,12 +24,13 @@ from ebt.analysis.thinking_eval import set_eval_loops
 from ebt.errors import ConfigError
 from ebt.tasks.icl import ICLRegression
 from ebt.tasks.icl_baselines import baselines_for
+from ebt.tasks.metrics import forked_rng, seed_batch
 from ebt.training import config  # noqa: F401  (registers ${uid:})
 from ebt.training.checkpoint import load_checkpoint
 from ebt.training.restore import restore_lit_model
 
 DEFAULTS = {"ckpt": None, "labels": None, "splits": ["val", "ood"], "batches": 8, "batch_size": 128,
-            "eval_loops": None, "out": None}
+            "eval_loops": None, "out": None, "seed": 0}
 
 
 def load_model(path: str | Path):
@@ -44,13 +47,16 @@ def _mean_sem(errors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(models: dict[str, tuple], task: ICLRegression, split: str, batches: int, batch_size: int):
+def evaluate(models: dict[str, tuple], task: ICLRegression, split: str, batches: int, batch_size: int,
+             seed: int = 0):
     """Rows (split, method, k, err, sem) for every model and baseline on the same prompts."""
     per_method: dict[str, list[torch.Tensor]] = {}
     for index in range(batches):
         batch = task.make_batch(split, index, batch_size)
         for label, (model, _) in models.items():
-            prediction = model.objective.predict(batch)
+            with forked_rng():
+                seed_batch(seed, split, index)
+                prediction = model.objective.predict(batch)
             errors = task.normalized_errors(task.query_predictions(prediction, batch), batch)
             per_method.setdefault(label, []).append(errors)
         for name, baseline in baselines_for(task.family).items():
@@ -108,7 +114,8 @@ def main(argv: list[str]) -> list[dict]:
     for label, (_, other) in models.items():
         if (other.input_dim, other.family) != (task.input_dim, task.family):
             raise ConfigError(f"{label} was trained on {other.describe()}, not {task.describe()}; compare like tasks")
-    rows = [row for split in opts.splits for row in evaluate(models, task, split, opts.batches, opts.batch_size)]
+    rows = [row for split in opts.splits
+            for row in evaluate(models, task, split, opts.batches, opts.batch_size, int(opts.seed))]
     out = Path(opts.out) if opts.out else run_dirs[0]
     write_csv(rows, out / "icl_eval.csv", ["split", "method", "k", "err", "sem"])
     plot(rows, out / "icl_eval.png", f"{task.family} regression, d={task.n_dims}")

@@ -3,19 +3,22 @@
 
 Per split of each CSV (one CSV per seed / run):
 
-* **improvement**: :func:`ebt.analysis.thinking_eval.thinking_improvement` of the metric, in percent: from the
-  training step count with best-of-1 to the best setting evaluated (steps, best-of-N, adaptive stop);
-* **longer only**: the same over the settings with at least the trained steps (thinking longer, not less);
-* **at the longest**: the relative change from the trained steps to the most steps evaluated, best-of-1 (negative:
-  thinking that long makes the prediction worse);
+* **improvement**: :func:`ebt.analysis.selection.thinking_improvement` of the metric, in percent: from the training
+  step count with best-of-1 to the setting (steps, best-of-N, adaptive stop) **chosen on ``val``** and read on every
+  split. On ``val`` itself it is in-sample (>= 0 by construction: marked so in the table, and left out of the
+  correlation); every other split is held out;
+* **longer only**: the same with the choice on ``val`` restricted to settings with at least the trained steps
+  (thinking longer, not less);
+* **fixed steps** (no choice at all): the relative change from the trained steps to 2x and 4x the trained steps,
+  best-of-1, and to the most steps evaluated, best-of-1 (negative: thinking that long makes the prediction worse);
 * **OOD gap**: how far out of distribution the split is, ``metric(split) - metric(val)`` of the predictor's rows
   (``mode=predictor``, written with ``baseline_ckpt=``); without predictor rows, the EBT's own metric at its trained
   steps (best-of-1). For a metric to maximise the sign is flipped, so a larger gap is always further out.
 
 Across CSVs: mean and sample standard deviation per split. Writes ``ood_curve.csv`` (per split), ``ood_curve_runs.csv``
-(per CSV and split), ``ood_curve.md`` (the table and the correlation of improvement with gap over the splits) and
-``ood_curve.png`` (improvement and longer-only improvement against gap, one point per split with its spread, the runs
-as small dots).
+(per CSV and split), ``ood_curve.md`` (the table and the correlation of improvement with gap over the held-out splits)
+and ``ood_curve.png`` (improvement and longer-only improvement against gap, one point per split with its spread, the
+runs as small dots; ``val``, in-sample, labelled so).
 
 The training step count comes from ``--train-steps`` or, for a CSV in ``RUN/thinking/``, from the run's
 ``.hydra/config.yaml`` (``model.objective.steps``).
@@ -32,11 +35,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.thinking_eval import thinking_improvement
+from ebt.analysis.selection import SELECT_ON, fixed_step_change, thinking_improvement
 from ebt.errors import ConfigError, UserError
 
 REQUIRED = ("split", "mode", "best_of", "steps")
-REFERENCE = "val"
+REFERENCE = SELECT_ON  # the split the gap is measured from and the setting is chosen on
+STEP_MULTIPLES = (2, 4)  # fixed-step columns: 2x and 4x the trained steps, best-of-1
 
 
 def read_rows(path: Path, metric: str) -> list[dict[str, Any]]:
@@ -78,8 +82,9 @@ def trained_steps(path: Path) -> int:
 
 def curve_points(rows: list[dict[str, Any]], metric: str, mode: str, train_steps: int,
                  source: str = "csv") -> list[dict[str, Any]]:
-    """One point per EBT split of one CSV: metric at the trained steps and at the best setting, improvement (%),
-    predictor metric and OOD gap (see the module docstring)."""
+    """One point per EBT split of one CSV: metric at the trained steps and at the setting chosen on ``val``,
+    improvement (%, ``in_sample`` on ``val``), fixed-step changes (%), predictor metric and OOD gap (see the module
+    docstring)."""
     if mode not in ("min", "max"):
         raise ConfigError(f"--mode {mode}: must be min or max (the direction of {metric})")
     sign = 1.0 if mode == "max" else -1.0
@@ -89,36 +94,31 @@ def curve_points(rows: list[dict[str, Any]], metric: str, mode: str, train_steps
         settings = sorted({(r["best_of"], r["steps"]) for r in ebt if r["mode"] == "fixed"})
         raise ConfigError(f"{source}: no fixed best-of-1 row at the trained {train_steps} steps (settings (best_of, "
                           f"steps): {settings}); run think.py with {train_steps} in steps=, or pass --train-steps")
-    trained = {r["split"]: r[metric] for r in ebt if r["mode"] == "fixed" and r["best_of"] == 1
-               and r["steps"] == train_steps}
+    trained = {split: found["trained"] for split, found in improvements.items()}
     predictor = {r["split"]: r[metric] for r in rows if r["mode"] == "predictor"}
     reference = predictor if REFERENCE in predictor else trained
-    if REFERENCE not in reference:
-        raise ConfigError(f"{source}: no {REFERENCE} rows; the OOD gap is measured from the {REFERENCE} split (run "
-                          f"think.py with {REFERENCE} among the splits)")
-    longer = thinking_improvement([r for r in ebt if r["steps"] >= train_steps], metric, mode, train_steps)
+    if REFERENCE not in reference or REFERENCE not in trained:
+        raise ConfigError(f"{source}: no {REFERENCE} rows at the trained steps; the setting is chosen on and the OOD "
+                          f"gap measured from the {REFERENCE} split (run think.py with {REFERENCE} among the splits)")
+    longer = thinking_improvement(rows, metric, mode, train_steps, keep=lambda r: int(r["steps"]) >= train_steps)
     longest = max(r["steps"] for r in ebt if r["mode"] == "fixed")
-    at_longest = {r["split"]: r[metric] for r in ebt if r["mode"] == "fixed" and r["best_of"] == 1
-                  and r["steps"] == longest}
+    changes = {f"steps{k}x_pct": fixed_step_change(rows, metric, mode, train_steps, k * train_steps)
+               for k in STEP_MULTIPLES}
+    at_longest = fixed_step_change(rows, metric, mode, train_steps, longest)
     points = []
-    for split, improvement in improvements.items():
-        best = max((r for r in ebt if r["split"] == split), key=lambda r: sign * r[metric])
+    for split, found in improvements.items():
         gap_from = predictor if split in predictor and reference is predictor else trained
-        change = sign * (at_longest.get(split, math.nan) - trained[split]) / abs(trained[split])
         points.append({
-            "split": split, "source": source, "trained": trained[split], "best": best[metric],
-            "best_setting": _setting(best), "improvement_pct": 100 * improvement + 0.0,
-            "longer_pct": 100 * longer.get(split, math.nan) + 0.0, "longest_steps": longest,
-            "longest_pct": 100 * change + 0.0, "predictor": predictor.get(split, math.nan),
+            "split": split, "source": source, "trained": found["trained"], "selected": found["selected"],
+            "selected_setting": found["setting"], "in_sample": found["in_sample"],
+            "improvement_pct": 100 * found["improvement"] + 0.0,
+            "longer_pct": 100 * longer[split]["improvement"] + 0.0,
+            **{key: 100 * change.get(split, math.nan) + 0.0 for key, change in changes.items()},
+            "longest_steps": longest, "longest_pct": 100 * at_longest.get(split, math.nan) + 0.0,
+            "predictor": predictor.get(split, math.nan),
             "gap": -sign * (gap_from[split] - gap_from[REFERENCE]) + 0.0,
             "gap_from": "predictor" if gap_from is predictor else "ebt"})
     return points
-
-
-def _setting(row: dict[str, Any]) -> str:
-    """``best-of-4, 2 steps`` (``adaptive`` prefixed for the adaptive stop rule)."""
-    steps = f"{row['steps']} step" + ("s" if row["steps"] != 1 else "")
-    return ("" if row["mode"] == "fixed" else f"{row['mode']} ") + f"best-of-{row['best_of']}, {steps}"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -134,18 +134,21 @@ def summarize(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for split in dict.fromkeys(p["split"] for p in points):
         mine = [p for p in points if p["split"] == split]
         row: dict[str, Any] = {"split": split, "runs": len(mine)}
-        for key in ("gap", "predictor", "trained", "best", "improvement_pct", "longer_pct", "longest_pct"):
+        for key in ("gap", "predictor", "trained", "selected", "improvement_pct", "longer_pct",
+                    *(f"steps{k}x_pct" for k in STEP_MULTIPLES), "longest_pct"):
             row[key], row[f"{key}_std"] = _mean_std([p[key] for p in mine])
-        row["best_settings"] = "; ".join(dict.fromkeys(p["best_setting"] for p in mine))
+        row["selected_settings"] = "; ".join(dict.fromkeys(p["selected_setting"] for p in mine))
+        row["in_sample"] = any(p["in_sample"] for p in mine)
         row["gap_from"], row["longest_steps"] = mine[0]["gap_from"], mine[0]["longest_steps"]
         out.append(row)
     return out
 
 
 def correlation(summary: list[dict[str, Any]]) -> tuple[float, float]:
-    """Pearson and Spearman correlation of mean improvement with mean gap over the splits (NaN when undefined)."""
+    """Pearson and Spearman correlation of mean improvement with mean gap over the held-out splits (not the in-sample
+    ``val``; NaN when undefined)."""
     pairs = [(r["gap"], r["improvement_pct"]) for r in summary
-             if math.isfinite(r["gap"]) and math.isfinite(r["improvement_pct"])]
+             if not r["in_sample"] and math.isfinite(r["gap"]) and math.isfinite(r["improvement_pct"])]
     if len(pairs) < 3:
         return math.nan, math.nan
     xs, ys = zip(*pairs, strict=True)
@@ -171,21 +174,32 @@ def _pm(mean: float, std: float, digits: int, suffix: str = "") -> str:
 
 def markdown(summary: list[dict[str, Any]], metric: str, train_steps: int) -> str:
     """The per-split table and the correlation line."""
-    rows = [{"split": r["split"], "runs": r["runs"],
-             f"OOD gap ({metric}, {r['gap_from']})": _pm(r["gap"], r["gap_std"], 3),
-             f"predictor {metric}": _pm(r["predictor"], r["predictor_std"], 3),
-             f"EBT {metric}, {train_steps} steps (trained)": _pm(r["trained"], r["trained_std"], 3),
-             f"EBT {metric}, best": _pm(r["best"], r["best_std"], 3),
-             "best setting": r["best_settings"],
-             "thinking improvement": _pm(r["improvement_pct"], r["improvement_pct_std"], 2, "%"),
-             f"longer only (>= {train_steps} steps)": _pm(r["longer_pct"], r["longer_pct_std"], 2, "%"),
-             f"{r['longest_steps']} steps, best-of-1": _pm(r["longest_pct"], r["longest_pct_std"], 2, "%")}
-            for r in sorted(summary, key=lambda r: (r["gap"] if math.isfinite(r["gap"]) else math.inf))]
+    in_sample = " (in-sample)"
+    rows = []
+    for r in sorted(summary, key=lambda r: (r["gap"] if math.isfinite(r["gap"]) else math.inf)):
+        tag = in_sample if r["in_sample"] else ""
+        fixed = {f"{k * train_steps} steps ({k}x), best-of-1": _pm(r[f"steps{k}x_pct"], r[f"steps{k}x_pct_std"], 2,
+                                                                      "%") for k in STEP_MULTIPLES}
+        if r["longest_steps"] not in {k * train_steps for k in STEP_MULTIPLES}:
+            fixed[f"{r['longest_steps']} steps (longest), best-of-1"] = _pm(r["longest_pct"], r["longest_pct_std"], 2,
+                                                                             "%")
+        rows.append({"split": r["split"], "runs": r["runs"],
+                     f"OOD gap ({metric}, {r['gap_from']})": _pm(r["gap"], r["gap_std"], 3),
+                     f"predictor {metric}": _pm(r["predictor"], r["predictor_std"], 3),
+                     f"EBT {metric}, {train_steps} steps (trained)": _pm(r["trained"], r["trained_std"], 3),
+                     f"EBT {metric}, setting chosen on {REFERENCE}": _pm(r["selected"], r["selected_std"], 3),
+                     f"setting (chosen on {REFERENCE}, per run)": r["selected_settings"],
+                     "thinking improvement": _pm(r["improvement_pct"], r["improvement_pct_std"], 2, "%") + tag,
+                     f"longer only (>= {train_steps} steps)": _pm(r["longer_pct"], r["longer_pct_std"], 2, "%") + tag,
+                     **fixed})
     pearson, spearman = correlation(summary)
-    line = (f"correlation of thinking improvement with OOD gap over {len(summary)} splits: "
-            f"Pearson {pearson:+.2f}, Spearman {spearman:+.2f}" if math.isfinite(pearson)
-            else "correlation: n/a (fewer than 3 splits, or a constant column)")
-    return markdown_table(rows, list(rows[0])) + "\n\n" + line
+    held_out = sum(not r["in_sample"] for r in summary)
+    line = (f"correlation of thinking improvement with OOD gap over the {held_out} held-out splits ({REFERENCE}, "
+            f"where the setting is chosen, left out): Pearson {pearson:+.2f}, Spearman {spearman:+.2f}"
+            if math.isfinite(pearson) else
+            "correlation: n/a (fewer than 3 held-out splits, or a constant column)")
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    return markdown_table(rows, columns) + "\n\n" + line
 
 
 def plot(summary: list[dict[str, Any]], points: list[dict[str, Any]], metric: str, path: Path) -> None:
@@ -204,12 +218,13 @@ def plot(summary: list[dict[str, Any]], points: list[dict[str, Any]], metric: st
                         yerr=[[_or0(r[f"{key}_std"])], [_or0(r[f"{key}_std"])]], marker="o", capsize=3,
                         label=label if i == 0 else None, **style)
     for i, r in enumerate(sorted(summary, key=lambda r: r["gap"])):  # labels alternate above / below
-        ax.annotate(r["split"], (r["gap"], r["improvement_pct"]), textcoords="offset points",
+        label = r["split"] + (" (in-sample)" if r["in_sample"] else "")
+        ax.annotate(label, (r["gap"], r["improvement_pct"]), textcoords="offset points",
                     xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
     ax.axhline(0, color="black", linewidth=0.6)
     source = summary[0]["gap_from"] if summary else "predictor"
     ax.set_xlabel(f"OOD gap: {source} {metric}(split) - {metric}(val)")
-    ax.set_ylabel(f"thinking improvement of {metric} (%)")
+    ax.set_ylabel(f"thinking improvement of {metric} (%), setting chosen on {REFERENCE}")
     ax.set_title("Thinking improvement vs distance from the training data")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

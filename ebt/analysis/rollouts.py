@@ -4,7 +4,8 @@
 
 From the same ``context`` ground-truth frames of each sequence, every model predicts the next frame, appends its own
 prediction to its input and goes on for ``horizon`` frames (teacher forcing only inside the context). The EBT thinks
-``ebt_steps`` steps per frame (default: its trained steps) from fresh initial noise (seeded: ``seed``); the
+``ebt_steps`` steps per frame (default: its trained steps) from fresh initial noise (seeded per model, split and
+batch from ``(seed, split, batch index)``: a split's rollouts do not depend on the splits rolled out before); the
 predictor makes one forward pass. ``copy_last`` (repeat the last context frame) is the do-nothing reference. With
 ``clip=true`` every predicted frame is clipped to [0, 1] before it is fed back.
 
@@ -25,7 +26,6 @@ frame first) for ``samples`` sequences.
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -38,6 +38,7 @@ from ebt.objectives.base import Objective
 from ebt.objectives.ebt import EBT
 from ebt.objectives.predict import Predict
 from ebt.tasks.bouncing import BouncingBalls, psnr
+from ebt.tasks.metrics import forked_rng, seed_batch
 from ebt.training import config  # noqa: F401  (registers ${uid:})
 from ebt.training.restore import Run, load_run
 
@@ -79,17 +80,21 @@ def copy_last(context: torch.Tensor, horizon: int) -> torch.Tensor:
 
 def evaluate_rollouts(models: dict[str, Objective], task: BouncingBalls, split: str, *, context: int, horizon: int,
                       batches: int, batch_size: int, ebt_steps: int | None = None, clip: bool = False,
-                      ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+                      seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     """Rows (split, method, horizon, mse, psnr, psnr_sem) and every method's frames of the split's first batch
-    (``truth`` included), (B, context + horizon, P) with the context frames first."""
+    (``truth`` included), (B, context + horizon, P) with the context frames first. Each model's rollout of batch
+    ``index`` starts from the global stream seeded with ``(seed, split, index)``; the caller's stream is untouched."""
     per_method: dict[str, list[torch.Tensor]] = {}
     errors: dict[str, list[torch.Tensor]] = {}
     first: dict[str, torch.Tensor] = {}
     for index in range(batches):
         frames = task.make_batch(split, index, batch_size)["frames"].flatten(2)  # (B, T, P)
         seen, truth = frames[:, :context], frames[:, context: context + horizon]
-        outputs = {name: rollout(model, seen, horizon, ebt_steps=ebt_steps, clip=clip)
-                   for name, model in models.items()}
+        outputs = {}
+        for name, model in models.items():
+            with forked_rng():
+                seed_batch(seed, split, index)
+                outputs[name] = rollout(model, seen, horizon, ebt_steps=ebt_steps, clip=clip)
         outputs["copy_last"] = copy_last(seen, horizon)
         for name, predicted in outputs.items():
             per_method.setdefault(name, []).append(psnr(predicted, truth))  # (B, horizon)
@@ -210,13 +215,12 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     if unknown or not splits:
         raise ConfigError(f"splits={splits}: use some of {list(task.eval_splits)} (null: all)")
 
-    L.seed_everything(cfg.seed, verbose=False)
     models = {name: run.objective for name, run in runs.items()}
     rows, pictures = [], {}
     for split in splits:
         split_rows, pictures[split] = evaluate_rollouts(models, task, split, context=context, horizon=horizon,
                                                         batches=batches, batch_size=batch_size, ebt_steps=ebt_steps,
-                                                        clip=bool(cfg.clip))
+                                                        clip=bool(cfg.clip), seed=int(cfg.seed))
         rows += split_rows
     first = runs.get("EBT", next(iter(runs.values())))
     out = Path(cfg.out_dir) if cfg.out_dir else Path(first.path).resolve().parent.parent / "rollouts"

@@ -1,11 +1,20 @@
 """The driver behind ``scripts/think.py``: evaluate, then write the CSV / markdown table / PNG plots.
 
 Outputs (in ``out_dir``): ``thinking.csv`` (every row, with the verifier columns on fixed-mode rows), ``thinking.md``
-(the printed report: the settings table, thinking improvement, one trajectory sentence per split, the verifier
-table), ``thinking.png`` (metric vs forward passes), ``thinking_energy.png`` (best-of-1: metric and mean energy vs
-thinking steps, the trained step count marked) and ``verifier.csv`` (split, best_of, steps, samples, right,
+(the printed report: the settings table, the thinking improvement table, one trajectory sentence per split, the
+verifier table), ``thinking.png`` (metric vs forward passes), ``thinking_energy.png`` (best-of-1: metric and mean
+energy vs thinking steps, the trained step count marked) and ``verifier.csv`` (split, best_of, steps, samples, right,
 energy_auroc, energy_error_rho, right_rule, note). Definitions: :mod:`ebt.analysis.thinking_eval` and
 :mod:`ebt.analysis.verifier`.
+
+Thinking improvement (:mod:`ebt.analysis.selection`): per metric (the task's and the loss) and split, the relative
+change from the trained setting (best-of-1 at the training steps) to the setting chosen on ``val`` by that metric,
+and, without any selection, to 2x and 4x the trained steps at best-of-1. On ``val`` the chosen setting's improvement
+is in-sample (marked so: it is >= 0 by construction); every other split is held out.
+
+Evaluation noise: each batch is seeded from ``(seed, split, batch index)``, every setting alike; ``seed=0`` (the
+default) is validation's seed, so the trained setting reproduces the run's validation (``summary.json``) and
+``scripts/eval.py`` on the same batches.
 """
 
 import json
@@ -15,16 +24,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import lightning as L
 from omegaconf import DictConfig, ListConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.selection import SELECT_ON, fixed_step_change, thinking_improvement
 from ebt.analysis.thinking_eval import (
     evaluate_baseline,
     evaluate_loops,
     evaluate_thinking,
-    thinking_improvement,
     trajectory_summary,
 )
 from ebt.errors import ConfigError
@@ -105,28 +113,24 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.baseline_ckpt:
         baseline = _load_baseline(opts.checkpoint_option(cfg, "baseline_ckpt"), run, data_overrides)
     splits, batches, batch_size = opts.eval_plan(cfg, run)
+    seed = int(cfg.seed)
 
-    L.seed_everything(cfg.seed, verbose=False)
     rows = evaluate_thinking(run, steps=steps, best_of=best_of, splits=splits, batches=batches,
                              batch_size=batch_size, energy_tol=cfg.energy_tol, langevin_std=cfg.langevin_std,
-                             progress=Progress())
+                             seed=seed, progress=Progress())
     if baseline is not None:
-        rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size)
+        rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size, seed=seed)
     if cfg.get("looped_ckpt"):
         looped = _load_looped(opts.checkpoint_option(cfg, "looped_ckpt"), run, data_overrides)
         rows += evaluate_loops(looped, loops=_int_list(cfg, "looped_loops"), splits=splits, batches=batches,
-                               batch_size=batch_size)
+                               batch_size=batch_size, seed=seed)
     task = run.task
-    improvements = {task.metric: thinking_improvement(rows, task.metric, task.metric_mode, run.objective.steps),
-                     "loss": thinking_improvement(rows, "loss", "min", run.objective.steps)}
 
     out_dir = opts.out_dir(cfg, ckpt, "thinking")
     table = markdown_table(rows, [*THINKING_COLUMNS, task.metric, "loss", "energy"])
-    lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps", "", table, ""]
-    lines += [f"thinking improvement ({split}, {name}): "
-              + (f"{100 * value:+.1f}%" if math.isfinite(value) else f"n/a ({name} is 0)")
-              + f" (from {run.objective.steps} steps, best-of-1, to the best setting)"
-              for name, improvement in improvements.items() for split, value in improvement.items()]
+    lines = [f"Thinking: {task.describe()}; trained with {run.objective.steps} steps; evaluation seed {seed}", "",
+             table, ""]
+    lines += [improvement_report(rows, {task.metric: task.metric_mode, "loss": "min"}, run.objective.steps)]
     lines += ["", "Energy along the thinking steps (best-of-1):"]
     lines += trajectory_summary(rows, task.metric, task.metric_mode, run.objective.steps).values()
     verifier = verifier_rows(rows)
@@ -137,7 +141,8 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     write_csv(rows, out_dir / "thinking.csv")
     write_text(out_dir / "thinking.json", json.dumps({
         "metric": task.metric, "metric_mode": task.metric_mode, "trained_steps": run.objective.steps,
-        "task": task.describe(), "ckpt": str(ckpt), "seed": run.config.get("seed")}, indent=2) + "\n")
+        "task": task.describe(), "ckpt": str(ckpt), "seed": run.config.get("seed"), "eval_seed": seed},
+        indent=2) + "\n")
     write_csv(verifier, out_dir / "verifier.csv", VERIFIER_CSV_COLUMNS)
     plot, energy_plot = out_dir / "thinking.png", out_dir / "thinking_energy.png"
     plot_thinking(rows, task.metric, plot)
@@ -147,6 +152,45 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.wandb:
         _log_wandb(rows, plot, run, energy_plot)
     return rows
+
+
+STEP_MULTIPLES = (2, 4)  # fixed-step columns: 2x and 4x the trained steps, best-of-1
+IN_SAMPLE = " (in-sample)"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:+.1f}%" if math.isfinite(value) else "n/a"
+
+
+def improvement_rows(rows: list[dict[str, Any]], metrics: dict[str, str], train_steps: int,
+                     select_on: str = SELECT_ON) -> list[dict[str, Any]]:
+    """The thinking improvement table (module docstring): one row per metric (name -> direction) and split."""
+    out = []
+    for name, mode in metrics.items():
+        found = thinking_improvement(rows, name, mode, train_steps, select_on=select_on)
+        fixed = {k: fixed_step_change(rows, name, mode, train_steps, k * train_steps) for k in STEP_MULTIPLES}
+        for split, r in found.items():
+            improvement = _percent(r["improvement"])
+            out.append({"split": split, "metric": name, f"trained ({train_steps} steps, best-of-1)": r["trained"],
+                        f"selected on {select_on}": r["selected"], "setting": r["setting"] or "n/a",
+                        "improvement": improvement + (IN_SAMPLE if r["in_sample"] and improvement != "n/a" else ""),
+                        **{f"{k * train_steps} steps ({k}x), best-of-1": _percent(fixed[k].get(split, math.nan))
+                           for k in STEP_MULTIPLES}})
+    return out
+
+
+def improvement_report(rows: list[dict[str, Any]], metrics: dict[str, str], train_steps: int,
+                       select_on: str = SELECT_ON) -> str:
+    """The thinking improvement table in markdown, with what it means."""
+    table = improvement_rows(rows, metrics, train_steps, select_on)
+    head = (f"Thinking improvement: relative change from {train_steps} steps, best-of-1 (trained), to the setting "
+            f"chosen on {select_on} by each metric (positive = better); on {select_on} itself it is in-sample (>= 0 by "
+            f"construction), the other splits are held out. The fixed-step columns need no choice: best-of-1 at 2x "
+            f"and 4x the trained steps.")
+    if not any(r["split"] == select_on for r in rows):
+        head += f" No {select_on} rows were evaluated, so no setting is chosen: add {select_on} to splits=."
+    return head + "\n\n" + (markdown_table(table, list(table[0])) if table else
+                             f"(no best-of-1 row at the trained {train_steps} steps: add {train_steps} to steps=)")
 
 
 VERIFIER_COLUMNS = ["split", "best_of", "steps", "samples", "right", "energy_auroc", "energy_error_rho"]
@@ -175,8 +219,8 @@ def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     ckpt = opts.checkpoint_option(cfg, "ckpt")
     run = load_run(ckpt, opts.data_overrides(cfg))
     splits, batches, batch_size = opts.eval_plan(cfg, run)
-    L.seed_everything(cfg.seed, verbose=False)
-    rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size)
+    rows = evaluate_loops(run, loops=loops, splits=splits, batches=batches, batch_size=batch_size,
+                          seed=int(cfg.seed))
     metric = run.task.metric
     table = markdown_table(rows, ["split", "loops", metric, "loss"])
     text = f"Loops: {run.task.describe()}; trained with {run.config.model.backbone.loops} loops\n\n" + table

@@ -4,12 +4,15 @@ Each input is the ``thinking/`` folder ``scripts/think.py`` wrote for one seed's
 ``thinking.json``), or the run folder holding it. All inputs must share the task, metric and trained step count.
 
 Per seed, the **thinking setting is selected on the selection split** (``val``) and then read on every split, so a
-held-out split (``ood``) never chooses its own setting: the EBT's best (best_of, steps) on ``val``, and the looped
-predictor's best evaluation loops on ``val``. Reported per split, as mean ± std over seeds (sample std, n - 1):
+held-out split (``ood``) never chooses its own setting (:mod:`ebt.analysis.selection`, the rule ``think.py`` and
+``ood_curve.py`` use too): the EBT's best setting (best_of, steps; the adaptive stop rule where evaluated) on
+``val``, and the looped predictor's best evaluation loops on ``val``. Reported per split, as mean ± std over seeds
+(sample std, n - 1):
 
 * ``trained``: the EBT at its training step count, best-of-1;
 * ``selected``: the EBT at the setting chosen on the selection split; ``improvement`` = relative change from
-  ``trained`` to ``selected`` (positive = better, whatever the metric's direction);
+  ``trained`` to ``selected`` (positive = better, whatever the metric's direction; on the selection split itself it
+  is in-sample, >= 0 by construction);
 * ``oracle``: the best setting of that split itself (an upper bound, not a result: it is tuned on the split);
 * ``predictor`` (one forward pass) and ``looped`` (at the loops chosen on the selection split) when the think.py runs
   included ``baseline_ckpt=`` / ``looped_ckpt=``.
@@ -28,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.selection import EBT_MODES, best_row, lookup, select, setting_label, thinking_improvement
 from ebt.errors import DataError, UserError
 
 KEY = ("split", "mode", "best_of", "steps", "loops")
+IN_SAMPLE = " (in-sample)"  # the improvement on the split that chose the setting
 FIXED_COLUMNS = {*KEY, "steps_used", "forward_passes"}
 
 
@@ -67,38 +72,27 @@ def _int(value: str | None, default: int) -> int:
     return int(float(value)) if value not in (None, "") else default
 
 
-def _best(rows: list[dict[str, Any]], sign: float) -> dict[str, Any] | None:
-    rows = [r for r in rows if not math.isnan(r["value"])]
-    return max(rows, key=lambda r: sign * r["value"]) if rows else None
-
-
-def _lookup(rows: list[dict[str, Any]], split: str, like: dict[str, Any] | None) -> float:
-    if like is None:
-        return math.nan
-    match = [r for r in rows if r["split"] == split and all(r[k] == like[k] for k in KEY[1:])]
-    return match[0]["value"] if match else math.nan
+def _value_of(row: dict[str, Any] | None) -> float:
+    return row["value"] if row is not None else math.nan
 
 
 def seed_headline(meta: dict[str, Any], rows: list[dict[str, Any]], select_on: str) -> list[dict[str, Any]]:
-    """One seed's headline values per split (settings selected on ``select_on``)."""
-    sign = 1.0 if meta["metric_mode"] == "max" else -1.0
-    on = [r for r in rows if r["split"] == select_on]
-    chosen = _best([r for r in on if r["mode"] == "fixed"], sign)
-    chosen_loops = _best([r for r in on if r["mode"] == "loops"], sign)
+    """One seed's headline values per split (settings selected on ``select_on``: :mod:`ebt.analysis.selection`)."""
+    mode = meta["metric_mode"]
+    chosen = select(rows, "value", mode, select_on=select_on)
+    chosen_loops = select(rows, "value", mode, select_on=select_on, modes=("loops",))
+    improvements = thinking_improvement(rows, "value", mode, meta["trained_steps"], select_on=select_on)
     out = []
     for split in dict.fromkeys(r["split"] for r in rows):
-        fixed = [r for r in rows if r["split"] == split and r["mode"] == "fixed"]
-        trained = [r["value"] for r in fixed if r["best_of"] == 1 and r["steps"] == meta["trained_steps"]]
-        oracle = _best(fixed, sign)
+        found = improvements.get(split, {})
+        oracle = best_row([r for r in rows if r["split"] == split and r["mode"] in EBT_MODES], "value", mode)
         predictor = [r["value"] for r in rows if r["split"] == split and r["mode"] == "predictor"]
-        selected = _lookup(rows, split, chosen)
-        base = trained[0] if trained else math.nan
-        out.append({"split": split, "trained": base, "selected": selected,
-                    "selected_setting": f"best-of-{chosen['best_of']}, {chosen['steps']} steps" if chosen else "",
-                    "improvement": sign * (selected - base) / abs(base) if base else math.nan,
-                    "oracle": oracle["value"] if oracle else math.nan,
+        out.append({"split": split, "trained": found.get("trained", math.nan),
+                    "selected": _value_of(lookup(rows, split, chosen)), "selected_setting": setting_label(chosen),
+                    "improvement": found.get("improvement", math.nan),
+                    "oracle": _value_of(oracle),
                     "predictor": predictor[0] if predictor else math.nan,
-                    "looped": _lookup(rows, split, chosen_loops),
+                    "looped": _value_of(lookup(rows, split, chosen_loops)),
                     "looped_loops": chosen_loops["loops"] if chosen_loops else 0})
     return out
 
@@ -147,7 +141,8 @@ def summarise(paths: list[Path], select_on: str = "val",
         per = [h for seed in heads for h in seed if h["split"] == split]
         column = {name: [h[name] for h in per] for name in per[0]}
         headline.append({"split": split, "seeds": len(per), "trained": _pm(column["trained"]),
-                         "selected": _pm(column["selected"]), "improvement": _pm(column["improvement"], True),
+                         "selected": _pm(column["selected"]),
+                         "improvement": _pm(column["improvement"], True) + (IN_SAMPLE if split == select_on else ""),
                          "oracle": _pm(column["oracle"]), "predictor": _pm(column["predictor"]),
                          "looped": _pm(column["looped"]),
                          "selected settings": "; ".join(dict.fromkeys(column["selected_setting"])),
@@ -155,7 +150,8 @@ def summarise(paths: list[Path], select_on: str = "val",
     columns = ["split", "seeds", "trained", "selected", "improvement", "oracle", "predictor", "looped",
                "selected settings", "looped loops"]
     text = (f"{meta['task']}: {meta['metric']} ({meta['metric_mode']}imise), EBT trained with {meta['trained_steps']} "
-            f"steps; mean ± std over seeds; settings selected on {select_on}\n\n" + markdown_table(headline, columns))
+            f"steps; mean ± std over seeds; settings selected on {select_on} (its improvement is in-sample: >= 0 by "
+            "construction; the other splits are held out)\n\n" + markdown_table(headline, columns))
     return meta, per_setting, headline, text
 
 

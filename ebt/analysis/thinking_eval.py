@@ -6,9 +6,15 @@ the metrics of the chosen candidates. Compute is counted in forward passes of th
 when ``N > 1`` (needed to pick one). With the adaptive stop rule (``energy_tol``), ``S`` is the mean number of steps
 actually taken.
 
-Thinking improvement (as in the paper's Sec. 5: how much better the prediction gets from thinking longer):
-``(best - trained) / |trained|`` for a metric to maximise (``(trained - best) / |trained|`` to minimise), where
-``trained`` is the metric at the training step count with ``N = 1`` and ``best`` the best value over all settings.
+Thinking improvement (the setting chosen on ``val``, read on every split): :mod:`ebt.analysis.selection`.
+
+Every value of a row is a ratio of totals over the split's evaluated batches (:mod:`ebt.tasks.metrics`: bits per
+byte = total bits / total bytes, never a mean of per-batch ratios), and every batch's noise (initial candidates,
+Langevin noise) is seeded from ``(seed, split, batch index)`` (``seed`` default: validation's), so a setting's numbers
+do not depend on which settings or splits were evaluated before it, every setting sees the same initial noise per
+batch, and the trained setting (best-of-1 at the training step count, the run's ``eval_langevin_std``) equals
+``scripts/eval.py`` and the run's final validation (``summary.json``) on the same batches (for an EBT without an
+``energy_tol`` of its own, which validation applies and fixed-mode rows do not).
 
 Verifier diagnostics (fixed mode only; :mod:`ebt.analysis.verifier` defines them): per setting, over every evaluated
 sample (not batch means), ``right`` (fraction of right samples), ``energy_auroc`` (does a higher final energy flag a
@@ -32,8 +38,9 @@ import torch
 
 from ebt.analysis.verifier import VerifierStats
 from ebt.errors import ConfigError
-from ebt.objectives.base import prediction_loss
+from ebt.objectives.base import loss_sums
 from ebt.objectives.search import forward_passes, think_best_of
+from ebt.tasks.metrics import EVAL_SEED, MetricSums, forked_rng, mean_sums, seed_batch
 from ebt.training.restore import Run
 
 
@@ -60,15 +67,13 @@ def set_eval_loops(model: torch.nn.Module, loops: int | None) -> int:
     return changed
 
 
-def _mean(values: list[torch.Tensor]) -> float:
-    return float(torch.stack([v.float() for v in values]).mean())
-
-
 def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits: list[str], batches: int,
                       batch_size: int, energy_tol: float | None = None, langevin_std: float | None = None,
+                      seed: int = EVAL_SEED,
                       progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
     """One row per (split, best_of, steps) setting (+ adaptive rows when ``energy_tol`` is set); fixed-mode rows also
-    hold the verifier diagnostics (see the module docstring).
+    hold the verifier diagnostics (see the module docstring). Each batch's noise is seeded from ``(seed, split, batch
+    index)`` (default: validation's seed); the caller's random stream is left as it was.
 
     ``progress(settings_done, settings_total, batches_done, batches)`` is called after every batch."""
     ebt, task = run.objective, run.task
@@ -76,28 +81,29 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
     modes: list[tuple[str, float | None]] = [("fixed", None)] + ([("adaptive", energy_tol)] if energy_tol else [])
     total = len(splits) * len(best_of) * (len(steps) + (1 if energy_tol else 0))
     rows: list[dict[str, Any]] = []
-    with frozen(ebt):
+    with frozen(ebt), forked_rng():
         for split in splits:
             for n in best_of:
                 for mode, tol in modes:
                     step_list = steps if mode == "fixed" else [max(steps)]
-                    acc: dict[int, dict[str, list[torch.Tensor]]] = {s: {} for s in step_list}
+                    acc = {s: MetricSums() for s in step_list}
                     verifier = {s: VerifierStats(task) for s in step_list} if mode == "fixed" else {}
                     for i in range(batches):
                         batch = task.make_batch(split, i, batch_size)
+                        seed_batch(seed, split, i)
                         for s, out in think_best_of(ebt, batch, step_list, n, tol, langevin).items():
-                            values = dict(task.metrics(out["prediction"], batch))
-                            values["loss"] = prediction_loss(task, out["prediction"], batch, ebt.continuous_loss)
-                            values |= {"energy": out["energy"], "steps_used": out["steps_used"]}
-                            for name, value in values.items():
-                                acc[s].setdefault(name, []).append(value)
+                            prediction, b = out["prediction"], out["sample_energy"].shape[0]
+                            acc[s].add({**task.metric_sums(prediction, batch),
+                                        "loss": loss_sums(task, prediction, batch, ebt.continuous_loss),
+                                        "energy": mean_sums(out["energies"].float()),
+                                        "steps_used": (out["steps_used"] * b, torch.tensor(b))})
                             if s in verifier:
-                                verifier[s].add(out["sample_energy"], out["prediction"], batch)
+                                verifier[s].add(out["sample_energy"], prediction, batch)
                         if progress is not None:
                             done = len(rows) + (len(step_list) if i + 1 == batches else 0)
                             progress(done, total, i + 1, batches)
                     for s in step_list:
-                        means = {name: _mean(v) for name, v in acc[s].items()}
+                        means = acc[s].compute()
                         used = means.pop("steps_used")
                         rows.append({"split": split, "mode": mode, "best_of": n, "steps": s, "steps_used": used,
                                      "forward_passes": forward_passes(used, n),
@@ -106,21 +112,25 @@ def evaluate_thinking(run: Run, *, steps: list[int], best_of: list[int], splits:
     return rows
 
 
-def evaluate_split(run: Run, split: str, batches: int, batch_size: int) -> dict[str, float]:
-    """Mean of ``objective.evaluate`` over the split's first ``batches`` batches."""
-    values: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
+def evaluate_split(run: Run, split: str, batches: int, batch_size: int, seed: int = EVAL_SEED) -> dict[str, float]:
+    """``objective.evaluate_sums`` over the split's first ``batches`` batches: total sum / total count per metric,
+    exactly what the run's validation logs for the same batches. Each batch's noise is seeded from ``(seed, split,
+    batch index)`` (default: validation's seed); the caller's random stream is untouched."""
+    sums = MetricSums()
+    with torch.no_grad(), forked_rng():
         for i in range(batches):
-            for name, value in run.objective.evaluate(run.task.make_batch(split, i, batch_size)).items():
-                values.setdefault(name, []).append(value)
-    return {name: _mean(v) for name, v in values.items()}
+            batch = run.task.make_batch(split, i, batch_size)
+            seed_batch(seed, split, i)
+            sums.add(run.objective.evaluate_sums(batch))
+    return sums.compute()
 
 
-def evaluate_baseline(run: Run, *, splits: list[str], batches: int, batch_size: int) -> list[dict[str, Any]]:
+def evaluate_baseline(run: Run, *, splits: list[str], batches: int, batch_size: int,
+                      seed: int = EVAL_SEED) -> list[dict[str, Any]]:
     """The predictor's metric per split at its one forward pass."""
     rows = []
     for split in splits:
-        means = evaluate_split(run, split, batches, batch_size)
+        means = evaluate_split(run, split, batches, batch_size, seed)
         rows.append({"split": split, "mode": "predictor", "best_of": 1, "steps": 0, "steps_used": 0.0,
                      "forward_passes": 1.0, run.task.metric: means.pop(run.task.metric), **means})
     return rows
@@ -136,8 +146,8 @@ def loop_passes(backbone: torch.nn.Module, loops: int) -> float:
     return (pre + loops * loop + post) / (pre + loop + post)
 
 
-def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: int,
-                   batch_size: int) -> list[dict[str, Any]]:
+def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: int, batch_size: int,
+                   seed: int = EVAL_SEED) -> list[dict[str, Any]]:
     """A looped backbone's metric per split at each number of evaluation loops (its kind of thinking longer), with
     its compute in forward passes of the same-parameter stack (:func:`loop_passes`).
 
@@ -148,26 +158,11 @@ def evaluate_loops(run: Run, *, loops: list[int], splits: list[str], batches: in
             raise ConfigError(f"loops={loops} needs a looped backbone (model/backbone=looped); "
                               f"{run.path} has {type(run.objective.backbone).__name__}")
         for split in splits:
-            means = evaluate_split(run, split, batches, batch_size)
+            means = evaluate_split(run, split, batches, batch_size, seed)
             rows.append({"split": split, "mode": "loops", "loops": n, "best_of": 1, "steps": 0,
                          "forward_passes": loop_passes(run.objective.backbone, n),
                          run.task.metric: means.pop(run.task.metric), "loss": means.pop("loss", math.nan), **means})
     return rows
-
-
-def thinking_improvement(rows: list[dict[str, Any]], metric: str, mode: str, train_steps: int) -> dict[str, float]:
-    """Per split: relative improvement from the training step count (N = 1) to the best setting."""
-    sign = 1.0 if mode == "max" else -1.0
-    out = {}
-    for split in dict.fromkeys(r["split"] for r in rows if r["mode"] in ("fixed", "adaptive")):
-        ebt_rows = [r for r in rows if r["split"] == split and r["mode"] in ("fixed", "adaptive")]
-        trained = [r[metric] for r in ebt_rows if r["mode"] == "fixed" and r["best_of"] == 1
-                   and r["steps"] == train_steps]
-        if not trained:
-            continue
-        best = max(sign * r[metric] for r in ebt_rows) * sign
-        out[split] = sign * (best - trained[0]) / abs(trained[0]) if trained[0] else math.nan
-    return out
 
 
 def _better(a: float, b: float, sign: float) -> bool:
