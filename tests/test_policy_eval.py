@@ -1,5 +1,6 @@
 """Closed-loop policy evaluation on nav2d: fit checks, compute counting, determinism, outputs, the entry point."""
 
+import json
 import math
 
 import pytest
@@ -164,12 +165,30 @@ def test_merge_writes_the_selection_and_the_doc_tables(tmp_path):
     rows = [_row("A", seed, "ddpm", steps, split, 0.6 + 0.01 * steps + 0.01 * seed)
             for seed in (0, 1, 2) for steps in (3, 10) for split in ("val", "test", "ood")]
     write_csv(rows, tmp_path / "in" / "policy_eval.csv")
-    (tmp_path / "in" / "policy_eval.json").write_text('{"ebt": [], "params": {"A": 7}}')
+    (tmp_path / "in" / "policy_eval.json").write_text(
+        '{"ebt": [], "params": {"A": 7}, "offline": [{"run": "r", "config": "A", "metrics": {"val/mode_mse": 0.03}}, '
+        '{"run": "r", "config": "A", "metrics": {"val/mode_mse": 0.05}}]}')
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- policy_eval:results -->\n<!-- /policy_eval:results -->\n"
-                   "<!-- policy_eval:selection -->\n<!-- /policy_eval:selection -->\n")
+                   "<!-- policy_eval:selection -->\n<!-- /policy_eval:selection -->\n"
+                   "<!-- policy_eval:offline -->\n<!-- /policy_eval:offline -->\n")
     policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[tmp_path / "in"], doc=doc)
     assert (tmp_path / "out" / "policy_selection.csv").is_file()
     text = doc.read_text()
     assert "| diffusion DDPM, 10 steps [A] | 3 |" in text and "test success" in text and "`cmd`" in text
     assert "A (chosen)" in text and "0.710 ± " in text  # the setting chosen on val, its test success over 3 seeds
+    assert "| A | 2 | 0.0400 ± 0.1271 |" in text  # offline metrics of the training summaries, merged
+
+
+def test_a_trained_run_is_evaluated_with_its_seed_and_offline_metrics(tmp_path):
+    from ebt.training.train import train
+
+    run = tmp_path / "run"
+    train(compose_config([*TINY, "model/objective=predict", "data.batch_size=8", "data.eval_batch_size=16",
+                          "data.eval_batches=1", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                          "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "seed=4"], run))
+    policy_eval([run], tmp_path / "out", Options(episodes=4), command="cmd")
+    rows = (tmp_path / "out" / "policy_eval.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[1].startswith(f"{run},4,predict,predict,predictor,")  # val, test, ood
+    offline = json.loads((tmp_path / "out" / "policy_eval.json").read_text())["offline"]
+    assert offline[0]["config"] == "predict" and 0 <= offline[0]["metrics"]["val/mode_mse"] < 10

@@ -41,12 +41,13 @@ the highest mean ``val`` success over that configuration's runs (ties: fewer pas
 reported on ``test`` and ``ood``.
 
 Writes ``policy_eval.csv`` (one row per run, setting and split), ``policy_eval.json`` (EBT energy scores, parameter
-counts), ``policy_summary.csv`` (mean, std and 95 % t-interval half-width ``_ci95`` over runs), ``policy_selection.csv``
-(the selection above), ``policy_eval.md`` (tables, parameter counts, the command) and ``policy_curve.png`` (success vs
-forward passes per plan: EBT per best-of-N, diffusion per sampler, the predictor as a flat line; one panel per split).
-``--doc FILE`` also writes the tables into FILE, between ``<!-- policy_eval:NAME -->`` and ``<!-- /policy_eval:NAME
--->`` lines (NAME: ``results``, ``selection``, ``tuning``, ``energy``; ``--doc-prefix P`` reads ``P-NAME``), so a
-document's tables are the script's, never typed by hand.
+counts, each run's offline metrics from its ``summary.json``), ``policy_summary.csv`` (mean, std and 95 % t-interval
+half-width ``_ci95`` over runs), ``policy_selection.csv`` (the selection above), ``policy_eval.md`` (tables, parameter
+counts, the command) and ``policy_curve.png`` (success vs forward passes per plan: EBT per best-of-N, diffusion per
+sampler, the predictor as a flat line; one panel per split). ``--doc FILE`` also writes the tables into FILE, between
+``<!-- policy_eval:NAME -->`` and ``<!-- /policy_eval:NAME -->`` lines (NAME: ``results``, ``selection``,
+``tuning``, ``energy``, ``offline``; ``--doc-prefix P`` fills ``P-NAME``), so a document's tables are the script's,
+never typed by hand.
 """
 
 import argparse
@@ -397,6 +398,38 @@ def energy_table(info: dict[str, list[dict[str, Any]]]) -> str:
     return markdown_table(rows, list(rows[0])) if rows else "(no EBT runs)"
 
 
+OFFLINE = ("val/mode_mse", "val/bimodal_mode_mse", "val/mode_mse_mean", "ood/mode_mse", "ood/bimodal_mode_mse")
+
+
+def offline_metrics(source: str | Path) -> dict[str, float]:
+    """The final offline metrics (:data:`OFFLINE`, from the training run's ``summary.json``) of a run folder or its
+    ``checkpoints/*.ckpt``; empty when there is no summary."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        return {}
+    metrics = json.loads(summary.read_text()).get("metrics", {})
+    return {k: float(metrics[k]) for k in OFFLINE if k in metrics}
+
+
+def offline_table(info: dict[str, list[dict[str, Any]]]) -> str:
+    """Per configuration: mean ± 95 % t-interval over its runs of each offline metric (lower is better)."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for r in info.get("offline", []):
+        groups.setdefault(r["config"], []).append(r["metrics"])
+    rows = []
+    for config, runs in groups.items():
+        row: dict[str, Any] = {"configuration": config, "runs": len(runs)}
+        for k in OFFLINE:
+            values = [m[k] for m in runs if k in m]
+            half = t_interval(values)
+            row[k] = "" if not values else f"{statistics.fmean(values):.4f}" + (
+                f" ± {half:.4f}" if math.isfinite(half) else "")
+        rows.append(row)
+    return markdown_table(rows, list(rows[0])) if rows else "(no training summaries)"
+
+
 def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]], params: dict[str, int],
              command: str, selection: list[dict[str, Any]] | None = None) -> str:
     lines = [f"Command: `{command}`", "", "Parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()), "",
@@ -404,6 +437,10 @@ def markdown(summary: list[dict[str, Any]], info: dict[str, list[dict[str, Any]]
     if selection:
         lines += ["", f"Selected on `{SELECTION_SPLIT}` (configuration on the seed-0 run, setting on the mean over "
                   "runs), reported on the other splits:", "", selection_table(selection)]
+    if info.get("offline"):
+        lines += ["", "Offline metrics at the end of training (`summary.json`; `mode_mse`: MSE to the nearer "
+                  "collision-free noise-free mode chunk, `mode_mse_mean` the reference of predicting the mean of "
+                  "the modes):", "", offline_table(info)]
     if info.get("ebt"):
         scores = info["ebt"]
         lines += ["", f"Energy AUROC, val (negative) vs ood (positive), {len(scores)} EBT run(s):", "",
@@ -558,11 +595,12 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
         raise ConfigError("no run given; pass run folders of scripts/train.py on data=nav2d")
     if doc is not None and not doc.is_file():
         raise ConfigError(f"--doc {doc}: no such file")
-    rows, info, params = [], {"ebt": []}, {}
+    rows, info, params = [], {"ebt": [], "offline": []}, {}
     for folder in merge:
         old_rows, extras = read_previous(folder)
         rows += old_rows
         info["ebt"] += extras.get("ebt", [])
+        info["offline"] += extras.get("offline", [])
         params |= extras.get("params", {})
     for path in runs:
         run = load_run(path)
@@ -574,6 +612,9 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
                                       progress=lambda line: print(line, file=sys.stderr, flush=True),
                                       seed=run.config.get("seed"))
         rows += new
+        offline = offline_metrics(path)
+        if offline:
+            info["offline"].append({"run": str(path), "config": options.config or kind, "metrics": offline})
         if scores:
             info["ebt"].append(scores | {"run": str(path), "config": options.config or kind})
     summary = summarize(rows)
@@ -581,7 +622,7 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
     write_csv(rows, out / "policy_eval.csv", lineterminator="\n")
     write_csv(summary, out / "policy_summary.csv", lineterminator="\n")
     write_csv(selection, out / "policy_selection.csv", lineterminator="\n")
-    write_text(out / "policy_eval.json", json.dumps({"ebt": info["ebt"], "params": params}, indent=1) + "\n")
+    write_text(out / "policy_eval.json", json.dumps(info | {"params": params}, indent=1) + "\n")
     text = markdown(summary, info, params, command, selection)
     write_text(out / "policy_eval.md", text)
     plot(summary, out / "policy_curve.png")
@@ -592,7 +633,7 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
                    for v in (("success",) if split == SELECTION_SPLIT else ("success", "collision", "above"))]
         fill_doc(doc, {"results": f"({INTERVAL_NOTE}; `{command}`)\n\n" + results_table(shown, columns),
                        "selection": selection_table(selection), "tuning": tuning_table(selection),
-                       "energy": energy_table(info)}, doc_prefix)
+                       "energy": energy_table(info), "offline": offline_table(info)}, doc_prefix)
     print(text)
     return summary
 
