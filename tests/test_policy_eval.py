@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
+from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import write_csv
 from ebt.analysis.policy_eval import (
     Options,
     Setting,
     check_fits,
     evaluate_policy,
-    fill_doc,
     markdown,
     plot,
     policy_eval,
@@ -141,14 +141,16 @@ def test_doc_blocks_are_written_by_the_script(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- policy_eval:results -->\nold table\n<!-- /policy_eval:results -->\nmiddle\n"
                    "<!-- policy_eval:plain-results -->\nkeep\n<!-- /policy_eval:plain-results -->\n")
-    fill_doc(doc, {"results": "| new |\n", "energy": "x"})
-    assert doc.read_text() == ("intro\n<!-- policy_eval:results -->\n| new |\n<!-- /policy_eval:results -->\n"
-                               "middle\n<!-- policy_eval:plain-results -->\nkeep\n"
-                               "<!-- /policy_eval:plain-results -->\n")
-    fill_doc(doc, {"results": "| plain |"}, prefix="plain")
-    assert "plain-results -->\n| plain |\n<!--" in doc.read_text() and "| new |" in doc.read_text()
-    with pytest.raises(ConfigError, match="no <!-- policy_eval:NAME -->"):
-        fill_doc(doc, {"selection": "x"})
+    policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[_merged(tmp_path)], doc=doc)
+    text = doc.read_text()
+    assert "old table" not in text and "| diffusion DDPM, 10 steps [A] |" in text and "\nkeep\n" in text
+    policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[_merged(tmp_path)], doc=doc, doc_prefix="plain")
+    assert "keep" not in doc.read_text()
+    (tmp_path / "none.md").write_text("no blocks\n")
+    with pytest.raises(ConfigError, match="none of the blocks <!-- policy_eval:results -->"):
+        policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[_merged(tmp_path)],
+                    doc=tmp_path / "none.md")
+    assert fill_doc(doc, {"energy": "x", "results": "y"}, tag="policy_eval", missing_ok=True)  # energy: skipped
 
 
 def test_rows_written_before_configs_and_seeds_merge(tmp_path):
@@ -161,18 +163,22 @@ def test_rows_written_before_configs_and_seeds_merge(tmp_path):
     assert summarize(rows)[0]["config"] == "predict"
 
 
-def test_merge_writes_the_selection_and_the_doc_tables(tmp_path):
+def _merged(tmp_path):
     rows = [_row("A", seed, "ddpm", steps, split, 0.6 + 0.01 * steps + 0.01 * seed)
             for seed in (0, 1, 2) for steps in (3, 10) for split in ("val", "test", "ood")]
     write_csv(rows, tmp_path / "in" / "policy_eval.csv")
     (tmp_path / "in" / "policy_eval.json").write_text(
         '{"ebt": [], "params": {"A": 7}, "offline": [{"run": "r", "config": "A", "metrics": {"val/mode_mse": 0.03}}, '
         '{"run": "r", "config": "A", "metrics": {"val/mode_mse": 0.05}}]}')
+    return tmp_path / "in"
+
+
+def test_merge_writes_the_selection_and_the_doc_tables(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text("<!-- policy_eval:results -->\n<!-- /policy_eval:results -->\n"
                    "<!-- policy_eval:selection -->\n<!-- /policy_eval:selection -->\n"
                    "<!-- policy_eval:offline -->\n<!-- /policy_eval:offline -->\n")
-    policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[tmp_path / "in"], doc=doc)
+    policy_eval([], tmp_path / "out", Options(), command="cmd", merge=[_merged(tmp_path)], doc=doc)
     assert (tmp_path / "out" / "policy_selection.csv").is_file()
     text = doc.read_text()
     assert "| diffusion DDPM, 10 steps [A] | 3 |" in text and "test success" in text and "`cmd`" in text

@@ -46,15 +46,14 @@ half-width ``_ci95`` over runs), ``policy_selection.csv`` (the selection above),
 counts, the command) and ``policy_curve.png`` (success vs forward passes per plan: EBT per best-of-N, diffusion per
 sampler, the predictor as a flat line; one panel per split). ``--doc FILE`` also writes the tables into FILE, between
 ``<!-- policy_eval:NAME -->`` and ``<!-- /policy_eval:NAME -->`` lines (NAME: ``results``, ``selection``,
-``tuning``, ``energy``, ``offline``; ``--doc-prefix P`` fills ``P-NAME``), so a document's tables are the script's,
-never typed by hand.
+``tuning``, ``energy``, ``offline``; ``--doc-prefix P`` fills ``P-NAME``; blocks the file lacks are skipped,
+:func:`ebt.analysis.doc_tables.fill_doc`), so a document's tables are the script's, never typed by hand.
 """
 
 import argparse
 import csv
 import json
 import math
-import re
 import statistics
 import sys
 import time
@@ -67,6 +66,7 @@ import torch
 from scipy import stats
 
 from alt_arch.utils import num_params
+from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.thinking_eval import frozen
 from ebt.analysis.verifier import auroc
@@ -302,6 +302,7 @@ KEYS = ("config", "policy", "mode", "steps", "best_of", "gate_quantile", "split"
 VALUES = ("success", "collision", "timeout", "above", "path_length", "passes")
 SELECTION_SPLIT = "val"  # settings and configurations are chosen on it; reported on the others
 REPORT_SPLITS = ("test", "ood")
+DOC_TAG = "policy_eval"  # --doc blocks: <!-- policy_eval:NAME --> ... <!-- /policy_eval:NAME -->
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -515,22 +516,6 @@ def tuning_table(selection: list[dict[str, Any]]) -> str:
     return markdown_table(rows, list(rows[0])) if rows else "(no rows)"
 
 
-def fill_doc(path: Path, blocks: dict[str, str], prefix: str = "") -> None:
-    """Replace each ``<!-- policy_eval:NAME -->`` ... ``<!-- /policy_eval:NAME -->`` block of ``path`` (NAME with
-    ``prefix-`` when given) by ``blocks[NAME]``; a ConfigError when the file has none of them."""
-    text, found = path.read_text(), 0
-    for name, body in blocks.items():
-        tag = f"{prefix}-{name}" if prefix else name
-        pattern = re.compile(rf"(<!-- policy_eval:{re.escape(tag)} -->\n).*?(<!-- /policy_eval:{re.escape(tag)} -->)",
-                             re.S)
-        text, n = pattern.subn(lambda m, body=body: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
-        found += n
-    if not found:
-        raise ConfigError(f"--doc {path}: no <!-- policy_eval:NAME --> ... <!-- /policy_eval:NAME --> block "
-                          f"(NAME: {', '.join(blocks)}{'; prefix ' + prefix if prefix else ''})")
-    write_text(path, text)
-
-
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
     """Success vs forward passes per plan, one panel per split."""
     plt = pyplot()
@@ -631,9 +616,10 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
         shown = [r for r in summary if r["config"] in main_configs]
         columns = [f"{split} {v}" for split in (SELECTION_SPLIT, *REPORT_SPLITS)
                    for v in (("success",) if split == SELECTION_SPLIT else ("success", "collision", "above"))]
-        fill_doc(doc, {"results": f"({INTERVAL_NOTE}; `{command}`)\n\n" + results_table(shown, columns),
-                       "selection": selection_table(selection), "tuning": tuning_table(selection),
-                       "energy": energy_table(info), "offline": offline_table(info)}, doc_prefix)
+        blocks = {"results": f"({INTERVAL_NOTE}; `{command}`)\n\n" + results_table(shown, columns),
+                  "selection": selection_table(selection), "tuning": tuning_table(selection),
+                  "energy": energy_table(info), "offline": offline_table(info)}
+        fill_doc(doc, blocks, tag=DOC_TAG, prefix=doc_prefix, missing_ok=True)
     print(text)
     return summary
 
