@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ebt.errors import ConfigError, DataError
-from ebt.tasks.base import Task, classification_metrics
+from ebt.tasks.base import Task, classification_sums
+from ebt.tasks.metrics import Sums
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -119,8 +120,8 @@ class ImageClassification(Task):
         return {"inputs": self.tokens(self.pixels(split, rows)),
                 "targets": torch.from_numpy(labels[rows].astype(np.int64))}
 
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return classification_metrics(prediction, batch["targets"])
+    def metric_sums(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> Sums:
+        return classification_sums(prediction, batch["targets"])
 
     def _describe_tokens(self) -> str:
         ood = f"noise std {self.ood_noise}" if self.ood == "noise" else "1-pixel shift"
