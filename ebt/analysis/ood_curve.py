@@ -15,12 +15,11 @@ Per split of each CSV (one CSV per seed / run):
   (``mode=predictor``, written with ``baseline_ckpt=``); without predictor rows, the EBT's own metric at its trained
   steps (best-of-1). For a metric to maximise the sign is flipped, so a larger gap is always further out.
 
-Across CSVs: mean and sample standard deviation per split. Writes ``ood_curve.csv`` (per split), ``ood_curve_runs.csv``
-(per CSV and split), ``ood_curve.md`` (the table and the correlation of improvement with gap over the held-out splits)
-and ``ood_curve.png`` (improvement and longer-only improvement against gap, one point per split with its spread, the
-runs as small dots; ``val``, in-sample, labelled so).
-
-The training step count comes from ``--train-steps`` or, for a CSV in ``RUN/thinking/``, from the run's
+Across CSVs: the mean per split and the half-width of its 95 % t-interval over the runs (``*_ci95`` columns). Writes
+``ood_curve.csv`` (per split), ``ood_curve_runs.csv`` (per CSV and split), ``ood_curve.md`` (the table and the
+correlation of improvement with gap over the held-out splits) and ``ood_curve.png`` (improvement and longer-only
+improvement against gap, one point per split with its spread, the runs as small dots; ``val``, in-sample, labelled
+so). The training step count comes from ``--train-steps`` or, for a CSV in ``RUN/thinking/``, from the run's
 ``.hydra/config.yaml`` (``model.objective.steps``).
 """
 
@@ -36,6 +35,7 @@ from omegaconf import OmegaConf
 
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.selection import SELECT_ON, fixed_step_change, thinking_improvement
+from ebt.analysis.stats import mean_interval
 from ebt.errors import ConfigError, UserError
 
 REQUIRED = ("split", "mode", "best_of", "steps")
@@ -121,22 +121,15 @@ def curve_points(rows: list[dict[str, Any]], metric: str, mode: str, train_steps
     return points
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else math.nan
-
-
 def summarize(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample std over runs, per split (in first-seen order)."""
+    """Mean and 95 % t-interval half-width over runs, per split (in first-seen order)."""
     out = []
     for split in dict.fromkeys(p["split"] for p in points):
         mine = [p for p in points if p["split"] == split]
         row: dict[str, Any] = {"split": split, "runs": len(mine)}
         for key in ("gap", "predictor", "trained", "selected", "improvement_pct", "longer_pct",
                     *(f"steps{k}x_pct" for k in STEP_MULTIPLES), "longest_pct"):
-            row[key], row[f"{key}_std"] = _mean_std([p[key] for p in mine])
+            row[key], row[f"{key}_ci95"] = mean_interval([p[key] for p in mine])
         row["selected_settings"] = "; ".join(dict.fromkeys(p["selected_setting"] for p in mine))
         row["in_sample"] = any(p["in_sample"] for p in mine)
         row["gap_from"], row["longest_steps"] = mine[0]["gap_from"], mine[0]["longest_steps"]
@@ -166,31 +159,31 @@ def correlation(summary: list[dict[str, Any]]) -> tuple[float, float]:
         return math.nan, math.nan
 
 
-def _pm(mean: float, std: float, digits: int, suffix: str = "") -> str:
+def _pm(mean: float, half: float, digits: int, suffix: str = "") -> str:
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.{digits}f}{suffix}" + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
+    return f"{mean:.{digits}f}{suffix}" + (f" ± {half:.{digits}f}" if math.isfinite(half) else "")
 
 
 def markdown(summary: list[dict[str, Any]], metric: str, train_steps: int) -> str:
-    """The per-split table and the correlation line."""
+    """The per-split table (mean ± 95 % interval over runs) and the correlation line."""
     in_sample = " (in-sample)"
     rows = []
     for r in sorted(summary, key=lambda r: (r["gap"] if math.isfinite(r["gap"]) else math.inf)):
         tag = in_sample if r["in_sample"] else ""
-        fixed = {f"{k * train_steps} steps ({k}x), best-of-1": _pm(r[f"steps{k}x_pct"], r[f"steps{k}x_pct_std"], 2,
+        fixed = {f"{k * train_steps} steps ({k}x), best-of-1": _pm(r[f"steps{k}x_pct"], r[f"steps{k}x_pct_ci95"], 2,
                                                                       "%") for k in STEP_MULTIPLES}
         if r["longest_steps"] not in {k * train_steps for k in STEP_MULTIPLES}:
-            fixed[f"{r['longest_steps']} steps (longest), best-of-1"] = _pm(r["longest_pct"], r["longest_pct_std"], 2,
+            fixed[f"{r['longest_steps']} steps (longest), best-of-1"] = _pm(r["longest_pct"], r["longest_pct_ci95"], 2,
                                                                              "%")
         rows.append({"split": r["split"], "runs": r["runs"],
-                     f"OOD gap ({metric}, {r['gap_from']})": _pm(r["gap"], r["gap_std"], 3),
-                     f"predictor {metric}": _pm(r["predictor"], r["predictor_std"], 3),
-                     f"EBT {metric}, {train_steps} steps (trained)": _pm(r["trained"], r["trained_std"], 3),
-                     f"EBT {metric}, setting chosen on {REFERENCE}": _pm(r["selected"], r["selected_std"], 3),
+                     f"OOD gap ({metric}, {r['gap_from']})": _pm(r["gap"], r["gap_ci95"], 3),
+                     f"predictor {metric}": _pm(r["predictor"], r["predictor_ci95"], 3),
+                     f"EBT {metric}, {train_steps} steps (trained)": _pm(r["trained"], r["trained_ci95"], 3),
+                     f"EBT {metric}, setting chosen on {REFERENCE}": _pm(r["selected"], r["selected_ci95"], 3),
                      f"setting (chosen on {REFERENCE}, per run)": r["selected_settings"],
-                     "thinking improvement": _pm(r["improvement_pct"], r["improvement_pct_std"], 2, "%") + tag,
-                     f"longer only (>= {train_steps} steps)": _pm(r["longer_pct"], r["longer_pct_std"], 2, "%") + tag,
+                     "thinking improvement": _pm(r["improvement_pct"], r["improvement_pct_ci95"], 2, "%") + tag,
+                     f"longer only (>= {train_steps} steps)": _pm(r["longer_pct"], r["longer_pct_ci95"], 2, "%") + tag,
                      **fixed})
     pearson, spearman = correlation(summary)
     held_out = sum(not r["in_sample"] for r in summary)
@@ -203,19 +196,19 @@ def markdown(summary: list[dict[str, Any]], metric: str, train_steps: int) -> st
 
 
 def plot(summary: list[dict[str, Any]], points: list[dict[str, Any]], metric: str, path: Path) -> None:
-    """Improvement (%) against OOD gap: mean ± std per split (filled: any setting; hollow: longer only), runs as
-    small dots."""
+    """Improvement (%) against OOD gap: mean ± 95 % interval per split (filled: any setting; hollow: longer only),
+    runs as small dots."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.scatter([p["gap"] for p in points], [p["improvement_pct"] for p in points], s=12, color="gray", alpha=0.5,
                label="one run (any setting)")
     span = max((r["gap"] for r in summary), default=1.0) - min((r["gap"] for r in summary), default=0.0)
     for key, shift, style, label in (
-            ("improvement_pct", 0.0, {"color": "C0"}, "thinking improvement (mean ± std)"),
+            ("improvement_pct", 0.0, {"color": "C0"}, "thinking improvement (mean ± 95 % interval)"),
             ("longer_pct", 0.015 * (span or 1.0), {"color": "C1", "mfc": "none"}, "longer only (>= trained steps)")):
         for i, r in enumerate(summary):  # the hollow points a little to the right, so equal values stay visible
-            ax.errorbar([r["gap"] + shift], [r[key]], xerr=[[_or0(r["gap_std"])], [_or0(r["gap_std"])]],
-                        yerr=[[_or0(r[f"{key}_std"])], [_or0(r[f"{key}_std"])]], marker="o", capsize=3,
+            ax.errorbar([r["gap"] + shift], [r[key]], xerr=[[_or0(r["gap_ci95"])], [_or0(r["gap_ci95"])]],
+                        yerr=[[_or0(r[f"{key}_ci95"])], [_or0(r[f"{key}_ci95"])]], marker="o", capsize=3,
                         label=label if i == 0 else None, **style)
     for i, r in enumerate(sorted(summary, key=lambda r: r["gap"])):  # labels alternate above / below
         label = r["split"] + (" (in-sample)" if r["in_sample"] else "")
