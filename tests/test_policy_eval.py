@@ -161,6 +161,7 @@ def test_rows_written_before_configs_and_seeds_merge(tmp_path):
     rows, _ = read_previous(tmp_path)
     assert rows[0]["config"] == "predict" and math.isnan(rows[0]["seed"]) and rows[0]["steps"] == 0
     assert summarize(rows)[0]["config"] == "predict"
+    assert select(rows, summarize(rows))[0]["chosen"]  # the one configuration, though no row names its seed
 
 
 def _merged(tmp_path):

@@ -471,6 +471,8 @@ def select(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> list[di
         configs = list(dict.fromkeys(r["config"] for r in rows if r["policy"] == kind))
         best_config = max((c for c in configs if c in tuning), key=lambda c: (tuning[c]["success"],
                                                                                -tuning[c]["passes"]), default=None)
+        if best_config is None and len(configs) == 1:  # one configuration (rows written before seeds): nothing to tune
+            best_config = configs[0]
         for config in configs:
             chosen: dict[str, Any] | None = None
             for r in summary:
