@@ -306,3 +306,12 @@ def test_eval_of_a_loose_checkpoint_writes_next_to_it(trained, tmp_path):
                              {"ckpt": str(downloads / "x.ckpt"), "eval_batches": 1}))
     assert (downloads / "x-eval" / "eval.csv").is_file()
     assert not (tmp_path / "eval").exists(), "nothing is written two folders up"
+
+
+def test_a_few_stray_bytes_in_a_corpus_file_are_read_with_a_note(tmp_path, capsys):
+    """The standard library (the default corpus) holds Latin-1 test modules with a handful of non-UTF-8 bytes."""
+    from ebt.tasks.text_sources import decode_text
+
+    raw = b'test = "Les hommes ont oubli\xe9 cette v\xe9rit\xe9"\n'
+    assert decode_text(raw, "utf-8", "module.py") == 'test = "Les hommes ont oubli\ufffd cette v\ufffdrit\ufffd"\n'
+    assert "module.py: 3 bytes that are not valid utf-8 read as U+FFFD" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ebt.analysis import collect
+from ebt.analysis import collect, ood_curve
 from ebt.analysis.plotting import markdown_table, write_text
 from ebt.errors import ConfigError, DataError, UserError
 
@@ -209,6 +209,15 @@ def thinking_curve(seeds: Rows, *, fmt: str = "{:.3g}", std_fmt: str | None = No
     return markdown_table(table, ["split", "model", *(f"k={k}" for k in ks), "one pass"])
 
 
+def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
+    """``scripts/ood_curve.py``'s table and correlation line (:func:`ebt.analysis.ood_curve.markdown`) from its
+    ``ood_curve.csv``."""
+    text_columns = {"split", "selected_settings", "gap_from"}
+    rows = [{k: (v if k in text_columns else v == "True" if k == "in_sample" else
+                 int(v) if k in ("runs", "longest_steps") else _float(v)) for k, v in r.items()} for r in summary]
+    return ood_curve.markdown(rows, metric, trained)
+
+
 # ----- renderers of CSVs written by one-off drivers (docs/world_model/) ------------------------------------------
 SPLITS = ("val", "ood", "ood_balls")
 
@@ -310,6 +319,11 @@ def world_model_longer(longer: Rows) -> str:
 WM = "docs/world_model"
 REASONING = "docs/reasoning"
 REGISTRY: tuple[DocTable, ...] = (
+    DocTable("docs/thinking_text.md", "ood_curve", ("docs/thinking_text/ood_curve.csv",),
+             functools.partial(ood_curve_table, metric="bpb", trained=2)),
+    DocTable("docs/thinking_text.md", "curve", ("docs/thinking_text/seeds.csv",),
+             functools.partial(thinking_curve, fmt="{:.3f}", trained=2)),
+    DocTable("docs/thinking_text.md", "headline", ("docs/thinking_text/headline.csv",), think_seeds_headline),
     DocTable("docs/ebt_speed.md", "candidates_groups", ("docs/ebt_speed/candidates_groups.csv",), collect_groups),
     DocTable("docs/ebt_speed.md", "candidates_jobs",
              ("docs/ebt_speed/candidates_jobs.csv", "docs/ebt_speed/candidates_groups.csv"), collect_jobs),

@@ -2,7 +2,8 @@
 
 A *unit* is one local file or a Hugging Face hub data set. A plain text file is one document, read directly in
 ``data.task.encoding`` (default UTF-8): a few bytes invalid in it become U+FFFD (counted, one note line), and a file
-with more than :data:`MAX_INVALID_SHARE` of them (a binary file, or another encoding) is refused (:func:`decode_text`).
+with more than :data:`MAX_INVALID_SHARE` of them (and more than a few: a binary file, or another encoding) is refused
+(:func:`decode_text`).
 A jsonl / json / parquet file or a hub data set holds one document per row (the column
 ``text_field``) and is read with ``datasets.load_dataset`` (``"json"`` / ``"parquet"`` with ``data_files`` for local
 files, which works offline; the hub name as given, ``split="train"``, for users with a network). ``format: auto``
@@ -37,7 +38,9 @@ INSTALL_HINT = 'pip install -e ".[text]"'
 ROWS_PER_READ = 1000
 CHUNK_CHARS = 1 << 20  # longer documents are encoded in pieces (bounded memory), see :func:`chunks`
 LINE_CUT = re.compile(r"\S\n(?=\S)")  # a newline between two non-space characters
-MAX_INVALID_SHARE = 0.01  # a text file with a larger share of bytes invalid in its encoding is refused
+MAX_INVALID_SHARE = 0.01  # a text file with a larger share of bytes invalid in its encoding is refused ...
+MIN_INVALID_BYTES = 64  # ... when it holds more of them than this (a few stray bytes, e.g. the standard library's
+# Latin-1 test modules in a UTF-8 corpus, are read as U+FFFD with a note)
 INVALID = re.compile("[\udc80-\udcff]")  # an invalid byte, as ``surrogateescape`` decodes it
 
 
@@ -53,14 +56,14 @@ def check_encoding(encoding: str) -> str:
 
 def decode_text(raw: bytes, encoding: str, where: str) -> str:
     """``raw`` decoded with ``encoding``. Bytes invalid in it become U+FFFD, with a note naming their number; more
-    than :data:`MAX_INVALID_SHARE` of the file (a binary file, or text in another encoding) is a :class:`DataError`
-    naming the file and the encoding option."""
+    than :data:`MAX_INVALID_SHARE` of the file and more than :data:`MIN_INVALID_BYTES` (a binary file, or text in
+    another encoding) is a :class:`DataError` naming the file and the encoding option."""
     text = raw.decode(encoding, errors="surrogateescape")
     invalid = len(INVALID.findall(text))
     if not invalid:
         return text
     share = invalid / len(raw)
-    if share > MAX_INVALID_SHARE:
+    if share > MAX_INVALID_SHARE and invalid > MIN_INVALID_BYTES:
         raise DataError(f"{where}: {invalid:,} of its {len(raw):,} bytes ({share:.1%}) are not valid {encoding}: a "
                         "binary file, or text in another encoding; set data.task.encoding (e.g. latin-1, cp1252) or "
                         "leave the file out (data.task.glob)")
