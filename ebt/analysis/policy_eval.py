@@ -519,7 +519,7 @@ def tuning_table(selection: list[dict[str, Any]]) -> str:
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
-    """Success vs forward passes per plan, one panel per split."""
+    """Success vs forward passes per plan, one panel per split (one curve per configuration and sampler / N)."""
     plt = pyplot()
     splits = list(dict.fromkeys(r["split"] for r in summary))
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.0), squeeze=False)
@@ -527,10 +527,11 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         rows = [r for r in summary if r["split"] == split]
         curves: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
+            config = "" if r.get("config", r["policy"]) == r["policy"] else f" [{r['config']}]"
             if r["mode"] == "best_of":
-                curves.setdefault(f"EBT best-of-{r['best_of']}", []).append(r)
+                curves.setdefault(f"EBT best-of-{r['best_of']}{config}", []).append(r)
             elif r["mode"] in ("ddpm", "ddim"):
-                curves.setdefault(f"diffusion {r['mode'].upper()}", []).append(r)
+                curves.setdefault(f"diffusion {r['mode'].upper()}{config}", []).append(r)
         for name, points in curves.items():
             points.sort(key=lambda r: r["passes"])
             ax.errorbar([p["passes"] for p in points], [p["success"] for p in points],
