@@ -63,11 +63,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import stats
 
 from alt_arch.utils import num_params
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.stats import t_interval
 from ebt.analysis.thinking_eval import frozen
 from ebt.analysis.verifier import auroc
 from ebt.errors import ConfigError, UserError
@@ -307,14 +307,6 @@ DOC_TAG = "policy_eval"  # --doc blocks: <!-- policy_eval:NAME --> ... <!-- /pol
 
 def _key(row: dict[str, Any]) -> tuple:
     return tuple("" if isinstance(row[k], float) and math.isnan(row[k]) else row[k] for k in KEYS)
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> float:
-    """The half-width of the ``level`` t-interval of the mean of ``values`` (NaN for fewer than 2)."""
-    n = len(values)
-    if n < 2:
-        return math.nan
-    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
