@@ -39,6 +39,7 @@ import torch
 
 from ebt.errors import ConfigError
 from ebt.tasks.base import Task
+from ebt.tasks.metrics import Sums, masked_sums, mean_sums
 from ebt.tasks.nav2d_sim import (
     OBS_DIM,
     SPLIT_STARTS,
@@ -54,7 +55,6 @@ from ebt.tasks.nav2d_sim import (
 )
 
 ROLLOUT_OFFSET = 1_000_000  # rollout starts use rng(split, ROLLOUT_OFFSET + index): not a training batch's stream
-Sums = dict[str, tuple[torch.Tensor, torch.Tensor]]  # metric name -> (sum, count) of one batch
 MAX_STEP_REDRAWS = 20  # rounds of drawing a sample's step again while neither mode from it is collision-free
 
 
@@ -157,17 +157,9 @@ class Nav2D(Task):
         modes = batch["modes"].to(device).float()
         mean_error = (modes.mean(dim=1, keepdim=True) - modes).square().flatten(2).mean(-1).min(dim=1).values
         squared = (prediction.detach().float() - batch["targets"].to(device).float()).square()
-        samples, count = torch.tensor(float(len(mode_error)), device=device), bimodal.sum().float()
-        zero = torch.zeros((), device=device)
-        return {"mode_mse": (mode_error.sum(), samples),
-                "mse": (squared.sum(), torch.tensor(float(squared.numel()), device=device)),
-                "bimodal_mode_mse": (torch.where(bimodal, mode_error, zero).sum(), count),
-                "mode_mse_mean": (torch.where(bimodal, mean_error, zero).sum(), count)}
-
-    def metrics(self, prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One batch's metrics: the ratios of :meth:`metric_sums` (0 where nothing is counted)."""
-        sums = self.metric_sums(prediction, batch)
-        return {name: total / count.clamp_min(1) for name, (total, count) in sums.items()}
+        return {"mode_mse": mean_sums(mode_error), "mse": mean_sums(squared),
+                "bimodal_mode_mse": masked_sums(mode_error, bimodal),
+                "mode_mse_mean": masked_sums(mean_error, bimodal)}
 
     def describe(self) -> str:
         w = self.world
