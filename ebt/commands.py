@@ -1,5 +1,10 @@
 """The entry points, once: ``scripts/*.py`` in a checkout and the console commands of an installed package.
 
+One option style: ``key=value``. The commands that compose a config (train, think, eval, generate, export) take
+Hydra's overrides; every other script is an :func:`options_command`: ``key=value`` pairs (lists as ``key=[a,b]``)
+read over its module's ``DEFAULTS``, an unknown key refused with the valid ones, ``--help`` printing the module's
+docstring and the defaults.
+
 ``pip install .`` (or from a git URL) installs ``ebt-train``, ``ebt-think``, ``ebt-eval``, ``ebt-generate``,
 ``ebt-export`` and ``ebt-collect``; each composes from the config tree that ships with the package
 (:func:`ebt.training.config.config_dir`), so they work from any folder. ``python scripts/train.py ...`` in a checkout
@@ -7,12 +12,16 @@ is the same function.
 """
 
 import importlib
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from ebt.errors import ConfigError
 from ebt.training import grid
 from ebt.training.config import CONFIG_DIR  # also registers ${uid:}
 
@@ -90,3 +99,50 @@ def doc_tables() -> None:
     from ebt.analysis.doc_tables import main
 
     sys.exit(main(sys.argv[1:]))
+
+
+# ----------------------------------------------------------------------------------------- key=value scripts
+def read_options(argv: list[str], defaults: Mapping[str, Any]) -> DictConfig:
+    """``key=value`` arguments over ``defaults`` (OmegaConf's dotlist grammar, as Hydra's overrides: ``k=[1,2]``,
+    ``k=null``); an argument that is not ``key=value`` or a key not in ``defaults`` is a :class:`ConfigError`."""
+    loose = [a for a in argv if "=" not in a or a.startswith("-")]
+    if loose:
+        raise ConfigError(f"{loose[0]!r}: options are key=value (e.g. {next(iter(defaults), 'key')}=...); "
+                          f"valid keys: {', '.join(defaults)}")
+    try:
+        given = OmegaConf.from_dotlist(argv)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot read the options {argv}: {str(error).splitlines()[0]}") from None
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid keys: {', '.join(defaults)}")
+    return OmegaConf.merge(OmegaConf.create(dict(defaults)), given)
+
+
+def usage(module) -> str:
+    """A key=value command's ``--help``: its module docstring and its options with their defaults."""
+    lines = [(module.__doc__ or "").strip(), "", "options (key=value; defaults shown):"]
+    lines += [f"  {key}={_shown(value)}" for key, value in module.DEFAULTS.items()]
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A default as it is typed on the command line: ``null``, ``true``, ``[1,2]``."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
+def options_command(target: str, argv: list[str] | None = None) -> None:
+    """Run the key=value script whose module is ``target`` (it defines ``DEFAULTS`` and ``main(cfg)``): user errors
+    as one ``error:`` line (exit status 2); an int that ``main`` returns is the exit status."""
+    from ebt.training.cli import run_reporting_errors  # imports torch
+
+    argv = sys.argv[1:] if argv is None else argv
+    module = importlib.import_module(target)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage(module))
+        return
+    status = run_reporting_errors(lambda: module.main(read_options(argv, module.DEFAULTS)))
+    if isinstance(status, int) and not isinstance(status, bool):
+        sys.exit(status)

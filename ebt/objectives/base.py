@@ -2,10 +2,13 @@
 
 An objective is an ``nn.Module`` built as ``objective(task=..., backbone=..., dim=...)`` where ``backbone``
 is a factory ``backbone(dim, causal=...)``. It implements ``loss(batch) -> (loss, logs)`` for training and
-``predict(batch) -> prediction`` for evaluation; ``evaluate_sums`` gives the task's metrics and the loss of one batch
-as ``(sum, count)`` pairs (:mod:`ebt.tasks.metrics`: a split's value is total sum / total count), ``evaluate`` the
-same batch's ratios.
+``predict(batch) -> prediction`` for evaluation, and declares what else it can do (:attr:`Objective.thinks`,
+:attr:`Objective.samples`), so the tools that need a capability ask for it instead of a class.
+``evaluate_sums`` gives the task's metrics and the loss of one batch as ``(sum, count)`` pairs
+(:mod:`ebt.tasks.metrics`: a split's value is total sum / total count), ``evaluate`` the same batch's ratios.
 """
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +146,16 @@ def loss_sums(task: Task, prediction: torch.Tensor, batch: dict[str, torch.Tenso
 
 
 class Objective(nn.Module):
+    """A trainable predictor of a task's targets (see the module docstring)."""
+
+    thinks: ClassVar[bool] = False  # predicts by gradient descent on an energy: ``think(batch, steps=...)``, ``steps``
+    samples: ClassVar[bool] = False  # predicts by iterative sampling from noise: ``sample(batch, steps=...)``
+
+    @property
+    def one_pass(self) -> bool:
+        """Whether a prediction is one forward pass (neither thinking nor sampling): the plain predictor."""
+        return not (self.thinks or self.samples)
+
     def __init__(self, *, task: Task, continuous_loss: str = "mse") -> None:
         super().__init__()
         if continuous_loss not in CONTINUOUS_LOSSES:

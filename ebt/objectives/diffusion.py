@@ -90,6 +90,8 @@ class Diffusion(Objective):
     ``inference_steps`` (null: T) for prediction and validation, ``clip_sample`` (null: no clipping); ``compile``
     (the top-level key): ``model`` compiles the backbone, ``thinking_step`` is refused (no thinking step)."""
 
+    samples = True
+
     def __init__(self, *, task: Task, backbone, dim: int, train_timesteps: int = 100, schedule: str = "cosine",
                  beta_start: float = 1e-4, beta_end: float = 0.02, sampler: str = "ddpm",
                  inference_steps: int | None = None, clip_sample: float | None = 1.0,

@@ -138,6 +138,8 @@ class EBT(Objective):
       landscapes and their denoising supervision (:mod:`ebt.objectives.landscapes`); 1 landscape, weight 0 is off.
     """
 
+    thinks = True
+
     def __init__(
         self,
         *,
