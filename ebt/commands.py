@@ -55,9 +55,9 @@ def run_checked(fn: Callable[[DictConfig], object], cfg: DictConfig) -> object:
 
 
 train_app = hydra_app("train", "ebt.training.train:train")
-think_app = hydra_app("think", "ebt.analysis.think_report:think")
-eval_app = hydra_app("eval", "ebt.analysis.evaluate:evaluate")
-generate_app = hydra_app("generate", "ebt.analysis.generate:generate")
+think_app = hydra_app("think", "ebt.analysis.thinking.report:think")
+eval_app = hydra_app("eval", "ebt.analysis.tools.evaluate:evaluate")
+generate_app = hydra_app("generate", "ebt.analysis.tools.generate:generate")
 export_app = hydra_app("export", "ebt.training.export:export")
 
 
@@ -89,7 +89,7 @@ def export() -> None:
 
 def collect() -> None:
     """``ebt-collect`` / ``scripts/collect.py``."""
-    from ebt.analysis.collect import main
+    from ebt.analysis.tools.collect import main
 
     sys.exit(main(sys.argv[1:]))
 

@@ -3,12 +3,12 @@
     python scripts/icl_eval.py ckpt=outputs/icl_linear/runs/RUN/checkpoints/last.ckpt
     python scripts/icl_eval.py 'ckpt=[A.ckpt,B.ckpt]' 'labels=[looped,stack]' eval_loops=12 batches=8
 
-Options and outputs: :mod:`ebt.analysis.icl_eval`.
+Options and outputs: :mod:`ebt.analysis.task_eval.icl_eval`.
 """
 
 import sys
 
-from ebt.analysis.icl_eval import main
+from ebt.analysis.task_eval.icl_eval import main
 from ebt.training.cli import run_reporting_errors
 
 if __name__ == "__main__":

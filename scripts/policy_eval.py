@@ -5,12 +5,12 @@ kind is read from the checkpoint; several runs of one kind are seeds, ``--config
 Writes ``policy_eval.csv``, ``policy_summary.csv`` (mean, std, 95 % t-interval over seeds), ``policy_selection.csv``
 (settings chosen on val, reported on test / ood), ``policy_eval.json``, ``policy_eval.md`` and ``policy_curve.png`` to
 DIR; ``--merge`` joins earlier evaluations, ``--doc FILE`` writes the tables into FILE's ``<!-- policy_eval:NAME -->``
-blocks. Options and definitions: :mod:`ebt.analysis.policy_eval` (``--help``).
+blocks. Options and definitions: :mod:`ebt.analysis.task_eval.policy_eval` (``--help``).
 """
 
 import sys
 
-from ebt.analysis.policy_eval import main
+from ebt.analysis.task_eval.policy_eval import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

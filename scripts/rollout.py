@@ -3,12 +3,12 @@ PSNR per horizon and ground truth / predictor / EBT pictures side by side.
 
     python scripts/rollout.py ebt_ckpt=outputs/bouncing/runs/EBT predictor_ckpt=outputs/bouncing/runs/PRED context=3
 
-Options and outputs: :mod:`ebt.analysis.rollouts`.
+Options and outputs: :mod:`ebt.analysis.task_eval.rollouts`.
 """
 
 import sys
 
-from ebt.analysis.rollouts import main
+from ebt.analysis.task_eval.rollouts import main
 from ebt.training.cli import run_reporting_errors
 
 if __name__ == "__main__":

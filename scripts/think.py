@@ -5,7 +5,7 @@
 ``thinking.csv``, ``thinking.md``, ``thinking.png``, ``verifier.csv`` and ``thinking_energy.png`` into the run's
 ``thinking/`` folder (``out_dir=`` to change),
 prints the table, and shows its progress on stderr. See ``configs/think.yaml`` for the options (defaults sized for
-about a minute on a 2-core CPU) and ``ebt/analysis/thinking_eval.py`` for definitions.
+about a minute on a 2-core CPU) and ``ebt/analysis/thinking/thinking_eval.py`` for definitions.
 """
 
 from ebt.commands import think

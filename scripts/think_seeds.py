@@ -2,12 +2,12 @@
 
 RUN is a ``think.py`` output folder (``<run>/thinking``) or the run folder above it, one per seed. Settings are
 selected on ``--select-on`` and read on every split; mean ± std over seeds.
-Definitions: :mod:`ebt.analysis.think_seeds`.
+Definitions: :mod:`ebt.analysis.thinking.think_seeds`.
 """
 
 import sys
 
-from ebt.analysis.think_seeds import main
+from ebt.analysis.thinking.think_seeds import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -44,7 +44,7 @@ def test_the_default_columns_cover_every_evaluated_split():
     """Named OOD splits (the text task's ``ood_<name>`` corpora) get their own columns, after val and ood."""
     from pathlib import Path
 
-    from ebt.analysis.collect import Job, headline
+    from ebt.analysis.tools.collect import Job, headline
 
     metrics = {"train/bpb": 3.0, "val/bpb": 2.5, "ood_prose/bpb": 3.6, "ood_c/bpb": 3.5, "val/bpb_step2": 2.6}
     job = Job(path=Path("j"), overrides={}, status="done", metrics=metrics, metric="bpb")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ebt.analysis.evaluate import evaluate
-from ebt.analysis.thinking_eval import evaluate_thinking
+from ebt.analysis.thinking.thinking_eval import evaluate_thinking
+from ebt.analysis.tools.evaluate import evaluate
 from ebt.errors import ConfigError
 from ebt.objectives.base import prediction_loss
 from ebt.tasks.base import IGNORE_INDEX

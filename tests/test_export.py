@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 import ebt.training.export as export_module
-from ebt.analysis.evaluate import evaluate
+from ebt.analysis.tools.evaluate import evaluate
 from ebt.errors import CheckpointError, ConfigError
 from ebt.objectives import predict
 from ebt.training.build import build_lit_model, build_task

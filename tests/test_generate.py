@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ebt.analysis.generate import Sampling, encode_prompt, filter_logits, generate, sample_token
+from ebt.analysis.tools.generate import Sampling, encode_prompt, filter_logits, generate, sample_token
 from ebt.errors import ConfigError, DataError
 from ebt.objectives import ebt
 from ebt.tasks.text import Text

@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from alt_arch.linears.pattention import pattention_layers
-from ebt.analysis import growth
-from ebt.analysis.growth import grow_checkpoint, grow_model
+from ebt.analysis.tools import growth
+from ebt.analysis.tools.growth import grow_checkpoint, grow_model
 from ebt.errors import ConfigError
 from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config, run_cli

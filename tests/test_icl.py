@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ebt.analysis import icl_eval
+from ebt.analysis.task_eval import icl_eval
 from ebt.errors import ConfigError
 from ebt.tasks import icl_baselines as B
 from ebt.tasks.icl import FAMILIES, ICLRegression

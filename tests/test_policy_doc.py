@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ebt.analysis.policy_eval import Options, policy_eval
+from ebt.analysis.task_eval.policy_eval import Options, policy_eval
 from tests.utils import ROOT
 
 DOC = ROOT / "docs" / "ebt_policy.md"

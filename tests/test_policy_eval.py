@@ -8,7 +8,7 @@ import torch
 
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import write_csv
-from ebt.analysis.policy_eval import (
+from ebt.analysis.task_eval.policy_eval import (
     Options,
     Setting,
     check_fits,

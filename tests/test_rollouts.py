@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ebt.analysis import rollouts
+from ebt.analysis.task_eval import rollouts
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.training.build import build_lit_model, build_task

@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ebt.analysis import collect
-from ebt.analysis.evaluate import evaluate
+from ebt.analysis.tools import collect
+from ebt.analysis.tools.evaluate import evaluate
 from ebt.commands import run_checked
 from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.objectives import predict

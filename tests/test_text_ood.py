@@ -1,5 +1,6 @@
-"""Named out-of-distribution corpora of the text task (``data.task.ood_paths``), their random streams, the legacy
-``ood_path``, clear errors for a missing corpus, and ``ebt.analysis.ood_curve`` (improvement against OOD gap)."""
+"""Named out-of-distribution corpora of the text task (``data.task.ood_paths``), their random streams, the
+legacy ``ood_path``, clear errors for a missing corpus, and ``ebt.analysis.thinking.ood_curve`` (improvement against OOD
+gap)."""
 
 import math
 import zlib
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ebt.analysis.ood_curve import curve_points, main, ood_curve, read_rows
 from ebt.analysis.plotting import write_csv
+from ebt.analysis.thinking.ood_curve import curve_points, main, ood_curve, read_rows
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.addition import Addition
 from ebt.tasks.text import Text, default_corpus

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ebt.analysis.think_report import improvement_report, improvement_rows, think
-from ebt.analysis.thinking_eval import evaluate_thinking
+from ebt.analysis.thinking.report import improvement_report, improvement_rows, think
+from ebt.analysis.thinking.thinking_eval import evaluate_thinking
 from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.objectives.search import forward_passes, sample_energy, think_best_of
 from ebt.training.build import build_lit_model, build_task

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ebt.analysis.think_seeds import main, summarise
+from ebt.analysis.thinking.think_seeds import main, summarise
 from ebt.errors import DataError
 
 FIELDS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", "loops", "acc", "loss"]

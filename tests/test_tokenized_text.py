@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ebt.analysis.thinking_eval import evaluate_split
+from ebt.analysis.thinking.thinking_eval import evaluate_split
 from ebt.errors import DataError, EnvironmentSetupError
 from ebt.objectives.base import Objective
 from ebt.tasks import text_prepare

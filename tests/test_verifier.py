@@ -1,4 +1,4 @@
-"""ebt.analysis.verifier: rank statistics, per-sample energy / error / correctness, the trajectory sentence."""
+"""ebt.analysis.thinking.verifier: rank statistics, per-sample energy / error / correctness, the trajectory sentence."""
 
 import math
 from types import SimpleNamespace
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ebt.analysis.thinking_eval import trajectory_summary
-from ebt.analysis.verifier import (
+from ebt.analysis.thinking.thinking_eval import trajectory_summary
+from ebt.analysis.thinking.verifier import (
     VerifierStats,
     auroc,
     rankdata,

@@ -1,3 +1,6 @@
-"""Analysis tools built on the trainer: thinking evaluation and report (``scripts/think.py``), grid collection,
-TokenFormer growth, ICL evaluation, plotting and benchmark helpers.
+"""Analysis built on the trainer, one subpackage per job: ``thinking/`` (what thinking longer buys an EBT:
+``scripts/think.py``, ``think_seeds.py``, ``ood_curve.py``), ``task_eval/`` (task-specific evaluations: ICL regression,
+nav2d policies, world-model rollouts) and ``tools/`` (evaluate, generate, collect a grid, grow a TokenFormer). The
+helpers they share stay here: ``stats`` (intervals), ``plotting`` (tables, CSV, figures), ``run_options`` (the
+checkpoint and evaluation options of the entry points) and ``doc_tables`` (the results tables of docs/).
 """

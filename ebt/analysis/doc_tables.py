@@ -6,12 +6,13 @@ A generated table sits between two marker lines of a markdown file::
     ...written by scripts/doc_tables.py...
     <!-- /table:NAME -->
 
-:func:`fill_doc` replaces the text between the markers of each named block (any marker family: ``tag="table"`` here,
-``tag="policy_eval"`` for :mod:`ebt.analysis.policy_eval`'s blocks). :data:`REGISTRY` lists every generated table
-once: the doc, the block name, the committed CSV(s) under ``docs/`` and the renderer, which is the producing script's
-own markdown function where it has one (``collect.group_markdown``, think_seeds' headline table) and, for CSVs written
-by one-off drivers (the world-model tables), a renderer here. ``scripts/doc_tables.py`` rewrites every registered block
-from its CSVs; ``--check`` exits 1 naming each block that differs (``tests/test_doc_tables.py`` runs the same check).
+:func:`fill_doc` replaces the text between the markers of each named block (any marker family: ``tag="table"``
+here, ``tag="policy_eval"`` for :mod:`ebt.analysis.task_eval.policy_eval`'s blocks). :data:`REGISTRY` lists every
+generated table once: the doc, the block name, the committed CSV(s) under ``docs/`` and the renderer, which is the
+producing script's own markdown function where it has one (``collect.group_markdown``, think_seeds' headline table) and,
+for CSVs written by one-off drivers (the world-model tables), a renderer here. ``scripts/doc_tables.py`` rewrites every
+registered block from its CSVs; ``--check`` exits 1 naming each block that differs (``tests/test_doc_tables.py`` runs
+the same check).
 
 To add a table: commit its CSV under ``docs/``, put the two marker lines where the table goes, add a
 :class:`DocTable` to :data:`REGISTRY` (a renderer takes one list of CSV rows per CSV, values as the CSV's strings, and
@@ -29,8 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ebt.analysis import collect, ood_curve
 from ebt.analysis.plotting import markdown_table, write_text
+from ebt.analysis.thinking import ood_curve
+from ebt.analysis.tools import collect
 from ebt.errors import ConfigError, DataError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: docs/ and its CSVs are not part of an installed package
@@ -159,7 +161,7 @@ def bold_best(cells: dict[str, str], means: dict[str, float], mode: str = "max")
 
 # ----- renderers of the producing scripts ------------------------------------------------------------------------
 def collect_groups(groups: Rows) -> str:
-    """``scripts/collect.py``'s per-configuration table (:func:`ebt.analysis.collect.group_markdown`) from its
+    """``scripts/collect.py``'s per-configuration table (:func:`ebt.analysis.tools.collect.group_markdown`) from its
     ``groups.csv``."""
     columns = list(groups[0])
     keys = columns[columns.index("config") + 1:columns.index("done")]
@@ -210,7 +212,7 @@ def thinking_curve(seeds: Rows, *, fmt: str = "{:.3g}", std_fmt: str | None = No
 
 
 def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
-    """``scripts/ood_curve.py``'s table and correlation line (:func:`ebt.analysis.ood_curve.markdown`) from its
+    """``scripts/ood_curve.py``'s table and correlation line (:func:`ebt.analysis.thinking.ood_curve.markdown`) from its
     ``ood_curve.csv``."""
     text_columns = {"split", "selected_settings", "gap_from"}
     rows = [{k: (v if k in text_columns else v == "True" if k == "in_sample" else

@@ -22,11 +22,11 @@ side's chunk drives through it and is no mode at all), ``bimodal`` (B,) bool (bo
 different: the choice of side is still open) and ``side`` (B,) (+-1, the demonstration's side). A step from which
 neither mode is collision-free (about 0.1 % of ``ood`` samples) is drawn again from the same demonstration.
 
-Metrics (offline; success in closed loop is measured by rollouts, :mod:`ebt.analysis.policy_eval`): ``mode_mse``
-(headline, lower is better: per sample the MSE to the *nearer collision-free* noise-free mode chunk; an average of the
-modes is far from both, and a chunk through the obstacle scores against the mode that goes round it), ``mse`` (to the
-noisy demonstrated chunk, what a predictor minimises), ``bimodal_mode_mse`` (``mode_mse`` over the ``bimodal``
-samples) and ``mode_mse_mean`` (the reference of predicting the mean of the two modes, over those samples).
+Metrics (offline; success in closed loop is measured by rollouts, :mod:`ebt.analysis.task_eval.policy_eval`):
+``mode_mse`` (headline, lower is better: per sample the MSE to the *nearer collision-free* noise-free mode chunk; an
+average of the modes is far from both, and a chunk through the obstacle scores against the mode that goes round it),
+``mse`` (to the noisy demonstrated chunk, what a predictor minimises), ``bimodal_mode_mse`` (``mode_mse`` over the
+``bimodal`` samples) and ``mode_mse_mean`` (the reference of predicting the mean of the two modes, over those samples).
 
 Rollouts: :meth:`Nav2D.scenes` gives evaluation starts (stream ``rng(split, ROLLOUT_OFFSET + index)``, apart from the
 training stream), :meth:`Nav2D.tokens` turns observations into the model's inputs; ``execute`` (actions carried out

@@ -4,8 +4,8 @@ Each input is the ``thinking/`` folder ``scripts/think.py`` wrote for one seed's
 ``thinking.json``), or the run folder holding it. All inputs must share the task, metric and trained step count.
 
 Per seed, the **thinking setting is selected on the selection split** (``val``) and then read on every split, so a
-held-out split (``ood``) never chooses its own setting (:mod:`ebt.analysis.selection`, the rule ``think.py`` and
-``ood_curve.py`` use too): the EBT's best setting (best_of, steps; the adaptive stop rule where evaluated) on
+held-out split (``ood``) never chooses its own setting (:mod:`ebt.analysis.thinking.selection`, the rule ``think.py``
+and ``ood_curve.py`` use too): the EBT's best setting (best_of, steps; the adaptive stop rule where evaluated) on
 ``val``, and the looped predictor's best evaluation loops on ``val``. Reported per split, as mean ± std over seeds
 (sample std, n - 1):
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.selection import EBT_MODES, best_row, lookup, select, setting_label, thinking_improvement
+from ebt.analysis.thinking.selection import EBT_MODES, best_row, lookup, select, setting_label, thinking_improvement
 from ebt.errors import DataError, UserError
 
 KEY = ("split", "mode", "best_of", "steps", "loops")
@@ -77,7 +77,8 @@ def _value_of(row: dict[str, Any] | None) -> float:
 
 
 def seed_headline(meta: dict[str, Any], rows: list[dict[str, Any]], select_on: str) -> list[dict[str, Any]]:
-    """One seed's headline values per split (settings selected on ``select_on``: :mod:`ebt.analysis.selection`)."""
+    """One seed's headline values per split (settings selected on ``select_on``:
+    :mod:`ebt.analysis.thinking.selection`)."""
     mode = meta["metric_mode"]
     chosen = select(rows, "value", mode, select_on=select_on)
     chosen_loops = select(rows, "value", mode, select_on=select_on, modes=("loops",))

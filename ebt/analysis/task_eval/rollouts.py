@@ -32,10 +32,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.thinking_eval import frozen
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.objectives.ebt import EBT
+from ebt.objectives.frozen import frozen
 from ebt.objectives.predict import Predict
 from ebt.tasks.bouncing import BouncingBalls, psnr
 from ebt.tasks.metrics import forked_rng, seed_batch

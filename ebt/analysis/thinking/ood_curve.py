@@ -3,9 +3,9 @@
 
 Per split of each CSV (one CSV per seed / run):
 
-* **improvement**: :func:`ebt.analysis.selection.thinking_improvement` of the metric, in percent: from the training
-  step count with best-of-1 to the setting (steps, best-of-N, adaptive stop) **chosen on ``val``** and read on every
-  split. On ``val`` itself it is in-sample (>= 0 by construction: marked so in the table, and left out of the
+* **improvement**: :func:`ebt.analysis.thinking.selection.thinking_improvement` of the metric, in percent: from the
+  training step count with best-of-1 to the setting (steps, best-of-N, adaptive stop) **chosen on ``val``** and read on
+  every split. On ``val`` itself it is in-sample (>= 0 by construction: marked so in the table, and left out of the
   correlation); every other split is held out;
 * **longer only**: the same with the choice on ``val`` restricted to settings with at least the trained steps
   (thinking longer, not less);
@@ -34,8 +34,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.selection import SELECT_ON, fixed_step_change, thinking_improvement
 from ebt.analysis.stats import mean_interval
+from ebt.analysis.thinking.selection import SELECT_ON, fixed_step_change, thinking_improvement
 from ebt.errors import ConfigError, UserError
 
 REQUIRED = ("split", "mode", "best_of", "steps")

@@ -68,12 +68,12 @@ from alt_arch.utils import num_params
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.stats import t_interval
-from ebt.analysis.thinking_eval import frozen
-from ebt.analysis.verifier import auroc
+from ebt.analysis.thinking.verifier import auroc
 from ebt.errors import ConfigError, UserError
 from ebt.objectives.base import Objective
 from ebt.objectives.diffusion import Diffusion
 from ebt.objectives.ebt import EBT
+from ebt.objectives.frozen import frozen
 from ebt.objectives.predict import Predict
 from ebt.objectives.search import forward_passes, think_best_of
 from ebt.tasks.nav2d import Nav2D

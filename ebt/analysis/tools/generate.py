@@ -31,9 +31,9 @@ from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import write_text
-from ebt.analysis.thinking_eval import frozen
 from ebt.errors import ConfigError, DataError, UserError
 from ebt.objectives.ebt import EBT
+from ebt.objectives.frozen import frozen
 from ebt.tasks.base import Task
 from ebt.training.restore import Run, load_run, resolve_source
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, write_csv, write_text
-from ebt.analysis.thinking_eval import evaluate_split
+from ebt.analysis.thinking.thinking_eval import evaluate_split
 from ebt.training.restore import load_run
 
 

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ebt.analysis.plotting import pyplot, save_figure, write_csv
-from ebt.analysis.thinking_eval import set_eval_loops
+from ebt.analysis.thinking.thinking_eval import set_eval_loops
 from ebt.errors import ConfigError
 from ebt.tasks.icl import ICLRegression
 from ebt.tasks.icl_baselines import baselines_for

@@ -4,13 +4,13 @@ Outputs (in ``out_dir``): ``thinking.csv`` (every row, with the verifier columns
 (the printed report: the settings table, the thinking improvement table, one trajectory sentence per split, the
 verifier table), ``thinking.png`` (metric vs forward passes), ``thinking_energy.png`` (best-of-1: metric and mean
 energy vs thinking steps, the trained step count marked) and ``verifier.csv`` (split, best_of, steps, samples, right,
-energy_auroc, energy_error_rho, right_rule, note). Definitions: :mod:`ebt.analysis.thinking_eval` and
-:mod:`ebt.analysis.verifier`.
+energy_auroc, energy_error_rho, right_rule, note). Definitions: :mod:`ebt.analysis.thinking.thinking_eval` and
+:mod:`ebt.analysis.thinking.verifier`.
 
-Thinking improvement (:mod:`ebt.analysis.selection`): per metric (the task's and the loss) and split, the relative
-change from the trained setting (best-of-1 at the training steps) to the setting chosen on ``val`` by that metric,
-and, without any selection, to 2x and 4x the trained steps at best-of-1. On ``val`` the chosen setting's improvement
-is in-sample (marked so: it is >= 0 by construction); every other split is held out.
+Thinking improvement (:mod:`ebt.analysis.thinking.selection`): per metric (the task's and the loss) and split, the
+relative change from the trained setting (best-of-1 at the training steps) to the setting chosen on ``val`` by that
+metric, and, without any selection, to 2x and 4x the trained steps at best-of-1. On ``val`` the chosen setting's
+improvement is in-sample (marked so: it is >= 0 by construction); every other split is held out.
 
 Evaluation noise: each batch is seeded from ``(seed, split, batch index)``, every setting alike; ``seed=0`` (the
 default) is validation's seed, so the trained setting reproduces the run's validation (``summary.json``) and
@@ -28,8 +28,8 @@ from omegaconf import DictConfig, ListConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.analysis.selection import SELECT_ON, fixed_step_change, thinking_improvement
-from ebt.analysis.thinking_eval import (
+from ebt.analysis.thinking.selection import SELECT_ON, fixed_step_change, thinking_improvement
+from ebt.analysis.thinking.thinking_eval import (
     evaluate_baseline,
     evaluate_loops,
     evaluate_thinking,

@@ -6,7 +6,7 @@ the metrics of the chosen candidates. Compute is counted in forward passes of th
 when ``N > 1`` (needed to pick one). With the adaptive stop rule (``energy_tol``), ``S`` is the mean number of steps
 actually taken.
 
-Thinking improvement (the setting chosen on ``val``, read on every split): :mod:`ebt.analysis.selection`.
+Thinking improvement (the setting chosen on ``val``, read on every split): :mod:`ebt.analysis.thinking.selection`.
 
 Every value of a row is a ratio of totals over the split's evaluated batches (:mod:`ebt.tasks.metrics`: bits per
 byte = total bits / total bytes, never a mean of per-batch ratios), and every batch's noise (initial candidates,
@@ -16,9 +16,9 @@ batch, and the trained setting (best-of-1 at the training step count, the run's 
 ``scripts/eval.py`` and the run's final validation (``summary.json``) on the same batches (for an EBT without an
 ``energy_tol`` of its own, which validation applies and fixed-mode rows do not).
 
-Verifier diagnostics (fixed mode only; :mod:`ebt.analysis.verifier` defines them): per setting, over every evaluated
-sample (not batch means), ``right`` (fraction of right samples), ``energy_auroc`` (does a higher final energy flag a
-wrong sample?), ``energy_error_rho`` (Spearman of energy and error), ``samples``, ``right_rule`` and
+Verifier diagnostics (fixed mode only; :mod:`ebt.analysis.thinking.verifier` defines them): per setting, over every
+evaluated sample (not batch means), ``right`` (fraction of right samples), ``energy_auroc`` (does a higher final energy
+flag a wrong sample?), ``energy_error_rho`` (Spearman of energy and error), ``samples``, ``right_rule`` and
 ``verifier_note``; and ``energy_scored``: the mean per-sample final energy over scored positions
 (:func:`ebt.objectives.search.sample_energy`; ``energy`` averages every energy element), the energy that
 :func:`trajectory_summary` follows along the thinking steps. They reuse the energies thinking computed already (no
@@ -29,32 +29,19 @@ from the fewest to the most steps, in one sentence, e.g. energy falling while th
 step count (an over-optimised landscape), or a flat energy (the step size moves nothing).
 """
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ebt.analysis.verifier import VerifierStats
+from ebt.analysis.thinking.verifier import VerifierStats
 from ebt.errors import ConfigError
 from ebt.objectives.base import loss_sums
+from ebt.objectives.frozen import frozen
 from ebt.objectives.search import forward_passes, think_best_of
 from ebt.tasks.metrics import EVAL_SEED, MetricSums, forked_rng, mean_sums, seed_batch
 from ebt.training.restore import Run
-
-
-@contextlib.contextmanager
-def frozen(module: torch.nn.Module) -> Iterator[None]:
-    """Parameters without gradients (evaluation thinks w.r.t. the candidate only); restored afterwards."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def set_eval_loops(model: torch.nn.Module, loops: int | None) -> int:
