@@ -71,20 +71,18 @@ from ebt.analysis.stats import t_interval
 from ebt.analysis.thinking.verifier import auroc
 from ebt.errors import ConfigError, UserError
 from ebt.objectives.base import Objective
-from ebt.objectives.diffusion import Diffusion
-from ebt.objectives.ebt import EBT
 from ebt.objectives.frozen import frozen
-from ebt.objectives.predict import Predict
 from ebt.objectives.search import forward_passes, think_best_of
 from ebt.tasks.nav2d import Nav2D
 from ebt.tasks.nav2d_sim import OBS_DIM, observe, rollout
 
-KINDS = {Predict: "predict", Diffusion: "diffusion", EBT: "ebt"}
+KINDS = {"thinks": "ebt", "samples": "diffusion", "one_pass": "predict"}  # capability -> policy kind
 
 
 def policy_kind(objective: Objective) -> str:
-    for cls, kind in KINDS.items():
-        if isinstance(objective, cls):
+    """``ebt`` (thinks), ``diffusion`` (samples) or ``predict`` (one pass), from the objective's declared capability."""
+    for capability, kind in KINDS.items():
+        if getattr(objective, capability, False):
             return kind
     raise ConfigError(f"policy_eval evaluates Predict, Diffusion and EBT policies, not {type(objective).__name__}")
 
@@ -183,7 +181,7 @@ def run_episodes(objective: Objective, task: Nav2D, setting: Setting, split: str
             "passes": planner.passes / max(planner.plans, 1), "plans": float(out["plans"].double().mean())}
 
 
-def energies(ebt: EBT, task: Nav2D, inputs: torch.Tensor, steps: Sequence[int]) -> dict[int, torch.Tensor]:
+def energies(ebt: Objective, task: Nav2D, inputs: torch.Tensor, steps: Sequence[int]) -> dict[int, torch.Tensor]:
     """Per-sample final energies (B,) after each of ``steps`` thinking steps (best-of-1, one trajectory) from the
     model's inputs (B, H, F)."""
     device = next(ebt.parameters()).device
@@ -193,7 +191,7 @@ def energies(ebt: EBT, task: Nav2D, inputs: torch.Tensor, steps: Sequence[int]) 
     return {s: o["sample_energy"].cpu() for s, o in out.items()}
 
 
-def energy_scores(ebt: EBT, task: Nav2D, episodes: int, steps: Sequence[int], *, seed: int = 0) -> dict[str, Any]:
+def energy_scores(ebt: Objective, task: Nav2D, episodes: int, steps: Sequence[int], *, seed: int = 0) -> dict[str, Any]:
     """Energy AUROC (val negative, ood positive) after each of ``steps`` thinking steps, on rollout start states
     (``auroc_starts_<S>``) and on offline demonstration states (``auroc_demos_<S>``), and the mean energies."""
     torch.manual_seed(seed)
@@ -211,7 +209,7 @@ def energy_scores(ebt: EBT, task: Nav2D, episodes: int, steps: Sequence[int], *,
     return out
 
 
-def plan_energies(ebt: EBT, task: Nav2D, steps: int, episodes: int, *, split: str = "train",
+def plan_energies(ebt: Objective, task: Nav2D, steps: int, episodes: int, *, split: str = "train",
                   seed: int = 0) -> torch.Tensor:
     """The energies (after ``steps`` steps, best-of-1) of every plan of running episodes when that cheap policy is
     rolled out from ``split`` starts: the distribution the energy gate's thresholds are quantiles of."""
@@ -273,7 +271,7 @@ def evaluate_policy(objective: Objective, task: Nav2D, options: Options, run: st
     rows, info = [], {}
     settings = settings_for(objective, options)
     thresholds: dict[float, float] = {}
-    if isinstance(objective, EBT):
+    if objective.thinks:
         info = energy_scores(objective, task, options.episodes, sorted({objective.steps, *options.ebt_steps}),
                              seed=options.seed)
         calibration = plan_energies(objective, task, options.gate_min, options.episodes, seed=options.seed)

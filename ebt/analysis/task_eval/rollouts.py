@@ -34,9 +34,7 @@ from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
-from ebt.objectives.ebt import EBT
 from ebt.objectives.frozen import frozen
-from ebt.objectives.predict import Predict
 from ebt.tasks.bouncing import BouncingBalls, psnr
 from ebt.tasks.metrics import forked_rng, seed_batch
 from ebt.training import config  # noqa: F401  (registers ${uid:})
@@ -51,7 +49,7 @@ CSV_COLUMNS = ["split", "method", "horizon", "mse", "psnr", "psnr_sem"]
 def next_frame(objective: Objective, frames: torch.Tensor, ebt_steps: int | None = None) -> torch.Tensor:
     """The model's prediction of the frame after ``frames`` (B, n, P): (B, P), from position ``n - 1``."""
     batch = {"inputs": frames, "targets": torch.zeros_like(frames)}
-    if isinstance(objective, EBT):
+    if objective.thinks:
         steps = objective.steps if ebt_steps is None else ebt_steps
         with frozen(objective):
             thought = objective.think(batch, steps=steps, langevin_std=objective.eval_langevin_std, keep=())
@@ -158,10 +156,14 @@ def plot_grid(frames: dict[str, torch.Tensor], *, context: int, size: int, sampl
     save_figure(fig, path)
 
 
-def _load(path: str, kind: type, data_overrides: dict[str, Any] | None) -> Run:
+WANTS = {"thinks": "an EBT (model/objective=ebt)", "one_pass": "a predictor (model/objective=predict)"}
+
+
+def _load(path: str, capability: str, data_overrides: dict[str, Any] | None) -> Run:
+    """The run at ``path``: a data=bouncing model whose objective has ``capability`` (``thinks`` or ``one_pass``)."""
     run = load_run(path, data_overrides)
-    if not isinstance(run.objective, kind):
-        want = "an EBT (model/objective=ebt)" if kind is EBT else "a predictor (model/objective=predict)"
+    if not getattr(run.objective, capability):
+        want = WANTS[capability]
         raise ConfigError(f"{path} is a {type(run.objective).__name__} checkpoint; this option needs {want}")
     if not isinstance(run.task, BouncingBalls):
         raise ConfigError(f"{path} was trained on {run.task.describe()!r}; rollouts need a data=bouncing model")
@@ -195,9 +197,9 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     data = opts.data_overrides(cfg)
     runs: dict[str, Run] = {}
     if cfg.predictor_ckpt:
-        runs["predictor"] = _load(opts.checkpoint_option(cfg, "predictor_ckpt"), Predict, data)
+        runs["predictor"] = _load(opts.checkpoint_option(cfg, "predictor_ckpt"), "one_pass", data)
     if cfg.ebt_ckpt:
-        runs["EBT"] = _load(opts.checkpoint_option(cfg, "ebt_ckpt"), EBT, data)
+        runs["EBT"] = _load(opts.checkpoint_option(cfg, "ebt_ckpt"), "thinks", data)
     task = next(iter(runs.values())).task
     for name, run in runs.items():
         if run.task.describe() != task.describe():

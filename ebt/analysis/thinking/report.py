@@ -36,8 +36,6 @@ from ebt.analysis.thinking.thinking_eval import (
     trajectory_summary,
 )
 from ebt.errors import ConfigError
-from ebt.objectives.ebt import EBT
-from ebt.objectives.predict import Predict
 from ebt.training.restore import Run, load_run
 
 
@@ -51,7 +49,7 @@ def _int_list(cfg: DictConfig, key: str) -> list[int]:
 
 def _load_ebt(path: str, data_overrides: dict[str, Any] | None = None) -> Run:
     run = load_run(path, data_overrides)
-    if not isinstance(run.objective, EBT):
+    if not run.objective.thinks:
         raise ConfigError(f"ckpt={path} is a {type(run.objective).__name__} checkpoint; think.py needs an EBT "
                           "(trained with model/objective=ebt); pass a predictor as baseline_ckpt=")
     return run
@@ -59,7 +57,7 @@ def _load_ebt(path: str, data_overrides: dict[str, Any] | None = None) -> Run:
 
 def _load_baseline(path: str, run: Run, data_overrides: dict[str, Any] | None = None) -> Run:
     baseline = load_run(path, data_overrides)
-    if not isinstance(baseline.objective, Predict):
+    if not baseline.objective.one_pass:
         raise ConfigError(f"baseline_ckpt={path} is a {type(baseline.objective).__name__} checkpoint; the baseline "
                           "is a predictor (trained with model/objective=predict), drawn as a flat line at one "
                           "forward pass")
@@ -71,7 +69,7 @@ def _load_baseline(path: str, run: Run, data_overrides: dict[str, Any] | None = 
 
 def _load_looped(path: str, run: Run, data_overrides: dict[str, Any] | None = None) -> Run:
     looped = load_run(path, data_overrides)
-    if not isinstance(looped.objective, Predict) or not hasattr(looped.objective.backbone, "eval_loops"):
+    if not looped.objective.one_pass or not hasattr(looped.objective.backbone, "eval_loops"):
         raise ConfigError(f"looped_ckpt={path} is not a looped predictor (model/objective=predict "
                           "model/backbone=looped); it is drawn as its own loops axis")
     if looped.task.describe() != run.task.describe():

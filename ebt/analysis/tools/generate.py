@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import write_text
 from ebt.errors import ConfigError, DataError, UserError
-from ebt.objectives.ebt import EBT
+from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
 from ebt.tasks.base import Task
 from ebt.training.restore import Run, load_run, resolve_source
@@ -116,7 +116,7 @@ def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Gene
     return token, float(probs[token])
 
 
-def think_next(ebt: EBT, window: torch.Tensor, thinking: Thinking) -> tuple[torch.Tensor, float, float]:
+def think_next(ebt: Objective, window: torch.Tensor, thinking: Thinking) -> tuple[torch.Tensor, float, float]:
     """The EBT's logits for the position after ``window`` (1, T), the final energy of the chosen candidate and
     the thinking steps it took."""
     n, steps = thinking.best_of, thinking.steps or ebt.steps
@@ -135,7 +135,7 @@ def think_next(ebt: EBT, window: torch.Tensor, thinking: Thinking) -> tuple[torc
 def next_token_logits(run: Run, window: torch.Tensor, thinking: Thinking) -> tuple[torch.Tensor, float | None,
                                                                                    float | None]:
     """(V,) logits of the position after ``window`` (1, T), with the EBT's energy and steps used (None otherwise)."""
-    if isinstance(run.objective, EBT):
+    if run.objective.thinks:
         return think_next(run.objective, window, thinking)
     return run.objective.predict({"input_ids": window})[0, -1], None, None
 
@@ -219,7 +219,7 @@ def _device(cfg: DictConfig) -> torch.device:
 def describe(run: Run, thinking: Thinking) -> str:
     """``Predict`` or ``EBT, 2 steps, best-of-1`` (with the settings generation uses)."""
     ebt = run.objective
-    if not isinstance(ebt, EBT):
+    if not ebt.thinks:
         return type(ebt).__name__
     tol = thinking.energy_tol if thinking.energy_tol is not None else ebt.energy_tol
     return (f"EBT, {thinking.steps or ebt.steps} steps, best-of-{thinking.best_of}"
@@ -235,7 +235,7 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     source = resolve_source(cfg.get("ckpt"), "ckpt")
     run = load_run(source, opts.data_overrides(cfg))
     check_language_model(run.task, source)
-    if not isinstance(run.objective, EBT) and (cfg.get("steps") is not None or thinking.best_of != 1
+    if not run.objective.thinks and (cfg.get("steps") is not None or thinking.best_of != 1
                                                or cfg.get("energy_tol") is not None):
         raise ConfigError(f"steps=, best_of= and energy_tol= are thinking options; ckpt={source} is a "
                           f"{type(run.objective).__name__}, which predicts in one forward pass")
