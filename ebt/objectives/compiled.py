@@ -73,7 +73,7 @@ def compiled_energy_and_grad(model: torch.nn.Module, y: torch.Tensor, stream: An
 def _step(model: torch.nn.Module, y: torch.Tensor, stream: Any, extra: torch.Tensor | None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     def energy(v: torch.Tensor) -> torch.Tensor:
-        e = model._candidate_features(v, "torch")
-        return model._energy_of(e if extra is None else e + extra, stream)
+        e = model.candidate_features(v, "torch")
+        return model.energy(e if extra is None else e + extra, stream)
 
     return energy_and_grad(energy, y)

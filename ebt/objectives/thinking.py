@@ -9,10 +9,12 @@ choose and stop by the energy of what they return, so an s-step result does not 
 In training the energies are those of the perturbed points (they are only logged). With ``energy_tol`` an element
 that has stopped stays exactly where it stopped (neither the step nor the noise moves it).
 
-:class:`BatchEnergy` is ``energy(y, step)`` of one batch, with the context stream computed once
-(``cache_context``) and ``dE/dy`` by autograd, ``torch.func.grad`` or one compiled step. Speed (docs/ebt_speed.md):
-no device value is read per step (finiteness is flagged on the device and checked once after the loop), fused SDPA
-is used wherever the candidate's gradient does not cross it (only whole-target training runs the math backend).
+The loop uses the model's public energy interface only (:mod:`ebt.objectives.energy`:
+``energy_function(batch)`` gives ``energy(y, step)`` and ``value_and_grad`` of one batch, with the context stream
+computed once and ``dE/dy`` by autograd, ``torch.func.grad`` or one compiled step) and the step rule (``alpha``,
+``step_sizes``). Speed (docs/ebt_speed.md): no device value is read per step (finiteness is flagged on the device and
+checked once after the loop), fused SDPA is used wherever the candidate's gradient does not cross it (only
+whole-target training runs the math backend).
 """
 
 from collections.abc import Collection
@@ -25,12 +27,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from alt_arch.utils import clear_aux, collect_aux, exact_input_gradients
 from ebt.errors import ThinkingDivergedError
-from ebt.objectives.candidates import SparseSupport
-from ebt.objectives.compiled import compiled_energy_and_grad, energy_and_grad
 from ebt_kernels import candidate_update
 
 if TYPE_CHECKING:
     from ebt.objectives.ebt import EBT
+    from ebt.objectives.energy import BatchEnergy
 
 
 @dataclass
@@ -43,67 +44,6 @@ class Thought:
     steps_used: torch.Tensor | None = None  # per energy element, with energy_tol
     aux: dict[str, torch.Tensor] = field(default_factory=dict)  # training: auxiliary losses (mean over passes)
     aux_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class BatchEnergy:
-    """``energy(y, step)`` of one batch: (B, T) per position (two-stream) or (B,) per sample (whole-target). The
-    context stream runs once here (``cache_context``) or at every call. After :meth:`restrict` (``candidate=topk``)
-    the read is the sparse one."""
-
-    def __init__(self, model: "EBT", context: torch.Tensor, *, first_order: bool = False) -> None:
-        self.model, self.context, self.first_order = model, context, first_order
-        cached = model.autoregressive and model.cache_context
-        self.caches = model._context_stream(context) if cached else None
-        self.support: SparseSupport | None = None
-
-    def stream(self):
-        """What the candidate pass reads: the context's keys / values (two-stream) or the context tokens."""
-        if not self.model.autoregressive:
-            return self.context
-        return self.caches if self.caches is not None else self.model._context_stream(self.context)
-
-    def features(self, y: torch.Tensor, step: int) -> torch.Tensor:
-        """The candidate's features plus the step's embeddings (:meth:`EBT._read_candidate`, or the sparse read)."""
-        model = self.model
-        if self.support is None:
-            return model._read_candidate(y, step)
-        e, extra = self.support.read(y), model._step_offset(step)
-        return e if extra is None else e + extra
-
-    def __call__(self, y: torch.Tensor, step: int) -> torch.Tensor:
-        return self.model._energy_of(self.features(y, step), self.stream(), first_order=self.first_order)
-
-    def restrict(self, y: torch.Tensor) -> torch.Tensor:
-        """``candidate=topk``: from now on only the top-k logits of ``y`` move. Returns them (``..., k``): what the
-        loop differentiates and updates from here on (:meth:`full` turns them back into full candidates). The
-        frozen sums are built from ``y`` itself when it carries history (training with ``detach_steps=false``), so
-        gradients still reach earlier steps through them; ``dE/d top`` never flows through them."""
-        carries_history = y.requires_grad and not y.is_leaf
-        self.support = SparseSupport(y if carries_history else y.detach(), self.model.read_matrix(),
-                                     self.model.candidate_space.k)
-        top = self.support.top(y)
-        if carries_history:
-            return top
-        return top.detach().requires_grad_(y.requires_grad)
-
-    def full(self, y: torch.Tensor) -> torch.Tensor:
-        """The full candidate of the loop's ``y`` (``y`` itself until :meth:`restrict`)."""
-        return y if self.support is None else self.support.full(y)
-
-    def value_and_grad(self, y: torch.Tensor, step: int, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(energy, dE/dy)`` at ``y``; ``create_graph``: the gradient is differentiable (training's second-order
-        term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
-        ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
-        model = self.model
-        if model.compile == "thinking_step":
-            with nullcontext() if create_graph else torch.no_grad():
-                energy, grad = compiled_energy_and_grad(model, y, self.stream(), model._step_offset(step))
-            return energy, grad
-        if model.thinking_grad == "func":
-            with nullcontext() if create_graph else torch.no_grad():
-                return energy_and_grad(lambda v: self(v, step), y)
-        energy = self(y, step)
-        return energy, torch.autograd.grad(energy.sum(), y, create_graph=create_graph)[0]
 
 
 def think(
@@ -130,12 +70,12 @@ def think(
     pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
     """
     if langevin_std is None:
-        std = model.randomisation.langevin_std if training else model.eval_langevin_std
+        std = model.config.randomisation.langevin_std if training else model.eval_langevin_std
         sigma = model.training_noise() if training else torch.tensor(std)
     else:
         std, sigma = langevin_std, torch.tensor(langevin_std)
     noisy = sigma.requires_grad or std > 0  # a trainable sigma is always applied (it gets a gradient)
-    rule, backprop = model.step_rule, model.backprop
+    rule, backprop = model.config.step_rule, model.config.backprop
     y = model.initial_candidate(batch) if init is None else init
     candidates, energies = [y], []
     steps_used, active = None, None
@@ -153,8 +93,8 @@ def think(
             if backprop.detach_steps or not y.requires_grad:
                 # torch.func.grad needs no leaf: a detached y_i then is no input of the training graph, so its
                 # backward skips the (unused) gradient to y_i
-                y = y.detach() if model.functional_grad else y.detach().requires_grad_()
-            if i == 1 and model.candidate_space.sparse:
+                y = y.detach() if model.config.speed.functional_grad else y.detach().requires_grad_()
+            if i == 1 and model.config.candidate.sparse:
                 y = energy_fn.restrict(y)  # the first step was exact: its largest logits keep moving, alone
             clean = y  # y_i: what candidates[i] holds
             if noisy:
@@ -167,7 +107,7 @@ def think(
             if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
                 bound = rule.max_change / model.alpha
                 grad = grad.clamp(-bound, bound)
-            alpha = model._step_sizes(energy, training)
+            alpha = model.step_sizes(energy, training)
             if energy_tol is not None:
                 if active is None:
                     active = torch.ones_like(energy, dtype=torch.bool)
@@ -191,7 +131,7 @@ def think(
     return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
 
 
-def clean_energy(energy_fn: BatchEnergy, y: torch.Tensor, step: int) -> torch.Tensor:
+def clean_energy(energy_fn: "BatchEnergy", y: torch.Tensor, step: int) -> torch.Tensor:
     """``E(y, step)`` without a graph: the energy of the candidate itself (the step differentiated a noisy copy)."""
     with torch.no_grad():
         return energy_fn(y.detach(), step)
