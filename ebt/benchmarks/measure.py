@@ -1,4 +1,4 @@
-"""The benchmark harness shared by ``scripts/bench_*.py``: one timing function, one CSV appender.
+"""The benchmark harness shared by ``ebt/benchmarks/``: one timing function, one CSV appender.
 
 * :func:`measure_step`: ``warmup`` untimed calls, one call for the memory peak, then ``reps`` timed calls (device
   synchronised around each); returns the median, p20 and p80 (ms, linear interpolation) and the peak memory (MB)
@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from ebt.tasks.base import Task
-from ebt.training.summary import FlopCount, git_state
+from ebt.training.flops import FlopCount
+from ebt.training.provenance import git_state
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench_results"
@@ -199,7 +199,7 @@ def measure_interleaved(steps: dict[str, Callable[[], Any]], reps: int, device: 
 
 def step_flops(step: Callable[[], Any]) -> float:
     """FLOPs of one call of ``step`` by ``torch.utils.flop_counter``'s formulas (matmuls, convolutions and attention;
-    elementwise work is not counted), as ``summary.json`` counts them (:class:`ebt.training.summary.FlopCount`)."""
+    elementwise work is not counted), as ``summary.json`` counts them (:class:`ebt.training.flops.FlopCount`)."""
     with FlopCount() as counter:
         step()
     return float(counter.total)
@@ -237,21 +237,3 @@ def append_csv(path: str | os.PathLike, rows: list[dict[str, Any]], device: str 
         writer.writerows(rows)
     return path
 
-
-# --------------------------------------------------------------------------------------------------- workloads
-class RandomTokens(Task):
-    """Uniform random tokens (the cost of a step does not depend on the data)."""
-
-    kind, metric, metric_mode, causal = "tokens", "acc", "max", True
-
-    def __init__(self, vocab_size: int, seq: int) -> None:
-        super().__init__(seed=0)
-        self.vocab_size, self.seq = vocab_size, seq
-
-    def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(index)
-        ids = torch.randint(0, self.vocab_size, (batch_size, self.seq + 1), generator=generator)
-        return {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
-
-    def metrics(self, prediction, batch):
-        return {"acc": (prediction.argmax(-1) == batch["targets"]).float().mean()}
