@@ -3,13 +3,30 @@
 :class:`UserError` is the one base class of every user-facing error of the project: it is defined in the lowest
 layer (:mod:`ebt_kernels.errors`) so that the kernel backend's :class:`~ebt_kernels.dispatch.KernelBackendError` and the
 parts' :class:`~alt_arch.errors.MixerCapabilityError` / :class:`~alt_arch.errors.PartOptionError` derive from it
-too, and re-exported here: ``except ebt.errors.UserError`` (in :mod:`ebt.training.cli`) catches them all.
+too, and re-exported here: :data:`USER_ERRORS` catches them all, and :func:`report_user_error` prints one (every
+entry point, through :func:`ebt.training.cli.run_reporting_errors`, and the run-folder guard of
+:mod:`ebt.training.grid`).
 """
+
+import os
+import sys
 
 from ebt_kernels.errors import UserError
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "EnvironmentSetupError", "ThinkingDivergedError",
-           "TrainingDivergedError", "UserError"]
+__all__ = ["USER_ERRORS", "CheckpointError", "ConfigError", "DataError", "EnvironmentSetupError",
+           "ThinkingDivergedError", "TrainingDivergedError", "UserError", "report_user_error"]
+
+# every user-facing error derives from the one base class (ebt_kernels.errors.UserError): config, data, checkpoint,
+# environment, and the parts' capability/option and the kernel backend's errors
+USER_ERRORS = (UserError,)
+
+
+def report_user_error(error: BaseException) -> None:
+    """Print ``error: <message>`` and exit 2; with HYDRA_FULL_ERROR=1 return so the caller re-raises."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 class ConfigError(UserError, ValueError):

@@ -2,7 +2,7 @@
 
 Writes ``model.safetensors``, ``config.yaml`` and ``export.json``; the folder loads as ``ckpt=`` of ``generate.py``,
 ``eval.py`` and ``think.py`` and as ``init_from=`` of ``train.py``. Options: ``configs/export.yaml``; the format:
-:mod:`ebt.training.export`.
+:mod:`ebt.training.export_format`.
 """
 
 from ebt.commands import export

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from ebt.training.build import build_lit_model, build_task
 from ebt.training.checkpoint import upgrade_config
-from ebt.training.run_state import config_differences
+from ebt.training.resume import config_differences
 from tests.utils import compose_config
 
 SMALL = ["model.dim=16", "kernels=torch"]

@@ -14,7 +14,8 @@ from ebt.analysis.tools.evaluate import evaluate
 from ebt.errors import CheckpointError, ConfigError
 from ebt.objectives import predict
 from ebt.training.build import build_lit_model, build_task
-from ebt.training.export import export, load_exported
+from ebt.training.export import export
+from ebt.training.export_format import load_exported
 from ebt.training.restore import load_run, resolve_source
 from ebt.training.train import init_weights, train
 from tests.utils import ROOT, compose_config, run_cli

@@ -8,14 +8,17 @@
     callbacks.model_checkpoint=null kernels=torch
 
 Its stored config names ``alt_arch.pattention.pattention``; restoring maps it to ``alt_arch.linears.pattention``.
+Callbacks that left a module which stays are mapped by name (``ebt.training.checkpoint.MOVED_NAMES``).
 """
 
 import shutil
 
 import torch
+from hydra.utils import get_object
 
 from ebt.objectives.ebt import EBT
-from ebt.training.checkpoint import load_checkpoint, stored_config
+from ebt.training.checkpoint import load_checkpoint, stored_config, upgrade_config
+from ebt.training.progress import model_summary, progress_bar
 from ebt.training.restore import load_run
 from ebt.training.train import train
 from tests.utils import ROOT, compose_config, run_cli
@@ -32,6 +35,13 @@ def test_the_fixture_uses_the_old_module_paths():
     assert raw == "alt_arch.pattention.pattention"
     assert stored_config(load_checkpoint(FIXTURE), FIXTURE)["model"]["linear"]["_target_"] == \
         "alt_arch.linears.pattention.pattention"
+
+
+def test_old_callback_targets_name_their_new_place():
+    old = {"callbacks": {"progress_bar": {"_target_": "ebt.training.summary.progress_bar"},
+                         "model_summary": {"_target_": "ebt.summary.model_summary"}}}
+    callbacks = upgrade_config(old)["callbacks"]
+    assert [get_object(c["_target_"]) for c in callbacks.values()] == [progress_bar, model_summary]
 
 
 def test_an_old_checkpoint_restores_and_thinks(tmp_path):

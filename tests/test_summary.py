@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ebt.training.build import build_lit_model, build_task
-from ebt.training.summary import SOURCE_ROOT, git_state, measured_flops
+from ebt.training.flops import measured_flops
+from ebt.training.provenance import SOURCE_ROOT, git_state
 from ebt.training.train import train
 from tests.utils import compose_config
 

@@ -342,12 +342,18 @@ MOVED_MODULES = {
     "ebt.callbacks": "ebt.training.callbacks",
     "ebt.grid": "ebt.training.grid",
 }
+# names that left a module which stays (a module split by job): old ``module.name`` -> now
+MOVED_NAMES = {
+    "ebt.training.summary.progress_bar": "ebt.training.progress.progress_bar",
+    "ebt.training.summary.model_summary": "ebt.training.progress.model_summary",
+}
 
 
 def current_target(target: str) -> str:
-    """``target`` (``module.name``) with a moved module replaced by its new path."""
+    """``target`` (``module.name``) with a moved module replaced by its new path, then a moved name by its own."""
     module, _, name = target.rpartition(".")
-    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
+    target = f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
+    return MOVED_NAMES.get(target, target)
 
 
 def upgrade_config(config: Any) -> Any:

@@ -188,20 +188,20 @@ class JobLogging(Callback):
             logging.getLogger(name).addFilter(_worth_printing)  # a logger's filters see the records logged on it
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
         # a resume in place (or overwrite=true) writes into its own non-empty folders: expected here, since a fresh
-        # start in a folder with results is refused (ebt.training.run_state.check_fresh_start)
+        # start in a folder with results is refused (ebt.training.run_folder.check_fresh_start)
         warnings.filterwarnings("ignore", message=r"(Checkpoint|Experiment logs) directory .* exists and is not empty")
 
 
 class RunFolderGuard(Callback):
     """Single runs: claim the run folder (writable, locked, no results a fresh start would replace; see
-    :func:`ebt.training.run_state.claim_run_folder`) *before* Hydra creates it and writes ``.hydra/config.yaml``
+    :func:`ebt.training.run_folder.claim_run_folder`) *before* Hydra creates it and writes ``.hydra/config.yaml``
     into it, so a refused run leaves the folder's run untouched and a read-only folder is one ``error:`` line, not a
     traceback.
     ``train()`` finds the claim and keeps it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from ebt.training.cli import USER_ERRORS, report_user_error
-        from ebt.training.run_state import claim_run_folder
+        from ebt.errors import USER_ERRORS, report_user_error  # imported here: they load torch
+        from ebt.training.run_folder import claim_run_folder
 
         folder = Path(str(config.hydra.run.dir))
         try:

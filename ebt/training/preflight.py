@@ -3,7 +3,7 @@
 :func:`check_environment` raises :class:`~ebt.errors.EnvironmentSetupError` (a :class:`~ebt.errors.UserError`: one
 ``error:`` line, exit 2) for a W&B logger without credentials or offline mode (it would otherwise prompt for a key or
 fail deep inside ``wandb.init``). The run folder's own checks (writable, locked, no results a fresh start would replace)
-are :func:`ebt.training.run_state.claim_run_folder`'s.
+are :func:`ebt.training.run_folder.claim_run_folder`'s.
 """
 
 import netrc

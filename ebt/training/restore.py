@@ -2,10 +2,10 @@
 
 ``think.py``, ``eval.py``, ``generate.py``, ``export.py``, ``grow.py``, ``icl_eval.py``, training's ``init_from=`` and
 resume all go through here. A source is a ``.ckpt`` file, a run folder (its ``checkpoints/last.ckpt``) or a folder
-written by ``scripts/export.py`` (:mod:`ebt.training.export`: safetensors weights + ``config.yaml``), see
+written by ``scripts/export.py`` (:mod:`ebt.training.export_format`: safetensors weights + ``config.yaml``), see
 :func:`resolve_source` and :func:`load_source`. A checkpoint stores its resolved config with ``_target_`` strings;
-parts that moved since it was written are mapped to their new place
-(:data:`ebt.training.checkpoint.MOVED_MODULES`), so checkpoints written before the package layout changed keep loading
+parts that moved since it was written are mapped to their new place (:data:`~ebt.training.checkpoint.MOVED_MODULES`,
+:data:`~ebt.training.checkpoint.MOVED_NAMES`), so checkpoints written before the package layout changed keep loading
 (tests/test_old_checkpoints.py loads a committed one). Loading runs no code from the source (docs/security.md): a
 ``.ckpt`` goes through the restricted unpickler of :func:`~ebt.training.checkpoint.load_checkpoint`, and a stored or
 exported config may only name buildable parts (:func:`~ebt.training.checkpoint.stored_config`).
@@ -22,7 +22,7 @@ from ebt.objectives.base import Objective
 from ebt.tasks.base import Task
 from ebt.training.build import build_lit_model, build_task
 from ebt.training.checkpoint import check_compatible, load_checkpoint, resolve_ckpt_path, stored_config
-from ebt.training.export import exported_folder, load_exported
+from ebt.training.export_format import exported_folder, load_exported
 from ebt.training.lit_module import LitModel
 
 

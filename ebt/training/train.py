@@ -38,17 +38,10 @@ from ebt.training.checkpoint import (
     resolve_ckpt_path,
 )
 from ebt.training.preflight import check_environment
+from ebt.training.ranks import batch_scale, describe_scale, print_rank_zero, rank_digests
 from ebt.training.restore import load_source, resolve_source
-from ebt.training.run_state import (
-    batch_scale,
-    check_resume_config,
-    claim_run_folder,
-    describe_scale,
-    merge_metrics,
-    print_rank_zero,
-    rank_digests,
-    set_aside_metrics,
-)
+from ebt.training.resume import check_resume_config, merge_metrics, set_aside_metrics
+from ebt.training.run_folder import claim_run_folder
 from ebt.training.summary import make_summary, print_summary
 from ebt.training.validation import check_entry_options
 
