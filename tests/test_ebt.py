@@ -42,7 +42,7 @@ def test_context_cache_gives_the_uncached_result(tmp_path):
     ebt, batch = make(tmp_path)
     init = torch.randn(*batch["targets"].shape, 13)
     cached = ebt.think(batch, steps=2, init=init).candidates[-1]
-    ebt.cache_context = False
+    ebt.config.speed.cache_context = False
     uncached = ebt.think(batch, steps=2, init=init).candidates[-1]
     torch.testing.assert_close(cached, uncached, atol=1e-6, rtol=1e-6)
 
@@ -74,7 +74,7 @@ def test_autoregressive_energies_equal_a_naive_per_position_forward(tmp_path):
     y = torch.randn(*batch["targets"].shape, 13, dtype=torch.float64)
     fast = ebt.energy_function(batch)(y, 0)  # (B, T)
     context = ebt.encoder(batch["input_ids"])
-    candidate = ebt._read_candidate(y, 0)
+    candidate = ebt.read_candidate(y, 0)
     for t in range(y.shape[1]):
         seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)
         naive = ebt.energy_head(ebt.backbone(seq)[:, -1]).squeeze(-1)
@@ -123,7 +123,7 @@ def test_truncation_gives_exactly_the_gradient_of_one_second_order_step_after_pl
     for name in manual:
         torch.testing.assert_close(truncated[name], manual[name], atol=1e-5, rtol=1e-4, msg=name)
     torch.manual_seed(1)
-    ebt.backprop.truncate = False
+    ebt.config.backprop.truncate = False
     full = _param_grads(ebt, ebt.loss(batch)[0])
     assert not torch.allclose(full["energy_head.weight"], truncated["energy_head.weight"])
 
@@ -228,7 +228,7 @@ def test_max_change_bounds_each_step_like_the_reference(tmp_path):
     step = ebt.think(batch, steps=1, init=init).candidates[-1] - init
     assert step.abs().max() <= 0.01 + 1e-6
     assert torch.isclose(step.abs().max(), torch.tensor(0.01))  # alpha 1000 saturates the bound somewhere
-    ebt.step_rule.max_change = None
+    ebt.config.step_rule.max_change = None
     free = ebt.think(batch, steps=1, init=init).candidates[-1] - init
     assert free.abs().max() > 0.01
     with pytest.raises(ConfigError, match="grad_clamp and model.objective.max_change"):
@@ -239,7 +239,7 @@ def test_kernels_on_the_command_line_beat_the_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("EBT_KERNELS", "triton")
     cfg = compose_config(["model/objective=ebt", "model.dim=32", "kernels=torch"], tmp_path)
     ebt = build_lit_model(cfg, build_task(cfg)).objective
-    assert ebt.kernels == "torch" and ebt.backend(torch.device("cpu")) == "torch"
+    assert ebt.config.speed.kernels == "torch" and ebt.backend(torch.device("cpu")) == "torch"
     assert compose_config(["model/objective=ebt"], tmp_path).kernels == "triton"  # the default reads it
 
 

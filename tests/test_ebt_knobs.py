@@ -5,7 +5,6 @@ Elsewhere: ``truncate`` and ``detach_steps`` (test_ebt.py: exact gradients), ``m
 ``init=input`` (test_ebt_learns.py), the replay buffer across a resume (test_resume.py).
 """
 
-import inspect
 from dataclasses import fields
 
 import pytest
@@ -15,21 +14,47 @@ from torch.nn import functional as F
 
 from ebt.errors import ConfigError
 from ebt.objectives.base import prediction_loss
+from ebt.objectives.config import ADDED_OPTIONS, Backprop, EBTConfig, Randomisation, StepRule
 from ebt.objectives.ebt import EBT
-from ebt.objectives.ebt_options import ADDED_OPTIONS, Backprop, Randomisation, StepRule
-from ebt.training.build import build_lit_model, build_task
+from ebt.training.build import build_backbone, build_lit_model, build_objective, build_task
 from ebt.training.lit_module import optimizer_groups
-from tests.test_ebt import make
+from tests.test_ebt import SMALL, make
 from tests.utils import CONFIG_DIR, compose_config
 
 
 def test_every_option_is_a_flat_config_key_and_every_group_field_is_an_option():
-    """The command line keeps ``model.objective.<name>`` flat: the groups are built inside ``__init__``."""
-    options = [n for n in inspect.signature(EBT).parameters if n not in ("task", "backbone", "dim")]
+    """The command line keeps ``model.objective.<name>`` flat: :class:`EBTConfig`'s fields, group by group, are
+    exactly the shipped config's keys, and a config survives the round trip through its flat keys."""
     shipped = OmegaConf.load(CONFIG_DIR / "model" / "objective" / "ebt.yaml")
-    assert sorted(options) == sorted(k for k in shipped if not k.startswith("_"))
+    flat = EBTConfig.flat_fields()
+    assert sorted(flat) == sorted(k for k in shipped if not k.startswith("_"))
     grouped = [f.name for group in (StepRule, Randomisation, Backprop) for f in fields(group)]
-    assert len(grouped) == len(set(grouped)) and set(grouped) <= set(options)
+    assert len(grouped) == len(set(grouped)) and set(grouped) <= set(flat)
+    changed = EBTConfig.from_flat({"alpha": 3.0, "candidate_k": 5, "landscapes": 2, "contrastive_weight": 0.5,
+                                   "thinking_grad": "func", "eval_steps": [1, 3]})
+    assert (changed.step_rule.alpha, changed.candidate.k, changed.landscapes.count) == (3.0, 5, 2)
+    assert (changed.contrastive.weight, changed.speed.thinking_grad) == (0.5, "func")
+    assert changed.logged_steps == [0, 1, 2, 3]
+    assert EBTConfig.from_flat(changed.flat()) == changed and EBTConfig.from_flat({}) == EBTConfig()
+    with pytest.raises(ConfigError, match="model.objective.alpah is not an EBT option; valid: steps, init"):
+        EBTConfig.from_flat({"alpah": 1.0})
+
+
+def test_a_config_builds_the_same_model_as_its_flat_keys(tmp_path):
+    """``EBT(task, backbone, dim, config)`` (the Python way) is the model the flat command-line keys build."""
+    cfg = compose_config([*SMALL, "model.objective.alpha=3.0", "model.objective.time_embedding=true"], tmp_path)
+    task = build_task(cfg)
+    torch.manual_seed(0)
+    flat = build_objective(cfg.model, task)
+    config = EBTConfig.from_flat(flat.config.flat())
+    torch.manual_seed(0)
+    direct = EBT(task, build_backbone(cfg.model, task), cfg.model.dim, config)
+    assert direct.config == flat.config and direct.config.step_rule.alpha == 3.0
+    assert list(direct.state_dict()) == list(flat.state_dict())
+    for name, value in flat.state_dict().items():
+        torch.testing.assert_close(direct.state_dict()[name], value, msg=name)
+    with pytest.raises(ConfigError, match="a config or flat options, not both"):
+        EBT(task, build_backbone(cfg.model, task), cfg.model.dim, config, alpha=2.0)
 
 
 # ------------------------------------------------------------------------------------------------ the step rule
@@ -51,19 +76,19 @@ def _loss_and_logs(ebt, batch, seed: int = 1):
 
 def test_loss_on_last_scores_only_the_final_step_and_all_the_mean_of_every_step(tmp_path):
     ebt, batch = make(tmp_path, "model.objective.loss_on=last")
-    assert ebt.backprop.scored == "last"
+    assert ebt.config.backprop.scored == "last"
     loss, logs = _loss_and_logs(ebt, batch)
     assert [k for k in logs if k.startswith("loss_step")] == ["loss_step2"]
     torch.testing.assert_close(loss, logs["loss_step2"], atol=0, rtol=0)
-    ebt.backprop.loss_on = "all"
+    ebt.config.backprop.loss_on = "all"
     loss, logs = _loss_and_logs(ebt, batch)
     assert [k for k in logs if k.startswith("loss_step")] == ["loss_step1", "loss_step2"]
     torch.testing.assert_close(loss, (logs["loss_step1"] + logs["loss_step2"]) / 2)
 
 
 def test_loss_on_defaults_to_every_step_and_to_the_last_with_truncate(tmp_path):
-    assert make(tmp_path)[0].backprop.scored == "all"  # the default run: unchanged
-    assert make(tmp_path, "model.objective.truncate=true")[0].backprop.scored == "last"
+    assert make(tmp_path)[0].config.backprop.scored == "all"  # the default run: unchanged
+    assert make(tmp_path, "model.objective.truncate=true")[0].config.backprop.scored == "last"
 
 
 def test_loss_on_last_without_detaching_back_propagates_through_every_step_unlike_truncate(tmp_path):
@@ -78,7 +103,7 @@ def test_loss_on_last_without_detaching_back_propagates_through_every_step_unlik
         return ebt.energy_head.weight.grad.clone()
 
     full = head_grad()
-    ebt.backprop = Backprop(detach_steps=False, truncate=True, loss_on=None)
+    ebt.config.backprop = Backprop(detach_steps=False, truncate=True, loss_on=None)
     assert not torch.allclose(full, head_grad())
 
 
@@ -95,7 +120,7 @@ def test_old_stored_options_upgrade_to_what_they_ran(tmp_path):
     assert EBT.upgrade_options(old) == {**ADDED_OPTIONS, "loss_on": None, "truncate": True, "steps": 2}
     assert EBT.upgrade_options({"loss_on": "last"}) == {**ADDED_OPTIONS, "loss_on": "last"}
     # options added since are filled with their defaults, which are the constructor's (the model as trained)
-    defaults = {n: p.default for n, p in inspect.signature(EBT).parameters.items()}
+    defaults = EBTConfig().flat()
     assert {n: defaults[n] for n in ADDED_OPTIONS} == ADDED_OPTIONS
     assert EBT.upgrade_options({"landscapes": 3})["landscapes"] == 3
 
@@ -229,7 +254,7 @@ def test_tie_candidate_projection_reads_the_candidate_through_the_token_embeddin
     ebt, batch = make(tmp_path, "model.objective.tie_candidate_projection=true")
     assert ebt.candidate_proj is None and "candidate_proj.weight" not in ebt.state_dict()
     y = torch.randn(*batch["targets"].shape, 13)
-    torch.testing.assert_close(ebt._read_candidate(y, 0), y.softmax(-1) @ ebt.encoder.weight)
+    torch.testing.assert_close(ebt.read_candidate(y, 0), y.softmax(-1) @ ebt.encoder.weight)
     before = ebt.energy_function(batch)(y, 0)
     with torch.no_grad():
         ebt.encoder.weight[:, 0] += 1.0  # the token embedding is the candidate's projection too
@@ -322,8 +347,8 @@ def test_each_thinking_step_reads_its_landscape_and_long_trajectories_extend_sho
     with torch.no_grad():
         ebt.landscape_embedding.weight.normal_()  # zero-initialised: make the landscapes differ
     read = []
-    original = ebt._read_candidate
-    ebt._read_candidate = lambda y, step: (read.append(ebt.landscapes.index(step)), original(y, step))[1]
+    original = ebt.read_candidate
+    ebt.read_candidate = lambda y, step: (read.append(ebt.config.landscapes.index(step)), original(y, step))[1]
     init = ebt.initial_candidate(batch)
     long = ebt.think(batch, steps=5, init=init).candidates
     assert read == [2, 1, 0, 0, 0]

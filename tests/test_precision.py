@@ -52,7 +52,7 @@ def test_the_candidate_embedding_is_a_float32_reduction(tmp_path):
     ebt, batch = make(tmp_path, "autoregressive")
     y = torch.randn(*batch["targets"].shape, ebt.output_size)
     with autocast():
-        e = ebt._read_candidate(y, 0)
+        e = ebt.read_candidate(y, 0)
     assert e.dtype == torch.float32
     torch.testing.assert_close(e, softmax_embed_reference(y, ebt.encoder.weight), rtol=1e-6, atol=1e-7)
 

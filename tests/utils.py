@@ -78,7 +78,7 @@ def naive_candidates(mixer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def naive_ebt_energies(ebt, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B, T): candidate t's energy from a plain causal forward of ``[x_0 .. x_t, candidate_t]`` (its last slot), the
     reference of the EBT's two-stream energies."""
-    context, candidate = ebt.encoder(inputs), ebt._read_candidate(y, 0)
+    context, candidate = ebt.encoder(inputs), ebt.read_candidate(y, 0)
     energies = []
     for t in range(y.shape[1]):
         seq = torch.cat([context[:, : t + 1], candidate[:, t : t + 1]], dim=1)

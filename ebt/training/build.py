@@ -52,11 +52,15 @@ def with_task_defaults(part, task: Task):
     return partial(part, l_max=task.max_len)
 
 
-def build_objective(model_cfg: DictConfig, task: Task) -> Objective:
-    """``objective(task, backbone=partial(backbone, mixer=..., mlp=..., linear=...), dim=model.dim)``."""
+def build_backbone(model_cfg: DictConfig, task: Task):
+    """The backbone factory ``partial(backbone, mixer=..., mlp=..., linear=...)``: ``factory(dim, causal=...)``."""
     parts = {name: with_task_defaults(instantiate(model_cfg[name]), task) for name in ("mixer", "mlp", "linear")}
-    backbone = partial(instantiate(model_cfg.backbone), **parts)
-    return instantiate(model_cfg.objective)(task=task, backbone=backbone, dim=model_cfg.dim)
+    return partial(instantiate(model_cfg.backbone), **parts)
+
+
+def build_objective(model_cfg: DictConfig, task: Task) -> Objective:
+    """``objective(task=task, backbone=build_backbone(...), dim=model.dim, **model.objective's options)``."""
+    return instantiate(model_cfg.objective)(task=task, backbone=build_backbone(model_cfg, task), dim=model_cfg.dim)
 
 
 def build_lit_model(cfg: DictConfig, task: Task) -> LitModel:

@@ -81,7 +81,7 @@ def check_keys(config) -> None:
     """Raise :class:`ConfigError` for the first key of ``config`` (recursively) that its ``_target_`` does not take."""
     for node, target in config_nodes(config):
         try:
-            params = inspect.signature(target).parameters.values() if target is not None else None
+            params = options_signature(target).parameters.values() if target is not None else None
         except (ValueError, TypeError):
             params = None
         if params is None or any(p.kind is p.VAR_KEYWORD for p in params):
@@ -136,10 +136,20 @@ TOP_LEVEL_HINTS = {"kernels": typing.Literal[KERNEL_CHOICES],  # (its default is
                    "float32_matmul_precision": typing.Literal["highest", "high", "medium"]}
 
 
+def options_signature(target) -> inspect.Signature:
+    """The options a ``_target_`` takes: its ``options_signature()`` when it declares one (the EBT: the flat keys of
+    :class:`ebt.objectives.config.EBTConfig`, with their types), else its call signature."""
+    declared = getattr(target, "options_signature", None)
+    return declared() if callable(declared) else inspect.signature(target)
+
+
 @functools.cache
 def _hints(obj) -> dict[str, typing.Any]:
-    """Parameter name -> type hint of a callable (a class: its ``__init__``); a hint that does not evaluate is left
-    out."""
+    """Parameter name -> type hint of a callable (a class: its ``__init__``, or its declared
+    :func:`options_signature`); a hint that does not evaluate is left out."""
+    if callable(getattr(obj, "options_signature", None)):
+        return {p.name: p.annotation for p in obj.options_signature().parameters.values()
+                if p.annotation is not inspect.Parameter.empty}
     fn = obj.__init__ if isinstance(obj, type) else obj
     try:
         hints = typing.get_type_hints(fn)
