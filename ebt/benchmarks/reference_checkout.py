@@ -1,7 +1,8 @@
-"""This repo's EBT training step next to the EBT authors' reference implementation (``scripts/bench_reference.py``).
+"""The EBT authors' reference implementation, loaded for :mod:`ebt.benchmarks.reference`
+(``scripts/bench_reference.py``), and this repo's rows built at the same size.
 
 The reference is github.com/alexiglad/EBT at commit :data:`REFERENCE_COMMIT`, imported from a checkout the user
-names (``--reference DIR``); none of its code is copied here. Its NLP EBT (``model/nlp/ebt.py``, ``EBT_NLP``) and
+names (``reference=DIR``); none of its code is copied here. Its NLP EBT (``model/nlp/ebt.py``, ``EBT_NLP``) and
 its baseline transformer (``model/nlp/baseline_transformer.py``) are built from a namespace of its own
 ``train_model.py`` argparse defaults (read from that file's syntax tree, not executed), with the size and the
 pretraining recipe of its ``job_scripts/nlp/pretrain/ebt_s1.sh`` on top (:data:`RECIPE`). Its heavy imports that
@@ -21,7 +22,7 @@ import importlib
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,37 +75,31 @@ def split_overrides(text: str) -> list[str]:
     return [o.strip() for o in [*out, current] if o.strip()]
 
 
-def parse_ours(specs: list[str]) -> dict[str, list[str]]:
-    """The rows of this repo: the defaults (:data:`DEFAULT_OURS`) and each ``NAME=override1,override2,...``."""
+def parse_ours(extra: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The rows of this repo: the defaults (:data:`DEFAULT_OURS`) and each extra ``NAME: overrides`` (the option
+    ``ours.NAME=override1,override2,...`` or ``ours.NAME=[override1,override2]``)."""
     rows = {name: list(overrides) for name, overrides in DEFAULT_OURS.items()}
-    for spec in specs:
-        name, sep, rest = spec.partition("=")
-        name = name.strip()
-        if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"--ours {spec!r}: expected NAME=override1,override2,... (e.g. "
-                              f"ebt_emb=model.objective.candidate=embedding)")
+    for name, given in extra.items():
+        spec = f"ours.{name}={given}"
+        if isinstance(given, Mapping) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{spec!r}: expected ours.NAME=override1,override2,... (e.g. "
+                              f"ours.ebt_emb=model.objective.candidate=embedding)")
         if name in rows or name.startswith("ref_"):
-            raise ConfigError(f"--ours {spec!r}: the row name {name!r} is taken (rows: {sorted(rows)}; ref_* are the "
+            raise ConfigError(f"{spec!r}: the row name {name!r} is taken (rows: {sorted(rows)}; ref_* are the "
                               f"reference's)")
-        overrides = split_overrides(rest)
+        overrides = split_overrides(given) if isinstance(given, str) else [str(o).strip() for o in given or []]
         if not overrides or any("=" not in o for o in overrides):
-            raise ConfigError(f"--ours {spec!r}: every override must be KEY=VALUE")
+            raise ConfigError(f"{spec!r}: every override must be KEY=VALUE")
         rows[name] = overrides
     return rows
 
 
-def parse_ref_set(specs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs of reference hyperparameters (values as Python literals, else strings)."""
-    out = {}
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ConfigError(f"--ref-set {spec!r}: expected KEY=VALUE (a reference train_model.py option)")
-        try:
-            out[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value
-    return out
+def parse_ref_set(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Reference hyperparameters (the option ``ref_set.KEY=VALUE``, values as the command line typed them)."""
+    for key, value in values.items():
+        if not key.isidentifier() or isinstance(value, Mapping):
+            raise ConfigError(f"ref_set.{key}={value}: expected ref_set.KEY=VALUE (a reference train_model.py option)")
+    return dict(values)
 
 
 # --------------------------------------------------------------------------------------------------- the checkout
@@ -118,14 +113,14 @@ def check_reference(root: str | Path | None) -> tuple[Path, list[str]]:
     not given, missing, or not a checkout of the reference repository."""
     hint = f"(git clone {REFERENCE_URL} && git -C EBT checkout {REFERENCE_COMMIT[:8]})"
     if root is None:
-        raise ConfigError(f"--reference DIR is required: a checkout of {REFERENCE_URL} at {REFERENCE_COMMIT[:8]} "
+        raise ConfigError(f"reference=DIR is required: a checkout of {REFERENCE_URL} at {REFERENCE_COMMIT[:8]} "
                           f"{hint}")
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
-        raise ConfigError(f"--reference {root}: no such directory; expected a checkout of {REFERENCE_URL} {hint}")
+        raise ConfigError(f"reference={root}: no such directory; expected a checkout of {REFERENCE_URL} {hint}")
     missing = [name for name in REFERENCE_BLOBS if not (path / name).is_file()]
     if missing or "class EBT_NLP" not in (path / "model/nlp/ebt.py").read_text(errors="replace"):
-        raise ConfigError(f"--reference {root} is not a checkout of {REFERENCE_URL} (missing: "
+        raise ConfigError(f"reference={root} is not a checkout of {REFERENCE_URL} (missing: "
                           f"{', '.join(missing) or 'class EBT_NLP in model/nlp/ebt.py'}) {hint}")
     return path, [name for name, blob in REFERENCE_BLOBS.items() if git_blob_id(path / name) != blob]
 
@@ -167,7 +162,7 @@ def reference_hparams(root: Path, *, dim: int, layers: int, heads: int, seq: int
     defaults = reference_defaults(root)
     unknown = sorted(set(extra or {}) - set(defaults))
     if unknown:
-        raise ConfigError(f"--ref-set {', '.join(unknown)}: not an option of the reference's train_model.py")
+        raise ConfigError(f"ref_set.{', ref_set.'.join(unknown)}: not an option of the reference's train_model.py")
     values = defaults | RECIPE | {
         "model_size": "", "embedding_dim": dim, "num_transformer_blocks": layers, "multiheaded_attention_heads": heads,
         "context_length": seq, "batch_size_per_device": batch, "mcmc_num_steps": steps} | (extra or {})
@@ -185,7 +180,7 @@ class _Stub(types.ModuleType):
 
         class Placeholder:
             def __init__(self, *args: Any, **kwargs: Any) -> None:
-                raise RuntimeError(f"{module}.{name} is stubbed by ebt.analysis.reference_bench (not installed)")
+                raise RuntimeError(f"{module}.{name} is stubbed by ebt.benchmarks.reference_checkout (not installed)")
 
         Placeholder.__name__ = name
         return Placeholder
