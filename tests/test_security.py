@@ -29,7 +29,8 @@ from ebt.objectives import predict
 from ebt.tasks.images import CIFAR10
 from ebt.tasks.text_sources import DocumentReader, Unit
 from ebt.training.checkpoint import SAFE_NAMES, AtomicCheckpointIO, load_checkpoint, stored_config, trusting
-from ebt.training.export import export, load_exported
+from ebt.training.export import export
+from ebt.training.export_format import load_exported
 from ebt.training.restore import load_run
 from ebt.training.train import train
 from tests.utils import ROOT, compose_config, run_cli
