@@ -24,6 +24,8 @@ prepared one. A folder whose ``meta.json`` is missing, unreadable or does not ma
 rebuilt with one warning line; the checksums are verified on every load (about 0.1 s per 40 MB). Folders of
 earlier settings stay until deleted (``rm -r <cache_dir>/tokenized``). Files are written atomically (a temporary
 file, then ``os.replace``); concurrent preparations (the ranks of a DDP run) wait on a lock file.
+
+:func:`prepare_task` is ``scripts/prepare_text.py``'s work (with progress bars), :func:`summary` its report.
 """
 
 import fcntl
@@ -53,6 +55,7 @@ MIN_VOCAB = 257  # the 256 byte symbols and the separator
 MIN_FREQUENCY = 2
 BATCH_CHARS = 1 << 22  # characters per encode_batch call
 META = "meta.json"
+TOKENIZED_TEXT = "ebt.tasks.tokenized_text.TokenizedText"  # the data task whose files these are
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,18 @@ def prepare(options: CorpusOptions, cache_dir: str | Path | None = None, *, prog
         meta = json.loads((folder / META).read_text())
     tokenizer = load_tokenizer(folder / "tokenizer.json", key=f"the prepared {folder / 'tokenizer.json'}")
     return Prepared(folder, meta, tokenizer, built, time.perf_counter() - start, tuple(corpus.splits))
+
+
+def prepare_task(task: dict[str, Any], overrides: list[str]) -> str:
+    """``scripts/prepare_text.py``'s work: prepare the files of ``task`` (the composed ``data.task`` of
+    ``data=tokenized_text`` as a plain dict) with progress bars; returns the report to print: :func:`summary` and the
+    training command (``overrides``, the script's) that reuses the files. ConfigError for another data task."""
+    if task.get("_target_") != TOKENIZED_TEXT:
+        raise ConfigError(f"scripts/prepare_text.py prepares data=tokenized_text only, got {task.get('_target_')}; "
+                          "drop the data= override")
+    prepared = prepare(CorpusOptions.from_config(task), task.get("cache_dir"), progress=True)
+    command = f"train with: python scripts/train.py data=tokenized_text {' '.join(overrides)}".rstrip()
+    return f"{summary(prepared)}\n{command}"
 
 
 def summary(prepared: Prepared) -> str:
