@@ -88,17 +88,8 @@ def export() -> None:
 
 
 def collect() -> None:
-    """``ebt-collect`` / ``scripts/collect.py``."""
-    from ebt.analysis.tools.collect import main
-
-    sys.exit(main(sys.argv[1:]))
-
-
-def doc_tables() -> None:
-    """``scripts/doc_tables.py``: the results tables of docs/ from their committed CSVs (a checkout only)."""
-    from ebt.analysis.doc_tables import main
-
-    sys.exit(main(sys.argv[1:]))
+    """``ebt-collect``: ``scripts/collect.py``'s key=value command (:mod:`ebt.analysis.tools.collect`)."""
+    options_command("ebt.analysis.tools.collect")
 
 
 # ----------------------------------------------------------------------------------------- key=value scripts

@@ -1,10 +1,13 @@
-"""Collect ablation grids: ``python scripts/collect.py DIR [DIR ...] [--out OUT] [--metrics M ...] [--seed-key seed]``.
+"""Collect an ablation grid into tables and plots: one row per job, mean ± std over seeds per configuration.
 
-Tables (markdown, CSV) and plots of a multirun, mean ± std over seeds; options and outputs:
-:mod:`ebt.analysis.tools.collect`.
+    python scripts/collect.py dirs=outputs/grids/mixers/<time>_<id>
+    python scripts/collect.py 'dirs=[GRID1,GRID2]' 'metrics=[val/acc,val/tok_acc]' out=OUT
+
+``key=value`` options (``--help`` lists them with their defaults), outputs and definitions:
+:mod:`ebt.analysis.tools.collect`. Installed, the same command is ``ebt-collect``.
 """
 
-from ebt.commands import collect
+from ebt.commands import options_command
 
 if __name__ == "__main__":
-    collect()
+    options_command("ebt.analysis.tools.collect")

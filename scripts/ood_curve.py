@@ -1,13 +1,12 @@
-"""Thinking improvement vs OOD gap (the EBT paper's Fig. 6) from think.py's CSVs:
-``python scripts/ood_curve.py RUN/thinking/thinking.csv [MORE.csv ...] [--out DIR] [--train-steps N]``.
+"""Thinking improvement vs OOD gap (the EBT paper's Fig. 6) from think.py's CSVs, one per seed (each with the
+predictor's rows, from ``think.py baseline_ckpt=``); mean ± 95 % interval over them:
 
-One CSV per seed (each with the predictor's rows, from ``think.py baseline_ckpt=``); mean ± std over them. Options
-and outputs: :mod:`ebt.analysis.thinking.ood_curve`.
+    python scripts/ood_curve.py 'csvs=[S0/thinking/thinking.csv,S1/thinking/thinking.csv]' out=DIR [train_steps=N]
+
+``key=value`` options (``--help`` lists them with their defaults) and outputs: :mod:`ebt.analysis.thinking.ood_curve`.
 """
 
-import sys
-
-from ebt.analysis.thinking.ood_curve import main
+from ebt.commands import options_command
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    options_command("ebt.analysis.thinking.ood_curve")

@@ -1,16 +1,15 @@
-"""Closed-loop evaluation of nav2d policies: ``python scripts/policy_eval.py RUN [RUN ...] --out DIR``.
+"""Closed-loop evaluation of nav2d policies (predictor, diffusion or EBT; the kind is read from the checkpoint):
 
-RUN is a ``scripts/train.py`` run folder (or ``.ckpt``) on ``data=nav2d``: a predictor, diffusion or EBT policy (the
-kind is read from the checkpoint; several runs of one kind are seeds, ``--config NAME`` labels a tuning candidate).
-Writes ``policy_eval.csv``, ``policy_summary.csv`` (mean, std, 95 % t-interval over seeds), ``policy_selection.csv``
-(settings chosen on val, reported on test / ood), ``policy_eval.json``, ``policy_eval.md`` and ``policy_curve.png`` to
-DIR; ``--merge`` joins earlier evaluations, ``--doc FILE`` writes the tables into FILE's ``<!-- policy_eval:NAME -->``
-blocks. Options and definitions: :mod:`ebt.analysis.task_eval.policy_eval` (``--help``).
+    python scripts/policy_eval.py 'runs=[RUN_S0,RUN_S1,RUN_S2]' out=DIR [config=NAME] [episodes=200]
+    python scripts/policy_eval.py 'merge=[DIR1,DIR2]' out=ALL doc=docs/ebt_policy.md
+
+Writes success / collision tables (mean and 95 % t-interval over seeds), the settings chosen on val and reported on
+test / ood, energy AUROCs and a success-vs-compute curve to ``out``; ``merge`` joins earlier evaluations, ``doc`` writes
+the tables into a markdown file's ``<!-- policy_eval:NAME -->`` blocks. ``key=value`` options (``--help`` lists them
+with their defaults) and definitions: :mod:`ebt.analysis.task_eval.policy_eval`.
 """
 
-import sys
-
-from ebt.analysis.task_eval.policy_eval import main
+from ebt.commands import options_command
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    options_command("ebt.analysis.task_eval.policy_eval")

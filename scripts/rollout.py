@@ -3,13 +3,10 @@ PSNR per horizon and ground truth / predictor / EBT pictures side by side.
 
     python scripts/rollout.py ebt_ckpt=outputs/bouncing/runs/EBT predictor_ckpt=outputs/bouncing/runs/PRED context=3
 
-Options and outputs: :mod:`ebt.analysis.task_eval.rollouts`.
+``key=value`` options (``--help`` lists them with their defaults) and outputs: :mod:`ebt.analysis.task_eval.rollouts`.
 """
 
-import sys
-
-from ebt.analysis.task_eval.rollouts import main
-from ebt.training.cli import run_reporting_errors
+from ebt.commands import options_command
 
 if __name__ == "__main__":
-    run_reporting_errors(main, sys.argv[1:])
+    options_command("ebt.analysis.task_eval.rollouts")

@@ -1,13 +1,13 @@
-"""Thinking curves over seeds: ``python scripts/think_seeds.py RUN [RUN ...] --out OUT [--select-on val]``.
+"""Thinking curves over seeds: settings selected on ``select_on`` (default ``val``) and read on every split, mean ± std
+over seeds, from the ``think.py`` outputs of one run per seed:
 
-RUN is a ``think.py`` output folder (``<run>/thinking``) or the run folder above it, one per seed. Settings are
-selected on ``--select-on`` and read on every split; mean ± std over seeds.
-Definitions: :mod:`ebt.analysis.thinking.think_seeds`.
+    python scripts/think_seeds.py 'runs=[RUN0,RUN1,RUN2]' out=OUT [metric=cell_acc metric_mode=max]
+
+``key=value`` options (``--help`` lists them with their defaults) and definitions:
+:mod:`ebt.analysis.thinking.think_seeds`.
 """
 
-import sys
-
-from ebt.analysis.thinking.think_seeds import main
+from ebt.commands import options_command
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    options_command("ebt.analysis.thinking.think_seeds")

@@ -114,7 +114,7 @@ CLI_CASES = [  # (script, args, start of the error line)
     ("train.py", ["model.objective.steps=two"], "error: model.objective.steps must be an integer, got 'two'"),
     ("train.py", ["logger=wandb", "trainer.max_steps=1"], "error: logger=wandb has no W&B API key here"),
     ("grow.py", ["ckpt=x.ckpt", "slots=many"], "error: slots='many' is not a number"),
-    ("icl_eval.py", ["ckpts=x.ckpt"], "error: unknown option(s) ['ckpts']"),
+    ("icl_eval.py", ["ckpts=x.ckpt"], "error: unknown option(s) ckpts"),
 ]
 
 

@@ -20,7 +20,7 @@ def _grid(tmp_path):
 
 def test_a_metric_no_job_has_is_an_error(tmp_path):
     grid = _grid(tmp_path)
-    result = run_cli("collect.py", str(grid), "--metrics", "val/acc", "val/nope", cwd=tmp_path,
+    result = run_cli("collect.py", f"dirs={grid}", "metrics=[val/acc,val/nope]", cwd=tmp_path,
                      env={"MPLBACKEND": "Agg"})
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -31,7 +31,7 @@ def test_a_metric_no_job_has_is_an_error(tmp_path):
 def test_a_truncated_summary_is_skipped_with_one_line(tmp_path):
     grid = _grid(tmp_path)
     _job(grid, "seed-2", '{"metric": "acc", "metr')
-    result = run_cli("collect.py", str(grid), cwd=tmp_path, env={"MPLBACKEND": "Agg"})
+    result = run_cli("collect.py", f"dirs={grid}", cwd=tmp_path, env={"MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stderr[-2000:]
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
     assert len(skipped) == 1 and str(grid / "seed-2" / "summary.json") in skipped[0]

@@ -6,6 +6,7 @@ import pytest
 
 from ebt.analysis import doc_tables
 from ebt.analysis.doc_tables import REGISTRY, DocTable, block, fill, fill_doc, markers, stale, write_all
+from ebt.commands import read_options
 from ebt.errors import ConfigError
 from tests.utils import ROOT
 
@@ -99,5 +100,5 @@ def test_write_all_and_check_on_a_copy(tmp_path):
 
 
 def test_main_check_passes_on_the_committed_docs(capsys):
-    assert doc_tables.main(["--check"]) == 0
+    assert doc_tables.main(read_options(["check=true"], doc_tables.DEFAULTS)) == 0
     assert "up to date" in capsys.readouterr().out

@@ -7,8 +7,9 @@ from tests.utils import ROOT, run_cli
 ADDITION = ROOT / "tests" / "fixtures" / "ebt_tokenformer_layout_v1.ckpt"  # a tokens task without a text encoding
 
 CASES = [
-    ("collect.py", ["{tmp}/missing"], "not a folder"),
-    ("collect.py", ["{tmp}"], "no job folders"),
+    ("collect.py", ["dirs={tmp}/missing"], "not a folder"),
+    ("collect.py", ["dirs={tmp}"], "no job folders"),
+    ("collect.py", ["{tmp}"], "options are key=value"),
     ("grow.py", [], "ckpt= and slots= are required"),
     ("grow.py", ["ckpt={tmp}/missing.ckpt", "slots=+4"], "does not exist"),
     ("think.py", ["ckpt={tmp}/missing.ckpt"], "does not exist"),

@@ -31,7 +31,7 @@ def test_grid_runs_and_collects(tmp_path):
     assert sorted(statuses.values()) == ["done"] * 4
     assert all(not grid.UNSAFE.search(name) for name in statuses)  # one valid folder per job
 
-    collected = run_cli("collect.py", str(sweep), cwd=tmp_path, env={"MPLBACKEND": "Agg"})
+    collected = run_cli("collect.py", f"dirs={sweep}", cwd=tmp_path, env={"MPLBACKEND": "Agg"})
     assert collected.returncode == 0, collected.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "collect" / "jobs.csv").open()))
     assert len(rows) == 4
@@ -68,7 +68,7 @@ def test_failing_cell_is_recorded_and_rerun_skips_finished_jobs(tmp_path):
     assert (done / "status.json").stat().st_mtime_ns == stamp  # not run again
     assert "alpha must be > 0" in second.stderr  # the failed one was tried again
 
-    collected = run_cli("collect.py", str(sweep), cwd=tmp_path, env={"MPLBACKEND": "Agg"})
+    collected = run_cli("collect.py", f"dirs={sweep}", cwd=tmp_path, env={"MPLBACKEND": "Agg"})
     assert collected.returncode == 0, collected.stderr[-3000:]
     assert "| failed | -1 |" in collected.stdout and "ConfigError: model.objective.alpha" in collected.stdout
 

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from alt_arch.linears.pattention import pattention_layers
 from ebt.analysis.tools import growth
 from ebt.analysis.tools.growth import grow_checkpoint, grow_model
+from ebt.commands import read_options
 from ebt.errors import ConfigError
 from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config, run_cli
@@ -85,7 +86,7 @@ def test_cli_grows_a_checkpoint_and_rejects_bad_input(tmp_path, capsys):
     _, _, ckpt = _trained_checkpoint(cfg)
     path = tmp_path / "last.ckpt"
     torch.save(ckpt, path)
-    growth.main([f"ckpt={path}", "slots=+3"])  # in-process: a subprocess would re-import torch
+    growth.main(read_options([f"ckpt={path}", "slots=+3"], growth.DEFAULTS))  # in-process: no torch re-import
     assert "model.linear.extra_slots=3 model.mlp.extra_slots=3" in capsys.readouterr().out
     out = torch.load(tmp_path / "last-grown3.ckpt", weights_only=False)
     assert out["growth"][-1]["added"] == 3

@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ebt.analysis.task_eval import icl_eval
+from ebt.commands import read_options
 from ebt.errors import ConfigError
 from ebt.tasks import icl_baselines as B
 from ebt.tasks.icl import FAMILIES, ICLRegression
@@ -144,7 +145,7 @@ def test_eval_script_reads_a_checkpoint_and_writes_csv_and_png(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": config}}, ckpt)
-    rows = icl_eval.main([f"ckpt={ckpt}", "batches=1", "batch_size=4", "eval_loops=3"])
+    rows = icl_eval.main(read_options([f"ckpt={ckpt}", "batches=1", "batch_size=4", "eval_loops=3"], icl_eval.DEFAULTS))
     with open(tmp_path / "icl_eval.csv") as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) == 2 * 4 * 4  # 2 splits x (model + 3 baselines) x 4 positions

@@ -95,7 +95,7 @@ def test_summary_table_and_plot(tmp_path):
 
 
 def test_entry_point_reports_a_bad_run_in_one_line(tmp_path):
-    result = run_cli("policy_eval.py", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), cwd=tmp_path,
+    result = run_cli("policy_eval.py", f"runs=[{tmp_path / 'missing'}]", f"out={tmp_path / 'out'}", cwd=tmp_path,
                      timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr

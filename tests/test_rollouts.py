@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ebt.analysis.task_eval import rollouts
+from ebt.commands import read_options
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.training.build import build_lit_model, build_task
@@ -26,6 +27,11 @@ class Shift(Objective):
 
     def predict(self, batch):
         return batch["inputs"] + self.delta
+
+
+def roll_out(*argv: str) -> list[dict]:
+    """``scripts/rollout.py argv...`` in-process: the rows."""
+    return rollouts.main(read_options(list(argv), rollouts.DEFAULTS))
 
 
 def save_run(tmp_path, name: str, *extra: str):
@@ -62,7 +68,7 @@ def test_the_first_rolled_out_frame_is_the_one_step_prediction(tmp_path):
         teacher = predictor.predict(batch)[:, 1]
     torch.testing.assert_close(rollouts.rollout(predictor, context, 1)[:, 0], teacher, atol=1e-6, rtol=1e-6)
     init = torch.zeros_like(batch["targets"])  # the EBT's noise is seeded the same way for both
-    ebt.init = "zeros"
+    ebt.config.init = "zeros"
     with torch.no_grad():
         ebt.log_alpha.fill_(0.0)  # alpha = 1: float32 rounding of the energy is not magnified 100x
     full = ebt.think(batch, steps=ebt.steps, init=init).candidates[-1][:, 1].detach()
@@ -72,8 +78,8 @@ def test_the_first_rolled_out_frame_is_the_one_step_prediction(tmp_path):
 def test_rollout_script_writes_tables_and_pictures(tmp_path):
     predictor_run, _ = save_run(tmp_path, "predictor", "model/objective=predict")
     ebt_run, _ = save_run(tmp_path, "ebt", "model/objective=ebt")
-    rows = rollouts.main([f"ebt_ckpt={ebt_run}", f"predictor_ckpt={predictor_run}", "context=2", "batches=1",
-                          "batch_size=4", "samples=2", "splits=[val,ood]", "ebt_steps=1"])
+    rows = roll_out(f"ebt_ckpt={ebt_run}", f"predictor_ckpt={predictor_run}", "context=2", "batches=1", "batch_size=4",
+                    "samples=2", "splits=[val,ood]", "ebt_steps=1")
     out = ebt_run / "rollouts"
     with open(out / "rollouts.csv") as f:
         written = list(csv.DictReader(f))
@@ -89,8 +95,8 @@ def test_rollout_logs_to_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     predictor_run, _ = save_run(tmp_path, "predictor", "model/objective=predict")
-    rollouts.main([f"predictor_ckpt={predictor_run}", "batches=1", "batch_size=2", "splits=[val]", "wandb=true",
-                   f"out_dir={tmp_path / 'out'}"])
+    roll_out(f"predictor_ckpt={predictor_run}", "batches=1", "batch_size=2", "splits=[val]", "wandb=true",
+             f"out_dir={tmp_path / 'out'}")
     assert (tmp_path / "out" / "rollouts_val.png").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
@@ -107,11 +113,11 @@ def test_bad_options_fail_clearly(tmp_path):
         ([f"predictor_ckpt={ebt_run}"], "EBT checkpoint; this option needs a predictor"),
         ([f"ebt_ckpt={ebt_run}", f"predictor_ckpt={other_run}"], "roll out models of the same task"),
         ([f"predictor_ckpt={predictor_run}", "splits=[nope]"], "splits"),
-        ([f"predictor_ckpt={predictor_run}", "steps=3"], r"unknown option\(s\) \['steps'\]"),
+        ([f"predictor_ckpt={predictor_run}", "steps=3"], r"unknown option\(s\) steps; valid keys: ebt_ckpt"),
     ]
     for argv, match in cases:
         with pytest.raises(ConfigError, match=match):
-            rollouts.main(argv)
+            roll_out(*argv)
 
 
 def test_rollout_cli_error_is_one_line(tmp_path):

@@ -21,9 +21,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ebt.analysis.tools import collect
 from ebt.analysis.tools.evaluate import evaluate
-from ebt.commands import run_checked
+from ebt.commands import options_command, run_checked
 from ebt.errors import CheckpointError, ConfigError, DataError
 from ebt.objectives import predict
 from ebt.tasks.images import CIFAR10
@@ -250,13 +249,16 @@ def test_a_bad_seed_on_the_command_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- 7. collect: unreadable jobs
-def test_collect_says_the_job_folders_were_found_but_unreadable(tmp_path, capsys):
+def test_collect_says_the_job_folders_were_found_but_unreadable(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the command's one error line, not a traceback
     for seed in (0, 1):
         job = tmp_path / "grid" / f"seed-{seed}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n")
         (job / "summary.json").write_text('{"metric": "acc", "metr')
-    assert collect.main([str(tmp_path / "grid")]) == 2
+    with pytest.raises(SystemExit) as exited:
+        options_command("ebt.analysis.tools.collect", [f"dirs={tmp_path / 'grid'}"])
+    assert exited.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "2 job folders (with .hydra/) found" in errors[0] and "none could be read" in errors[0]
 

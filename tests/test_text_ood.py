@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ebt.analysis.plotting import write_csv
-from ebt.analysis.thinking.ood_curve import curve_points, main, ood_curve, read_rows
+from ebt.analysis.thinking.ood_curve import curve_points, ood_curve, read_rows
+from ebt.commands import options_command
 from ebt.errors import ConfigError, DataError
 from ebt.tasks.addition import Addition
 from ebt.tasks.text import Text, default_corpus
@@ -204,17 +205,20 @@ def test_ood_curve_improvement_and_gap(tmp_path):
     assert "setting chosen on val" in table and "4 steps (2x), best-of-1" in table
 
 
-def test_ood_curve_refuses_a_bad_csv(tmp_path, capsys):
+def test_ood_curve_refuses_a_bad_csv(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the command's one error line, not a traceback
     bad = tmp_path / "bad.csv"
     write_csv([{"split": "val", "steps": 2, "acc": 0.5}], bad)
     with pytest.raises(ConfigError, match=r"lacks the column\(s\) mode, best_of, bpb"):
         read_rows(bad, "bpb")
-    assert main([str(bad), "--train-steps", "2"]) == 2
+    with pytest.raises(SystemExit) as exited:
+        options_command("ebt.analysis.thinking.ood_curve", [f"csvs={bad}", "train_steps=2"])
+    assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "lacks the column(s)" in err[0]
     good = tmp_path / "good.csv"
     write_csv(thinking_rows(), good)
     with pytest.raises(ConfigError, match="no fixed best-of-1 row at the trained 3 steps"):
         ood_curve([good], tmp_path, train_steps=3)
-    with pytest.raises(ConfigError, match="pass --train-steps"):
+    with pytest.raises(ConfigError, match="pass train_steps="):
         ood_curve([good], tmp_path)  # not inside a run folder: the trained steps are unknown

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ebt.analysis.thinking.think_seeds import main, summarise
+from ebt.analysis.thinking.think_seeds import DEFAULTS, main, summarise
+from ebt.commands import options_command, read_options
 from ebt.errors import DataError
 
 FIELDS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", "loops", "acc", "loss"]
@@ -66,14 +67,15 @@ def test_another_metric_column_with_its_direction(tmp_path):
 
 def test_command_line_writes_tables_and_plot(tmp_path, capsys):
     a = write_seed(tmp_path / "run_a" / "thinking", rows(0.6, 0.7, 0.3, 0.2))
-    assert main([str(tmp_path / "run_a"), "--out", str(tmp_path / "out")]) == 0
+    assert main(read_options([f"runs={tmp_path / 'run_a'}", f"out={tmp_path / 'out'}"], DEFAULTS)) == 0
     for name in ("seeds.csv", "headline.csv", "headline.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert (tmp_path / "out" / "thinking_seeds.png").read_bytes()[:4] == b"\x89PNG"
     assert a.is_dir() and "| ood |" in capsys.readouterr().out
 
 
-def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_path, capsys):
+def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # the command's one error line, not a traceback
     a = write_seed(tmp_path / "a", rows(0.6, 0.7, 0.3, 0.2))
     other = write_seed(tmp_path / "b", rows(0.6, 0.7, 0.3, 0.2), trained_steps=4)
     with pytest.raises(DataError, match="another experiment"):
@@ -82,6 +84,9 @@ def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_pa
         summarise([a], select_on="test")
     with pytest.raises(DataError, match="no column 'cell_acc'; its metrics: acc, loss"):
         summarise([a], metric=("cell_acc", "max"))
-    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit) as exited:
+        options_command("ebt.analysis.thinking.think_seeds", [f"runs=[{tmp_path / 'missing'}]",
+                                                               f"out={tmp_path / 'out'}"])
+    assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "run scripts/think.py" in err and len(err.strip().splitlines()) == 1

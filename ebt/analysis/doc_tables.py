@@ -11,15 +11,14 @@ here, ``tag="policy_eval"`` for :mod:`ebt.analysis.task_eval.policy_eval`'s bloc
 generated table once: the doc, the block name, the committed CSV(s) under ``docs/`` and the renderer, which is the
 producing script's own markdown function where it has one (``collect.group_markdown``, think_seeds' headline table) and,
 for CSVs written by one-off drivers (the world-model tables), a renderer here. ``scripts/doc_tables.py`` rewrites every
-registered block from its CSVs; ``--check`` exits 1 naming each block that differs (``tests/test_doc_tables.py`` runs
-the same check).
+registered block from its CSVs; ``python scripts/doc_tables.py check=true`` writes nothing and exits 1 naming each
+block that differs (``tests/test_doc_tables.py`` runs the same check).
 
 To add a table: commit its CSV under ``docs/``, put the two marker lines where the table goes, add a
 :class:`DocTable` to :data:`REGISTRY` (a renderer takes one list of CSV rows per CSV, values as the CSV's strings, and
 returns markdown) and run ``python scripts/doc_tables.py``.
 """
 
-import argparse
 import csv
 import functools
 import math
@@ -30,13 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from ebt.analysis.plotting import markdown_table, write_text
 from ebt.analysis.thinking import ood_curve
 from ebt.analysis.tools import collect
-from ebt.errors import ConfigError, DataError, UserError
+from ebt.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: docs/ and its CSVs are not part of an installed package
 TAG = "table"
+DEFAULTS = {"check": False}  # scripts/doc_tables.py's one option: check=true writes nothing, names stale tables
 
 Rows = list[dict[str, str]]
 
@@ -383,26 +385,20 @@ def stale(root: Path = ROOT, registry: Sequence[DocTable] = REGISTRY) -> list[st
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``scripts/doc_tables.py [--check]``: 0 when written (or up to date), 1 when ``--check`` found stale tables,
-    2 (one ``error:`` line) on a missing marker or CSV."""
-    parser = argparse.ArgumentParser(prog="doc_tables.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 naming each registered table that differs from its CSV's render")
-    args = parser.parse_args(argv)
-    try:
-        if args.check:
-            differing = stale()
-            for line in differing:
-                print(line)
-            if differing:
-                print(f"{len(differing)} table(s) differ: run python scripts/doc_tables.py", file=sys.stderr)
-                return 1
-            print(f"{len(REGISTRY)} tables up to date")
-            return 0
-        changed = write_all()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def main(cfg: DictConfig) -> int:
+    """``scripts/doc_tables.py [check=true]``: 0 when written (or up to date), 1 when ``check=true`` found stale
+    tables; a missing marker or CSV is a :class:`ConfigError` / :class:`DataError` (one ``error:`` line, exit 2)."""
+    if not isinstance(cfg.check, bool):
+        raise ConfigError(f"check={cfg.check} must be true or false")
+    if cfg.check:
+        differing = stale()
+        for line in differing:
+            print(line)
+        if differing:
+            print(f"{len(differing)} table(s) differ: run python scripts/doc_tables.py", file=sys.stderr)
+            return 1
+        print(f"{len(REGISTRY)} tables up to date")
+        return 0
+    changed = write_all()
     print(f"rewrote {', '.join(changed)}" if changed else f"{len(REGISTRY)} tables up to date")
     return 0

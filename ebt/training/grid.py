@@ -220,7 +220,7 @@ class GridReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         GridReport.counts = Counter(status_of(d) for d in job_dirs(sweep_dir))
         line = ", ".join(f"{n} {s}" for s, n in sorted(GridReport.counts.items())) or "no jobs"
-        print(f"grid {sweep_dir}: {line} (python scripts/collect.py {sweep_dir})", file=sys.stderr, flush=True)
+        print(f"grid {sweep_dir}: {line} (python scripts/collect.py dirs={sweep_dir})", file=sys.stderr, flush=True)
 
 
 def exit_status() -> int:

@@ -3,21 +3,21 @@
     python scripts/icl_eval.py ckpt=outputs/icl_linear/runs/RUN/checkpoints/last.ckpt
     python scripts/icl_eval.py 'ckpt=[A.ckpt,B.ckpt]' 'labels=[looped,stack]' eval_loops=12 batches=8
 
-Options (``key=value``): ``ckpt`` (one path or a list), ``labels`` (names in the plot; default: the backbone
-class and run folder), ``splits`` (default ``[val, ood]``), ``batches`` x ``batch_size`` prompts per split
-(default 8 x 128, the same prompts for every model and baseline), ``eval_loops`` (evaluation iterations of
-looped backbones; default: as trained), ``out`` (folder; default: the run folder of the first checkpoint,
-i.e. the parent of its ``checkpoints/``), ``seed`` (evaluation noise, default 0). Writes ``icl_eval.csv`` (split,
-method, k, err, sem) and ``icl_eval.png`` there. ``err`` is the squared error divided by the prior variance of ``y``
-(``d`` for linear regression): 0 is perfect, 1 is "predict 0": per k, the mean over every prompt of every batch.
-A model's noise (an EBT's initial candidates) is seeded per batch from ``(seed, split, batch index)`` (option
-``seed``, default 0: as in validation, :mod:`ebt.tasks.metrics`).
+Options (``key=value``; ``--help`` lists the defaults): ``ckpt`` (one path or a list), ``labels`` (names in the plot;
+default: the backbone class and run folder), ``splits`` (default ``[val, ood]``), ``batches`` x ``batch_size`` prompts
+per split (default 8 x 128, the same prompts for every model and baseline), ``eval_loops`` (evaluation iterations of
+looped backbones; default: as trained), ``out`` (folder; default: the run folder of the first checkpoint, i.e. the
+parent of its ``checkpoints/``), ``seed`` (evaluation noise, default 0). Writes ``icl_eval.csv`` (split, method, k, err,
+sem) and ``icl_eval.png`` there. ``err`` is the squared error divided by the prior variance of ``y`` (``d`` for linear
+regression): 0 is perfect, 1 is "predict 0": per k, the mean over every prompt of every batch. A model's noise (an EBT's
+initial candidates) is seeded per batch from ``(seed, split, batch index)`` (option ``seed``, default 0: as in
+validation, :mod:`ebt.tasks.metrics`).
 """
 
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ebt.analysis.plotting import pyplot, save_figure, write_csv
 from ebt.analysis.thinking.thinking_eval import set_eval_loops
@@ -90,11 +90,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def main(argv: list[str]) -> list[dict]:
-    opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)}; use {sorted(DEFAULTS)}")
+def main(opts: DictConfig) -> list[dict]:
+    """The ``scripts/icl_eval.py`` command (options: the module docstring): evaluate, write, print; returns the
+    rows."""
     if not opts.ckpt:
         raise ConfigError("pass ckpt=PATH (a checkpoint written by scripts/train.py with data=icl_regression)")
     paths = [Path(p) for p in (opts.ckpt if OmegaConf.is_list(opts.ckpt) else [opts.ckpt])]

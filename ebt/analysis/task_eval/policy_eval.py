@@ -1,10 +1,16 @@
-"""Closed-loop evaluation of nav2d policies (issue 17): rollouts of trained checkpoints in the batched simulator.
+"""Closed-loop evaluation of nav2d policies: rollouts of trained checkpoints in the batched simulator.
 
-Behind ``scripts/policy_eval.py RUN [RUN ...] --out DIR``. Each RUN is a ``scripts/train.py`` run folder (or
-``.ckpt``) on ``data=nav2d``; its objective says which policy it is: ``Predict`` (MSE behaviour cloning), ``Diffusion``
-(DDPM / DDIM) or ``EBT`` (EBT-Policy). Several runs of one kind (and one ``--config`` label) are seeds: tables give
-the mean and a 95 % t-interval over them (``mean ± h``: ``h = t_{0.975, n-1} s / sqrt(n)``, ``s`` the sample std of the
-``n`` runs).
+Behind ``python scripts/policy_eval.py 'runs=[RUN,...]' out=DIR`` (``key=value`` options, below; ``--help`` lists the
+defaults). Each run is a ``scripts/train.py`` run folder (or ``.ckpt``) on ``data=nav2d``; its objective's capability
+says which policy it is: one pass (``Predict``, MSE behaviour cloning), sampling (``Diffusion``, DDPM / DDIM) or
+thinking (``EBT``, EBT-Policy). Several runs of one kind (and one ``config`` label) are seeds: tables give the mean and
+a 95 % t-interval over them (``mean ± h``: ``h = t_{0.975, n-1} s / sqrt(n)``, ``s`` the sample std of the ``n``
+runs).
+
+Options: ``runs`` (a list, or one run), ``out`` (the output folder; required), ``episodes`` (starts per split),
+``splits``, ``ebt_steps``, ``best_of``, ``diffusion_steps``, ``samplers``, ``max_passes``, ``gate_min``, ``gate_max``,
+``gate_best_of``, ``gate_quantiles`` (all below), ``execute`` (actions per plan; default: the run's
+``data.task.execute``), ``seed`` (the rollouts' torch seed), ``config``, ``merge``, ``doc`` and ``doc_prefix`` (below).
 
 Per policy setting and split (``val``: demo-like starts, where settings are chosen; ``test``: demo-like starts of
 another stream, held out; ``ood``: starts off the demonstrated paths), over the same
@@ -30,8 +36,8 @@ in rollouts from ``train`` starts (:func:`plan_energies`; neither evaluation spl
 in-distribution plans pay for the long plan. Its compute is the mean passes per plan over the plans of running
 episodes, against always thinking the maximum (best-of-``gate_best_of`` at ``gate_max``) and always the minimum.
 
-``--merge DIR ...`` adds the rows of earlier evaluations (their ``policy_eval.csv`` and ``.json``), so seeds and
-policies can be evaluated in separate processes and tabulated together. ``--config NAME`` labels the rows of this
+``'merge=[DIR,...]'`` adds the rows of earlier evaluations (their ``policy_eval.csv`` and ``.json``), so seeds and
+policies can be evaluated in separate processes and tabulated together. ``config=NAME`` labels the rows of this
 evaluation's runs (default: the policy kind), so several configurations of one kind (a tuning budget) stay apart.
 
 Selection on ``val`` (:func:`select`), never on the splits it is reported on: per policy kind, its configuration is the
@@ -44,32 +50,34 @@ Writes ``policy_eval.csv`` (one row per run, setting and split), ``policy_eval.j
 counts, each run's offline metrics from its ``summary.json``), ``policy_summary.csv`` (mean, std and 95 % t-interval
 half-width ``_ci95`` over runs), ``policy_selection.csv`` (the selection above), ``policy_eval.md`` (tables, parameter
 counts, the command) and ``policy_curve.png`` (success vs forward passes per plan: EBT per best-of-N, diffusion per
-sampler, the predictor as a flat line; one panel per split). ``--doc FILE`` also writes the tables into FILE, between
+sampler, the predictor as a flat line; one panel per split). ``doc=FILE`` also writes the tables into FILE, between
 ``<!-- policy_eval:NAME -->`` and ``<!-- /policy_eval:NAME -->`` lines (NAME: ``results``, ``selection``,
-``tuning``, ``energy``, ``offline``; ``--doc-prefix P`` fills ``P-NAME``; blocks the file lacks are skipped,
+``tuning``, ``energy``, ``offline``; ``doc_prefix=P`` fills ``P-NAME``; blocks the file lacks are skipped,
 :func:`ebt.analysis.doc_tables.fill_doc`), so a document's tables are the script's, never typed by hand.
 """
 
-import argparse
 import csv
 import json
 import math
+import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from alt_arch.utils import num_params
+from ebt.analysis import run_options as opts
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.stats import t_interval
 from ebt.analysis.thinking.verifier import auroc
-from ebt.errors import ConfigError, UserError
+from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
 from ebt.objectives.search import forward_passes, think_best_of
@@ -245,6 +253,11 @@ class Options:
     execute: int | None = None
     seed: int = 0
     config: str | None = None  # the label of these runs' configuration (default: the policy kind)
+
+
+DEFAULTS = {"runs": [], "merge": [], "out": None,  # the command's options: Options' fields between the paths
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(Options()).items()},
+            "doc": None, "doc_prefix": ""}
 
 
 def settings_for(objective: Objective, options: Options) -> list[Setting]:
@@ -549,7 +562,7 @@ def read_previous(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     earlier evaluation wrote to ``folder``, to merge with new runs."""
     table, extras = folder / "policy_eval.csv", folder / "policy_eval.json"
     if not (table.is_file() and extras.is_file()):
-        raise ConfigError(f"--merge {folder}: no policy_eval.csv and policy_eval.json there; pass an output folder "
+        raise ConfigError(f"merge={folder}: no policy_eval.csv and policy_eval.json there; pass an output folder "
                           "of scripts/policy_eval.py")
     with table.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -570,9 +583,10 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
     from ebt.training.restore import load_run
 
     if not runs and not merge:
-        raise ConfigError("no run given; pass run folders of scripts/train.py on data=nav2d")
+        raise ConfigError("no run given; pass runs=[RUN,...] (run folders of scripts/train.py on data=nav2d) or "
+                          "merge=[DIR,...] (earlier evaluations)")
     if doc is not None and not doc.is_file():
-        raise ConfigError(f"--doc {doc}: no such file")
+        raise ConfigError(f"doc={doc}: no such file")
     rows, info, params = [], {"ebt": [], "offline": []}, {}
     for folder in merge:
         old_rows, extras = read_previous(folder)
@@ -617,54 +631,34 @@ def policy_eval(runs: list[Path], out: Path, options: Options, command: str = ""
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``scripts/policy_eval.py`` command: 0 when written, 2 (and one ``error:`` line) on bad input."""
-    d = Options()
-    p = argparse.ArgumentParser(prog="policy_eval.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="*", type=Path, help="run folders (or .ckpt) of scripts/train.py on data=nav2d")
-    p.add_argument("--merge", nargs="+", type=Path, default=[],
-                   help="output folders of earlier evaluations whose rows join these (e.g. other seeds)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--episodes", type=int, default=d.episodes)
-    p.add_argument("--splits", nargs="+", default=list(d.splits))
-    p.add_argument("--ebt-steps", nargs="+", type=int, default=list(d.ebt_steps))
-    p.add_argument("--best-of", nargs="+", type=int, default=list(d.best_of))
-    p.add_argument("--diffusion-steps", nargs="+", type=int, default=list(d.diffusion_steps))
-    p.add_argument("--samplers", nargs="+", default=list(d.samplers))
-    p.add_argument("--max-passes", type=float, default=d.max_passes)
-    p.add_argument("--gate", nargs=3, type=int, default=[d.gate_min, d.gate_max, d.gate_best_of],
-                   metavar=("MIN_STEPS", "MAX_STEPS", "BEST_OF"))
-    p.add_argument("--gate-quantiles", nargs="+", type=float, default=list(d.gate_quantiles))
-    p.add_argument("--execute", type=int, default=None, help="actions per plan (default: the run's data.task.execute)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--config", default=None,
-                   help="label of these runs' configuration (default: the policy kind): a tuning candidate")
-    p.add_argument("--doc", type=Path, default=None,
-                   help="a markdown file whose <!-- policy_eval:NAME --> blocks get the tables")
-    p.add_argument("--doc-prefix", default="", help="fill the blocks <!-- policy_eval:PREFIX-NAME --> instead")
-    a = p.parse_args(argv)
-    options = Options(a.episodes, a.splits, a.ebt_steps, a.best_of, a.diffusion_steps, a.samplers, a.max_passes,
-                      *a.gate, a.gate_quantiles, a.execute, a.seed, a.config)
-    try:
-        _check(options)
-        policy_eval(a.runs, a.out, options, command="python scripts/policy_eval.py " + " ".join(argv or sys.argv[1:]),
-                    merge=a.merge, doc=a.doc, doc_prefix=a.doc_prefix)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def main(cfg: DictConfig) -> int:
+    """The ``scripts/policy_eval.py`` command (options: the module docstring): 0 when written."""
+    if not cfg.out:
+        raise ConfigError("out= is required: the output folder")
+    options = Options(episodes=opts.integer(cfg, "episodes", 1), splits=[str(s) for s in opts.listed(cfg, "splits")],
+                      ebt_steps=opts.int_list(cfg, "ebt_steps"), best_of=opts.int_list(cfg, "best_of"),
+                      diffusion_steps=opts.int_list(cfg, "diffusion_steps"),
+                      samplers=[str(s) for s in opts.listed(cfg, "samplers")],
+                      max_passes=opts.number(cfg, "max_passes"), gate_min=opts.integer(cfg, "gate_min", 1),
+                      gate_max=opts.integer(cfg, "gate_max", 1), gate_best_of=opts.integer(cfg, "gate_best_of", 1),
+                      gate_quantiles=opts.number_list(cfg, "gate_quantiles"),
+                      execute=opts.integer(cfg, "execute", 1, allow_none=True), seed=opts.integer(cfg, "seed"),
+                      config=None if cfg.config is None else str(cfg.config))
+    _check(options)
+    doc = Path(str(cfg.doc)) if cfg.doc else None
+    policy_eval(opts.path_list(cfg, "runs"), Path(str(cfg.out)), options,
+                command="python scripts/policy_eval.py " + shlex.join(sys.argv[1:]), merge=opts.path_list(cfg, "merge"),
+                doc=doc, doc_prefix=str(cfg.doc_prefix or ""))
     return 0
 
 
 def _check(o: Options) -> None:
-    if o.episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {o.episodes}")
     bad = [s for s in o.splits if s not in ("train", "val", "ood", "test")]
-    if bad:
-        raise ConfigError(f"--splits: unknown split(s) {bad}; use val, ood (or train, test)")
-    if any(s < 1 for s in (*o.ebt_steps, *o.best_of, *o.diffusion_steps, o.gate_min, o.gate_max, o.gate_best_of)):
-        raise ConfigError("--ebt-steps, --best-of, --diffusion-steps and --gate must be >= 1")
+    if bad or not o.splits:
+        problem = f"unknown split(s) {bad}" if bad else "no split given"
+        raise ConfigError(f"splits={list(o.splits)}: {problem}; use val, test, ood (or train)")
     bad = [s for s in o.samplers if s not in ("ddpm", "ddim")]
     if bad:
-        raise ConfigError(f"--samplers: unknown sampler(s) {bad}; use ddpm, ddim")
+        raise ConfigError(f"samplers={list(o.samplers)}: unknown sampler(s) {bad}; use ddpm, ddim")
     if any(not 0 <= q <= 1 for q in o.gate_quantiles):
-        raise ConfigError("--gate-quantiles must lie in [0, 1]")
+        raise ConfigError(f"gate_quantiles={list(o.gate_quantiles)} must lie in [0, 1]")

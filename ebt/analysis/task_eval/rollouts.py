@@ -9,12 +9,12 @@ batch from ``(seed, split, batch index)``: a split's rollouts do not depend on t
 predictor makes one forward pass. ``copy_last`` (repeat the last context frame) is the do-nothing reference. With
 ``clip=true`` every predicted frame is clipped to [0, 1] before it is fed back.
 
-Options (``key=value``): ``ebt_ckpt`` / ``predictor_ckpt`` (a checkpoint or run folder of ``scripts/train.py``; at
-least one, both trained on the same task), ``context`` (>= 1), ``horizon`` (null: the rest of the sequence,
-``frames - context``; ``context + horizon <= frames``), ``splits`` (null: the task's evaluation splits),
-``batches`` x ``batch_size`` sequences per split, ``ebt_steps``, ``samples`` (sequences drawn in the picture),
-``clip``, ``seed``, ``out_dir`` (null: ``<the EBT's (else the predictor's) run folder>/rollouts``), ``wandb`` (log the
-table and pictures; ``WANDB_MODE=offline`` works), ``data.KEY=VALUE`` (merged into the stored data config, e.g.
+Options (``key=value``; ``--help`` lists the defaults): ``ebt_ckpt`` / ``predictor_ckpt`` (a checkpoint or run folder of
+``scripts/train.py``; at least one, both trained on the same task), ``context`` (>= 1), ``horizon`` (null: the rest of
+the sequence, ``frames - context``; ``context + horizon <= frames``), ``splits`` (null: the task's evaluation splits),
+``batches`` x ``batch_size`` sequences per split, ``ebt_steps``, ``samples`` (sequences drawn in the picture), ``clip``,
+``seed``, ``out_dir`` (null: ``<the EBT's (else the predictor's) run folder>/rollouts``), ``wandb`` (log the table and
+pictures; ``WANDB_MODE=offline`` works), ``data.KEY=VALUE`` (merged into the stored data config, e.g.
 ``data.task.ood_speed=[2,3]``).
 
 Outputs: ``rollouts.csv`` (split, method, horizon, mse, psnr, psnr_sem: PSNR per predicted frame, mean and its
@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
@@ -170,17 +169,6 @@ def _load(path: str, capability: str, data_overrides: dict[str, Any] | None) -> 
     return run
 
 
-def _options(argv: list[str]) -> DictConfig:
-    try:
-        given = OmegaConf.from_dotlist(argv)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"cannot read the options {argv}: {error}".splitlines()[0]) from None
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown}; use {sorted(DEFAULTS)}")
-    return OmegaConf.merge(OmegaConf.create(DEFAULTS), given)
-
-
 def _positive(cfg: DictConfig, key: str) -> int:
     value = cfg[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -188,9 +176,9 @@ def _positive(cfg: DictConfig, key: str) -> int:
     return value
 
 
-def main(argv: list[str]) -> list[dict[str, Any]]:
-    """Roll the models out on every split; write the CSV, markdown tables and pictures; return the rows."""
-    cfg = _options(argv)
+def main(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The ``scripts/rollout.py`` command (options: the module docstring): roll the models out on every split; write
+    the CSV, markdown tables and pictures; return the rows."""
     if not cfg.ebt_ckpt and not cfg.predictor_ckpt:
         raise ConfigError("pass ebt_ckpt=RUN and/or predictor_ckpt=RUN (checkpoints of scripts/train.py with "
                           "data=bouncing)")

@@ -1,5 +1,11 @@
 """Thinking improvement against distance from the training distribution (the EBT paper's Fig. 6), from the
-``thinking.csv`` files of ``scripts/think.py``: the driver behind ``scripts/ood_curve.py``.
+``thinking.csv`` files of ``scripts/think.py``: the driver behind ``scripts/ood_curve.py``, e.g.
+``python scripts/ood_curve.py 'csvs=[S0/thinking/thinking.csv,S1/thinking/thinking.csv]' out=DIR``.
+
+Options (``key=value``; ``--help`` lists the defaults): ``csvs`` (the ``thinking.csv`` files, one per seed / run; one
+file: ``csvs=PATH``), ``out`` (default: the first CSV's folder), ``metric`` (the column, default ``bpb``),
+``metric_mode`` (``min`` or ``max``: its direction, default ``min``), ``train_steps`` (the thinking steps the EBT was
+trained with; default: from the run, see below).
 
 Per split of each CSV (one CSV per seed / run):
 
@@ -19,11 +25,10 @@ Across CSVs: the mean per split and the half-width of its 95 % t-interval over t
 ``ood_curve.csv`` (per split), ``ood_curve_runs.csv`` (per CSV and split), ``ood_curve.md`` (the table and the
 correlation of improvement with gap over the held-out splits) and ``ood_curve.png`` (improvement and longer-only
 improvement against gap, one point per split with its spread, the runs as small dots; ``val``, in-sample, labelled
-so). The training step count comes from ``--train-steps`` or, for a CSV in ``RUN/thinking/``, from the run's
+so). The training step count comes from ``train_steps`` or, for a CSV in ``RUN/thinking/``, from the run's
 ``.hydra/config.yaml`` (``model.objective.steps``).
 """
 
-import argparse
 import csv
 import math
 import statistics
@@ -31,13 +36,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.stats import mean_interval
 from ebt.analysis.thinking.selection import SELECT_ON, fixed_step_change, thinking_improvement
-from ebt.errors import ConfigError, UserError
+from ebt.errors import ConfigError
 
+DEFAULTS = {"csvs": None, "out": None, "metric": "bpb", "metric_mode": "min", "train_steps": None}  # the options
 REQUIRED = ("split", "mode", "best_of", "steps")
 REFERENCE = SELECT_ON  # the split the gap is measured from and the setting is chosen on
 STEP_MULTIPLES = (2, 4)  # fixed-step columns: 2x and 4x the trained steps, best-of-1
@@ -54,7 +61,7 @@ def read_rows(path: Path, metric: str) -> list[dict[str, Any]]:
         if missing:
             has = ", ".join(columns) or "none"
             raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {has}); "
-                              f"pass the thinking.csv of scripts/think.py (and --metric for a task whose metric is "
+                              f"pass the thinking.csv of scripts/think.py (and metric= for a task whose metric is "
                               f"not {metric})")
         raw = list(reader)
     rows = []
@@ -76,7 +83,7 @@ def trained_steps(path: Path) -> int:
     steps = OmegaConf.select(OmegaConf.load(config), "model.objective.steps") if config.is_file() else None
     if not isinstance(steps, int):
         raise ConfigError(f"cannot tell the trained thinking steps of {path} (no model.objective.steps in {config}); "
-                          "pass --train-steps N")
+                          "pass train_steps=N")
     return steps
 
 
@@ -86,14 +93,14 @@ def curve_points(rows: list[dict[str, Any]], metric: str, mode: str, train_steps
     improvement (%, ``in_sample`` on ``val``), fixed-step changes (%), predictor metric and OOD gap (see the module
     docstring)."""
     if mode not in ("min", "max"):
-        raise ConfigError(f"--mode {mode}: must be min or max (the direction of {metric})")
+        raise ConfigError(f"metric_mode={mode}: must be min or max (the direction of {metric})")
     sign = 1.0 if mode == "max" else -1.0
     improvements = thinking_improvement(rows, metric, mode, train_steps)
     ebt = [r for r in rows if r["mode"] != "predictor"]
     if not improvements:
         settings = sorted({(r["best_of"], r["steps"]) for r in ebt if r["mode"] == "fixed"})
         raise ConfigError(f"{source}: no fixed best-of-1 row at the trained {train_steps} steps (settings (best_of, "
-                          f"steps): {settings}); run think.py with {train_steps} in steps=, or pass --train-steps")
+                          f"steps): {settings}); run think.py with {train_steps} in steps=, or pass train_steps=")
     trained = {split: found["trained"] for split, found in improvements.items()}
     predictor = {r["split"]: r[metric] for r in rows if r["mode"] == "predictor"}
     reference = predictor if REFERENCE in predictor else trained
@@ -250,20 +257,9 @@ def ood_curve(csvs: list[Path], out: Path, *, metric: str = "bpb", mode: str = "
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``scripts/ood_curve.py`` command: 0 when written, 2 (and one ``error:`` line) on bad input."""
-    parser = argparse.ArgumentParser(prog="ood_curve.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("csvs", nargs="+", type=Path, help="thinking.csv files of scripts/think.py (one per run/seed)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first CSV's folder)")
-    parser.add_argument("--metric", default="bpb", help="metric column (default: bpb)")
-    parser.add_argument("--mode", default="min", help="min or max: the metric's direction (default: min)")
-    parser.add_argument("--train-steps", type=int, default=None,
-                        help="thinking steps the EBT was trained with (default: from the run's .hydra/config.yaml)")
-    args = parser.parse_args(argv)
-    try:
-        ood_curve(args.csvs, args.out or args.csvs[0].parent, metric=args.metric, mode=args.mode,
-                  train_steps=args.train_steps)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def main(cfg: DictConfig) -> int:
+    """The ``scripts/ood_curve.py`` command (options: the module docstring): 0 when written."""
+    csvs = opts.path_list(cfg, "csvs", "thinking.csv files of scripts/think.py")
+    ood_curve(csvs, Path(str(cfg.out)) if cfg.out else csvs[0].parent, metric=str(cfg.metric),
+              mode=str(cfg.metric_mode), train_steps=opts.integer(cfg, "train_steps", 1, allow_none=True))
     return 0

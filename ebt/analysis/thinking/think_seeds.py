@@ -1,7 +1,12 @@
-"""Thinking curves over seeds: ``scripts/think_seeds.py`` turns several ``think.py`` outputs into headline numbers.
+"""Thinking curves over seeds: ``scripts/think_seeds.py`` turns several ``think.py`` outputs into headline numbers,
+e.g. ``python scripts/think_seeds.py 'runs=[RUN0,RUN1,RUN2]' out=OUT``.
 
-Each input is the ``thinking/`` folder ``scripts/think.py`` wrote for one seed's EBT (its ``thinking.csv`` and
-``thinking.json``), or the run folder holding it. All inputs must share the task, metric and trained step count.
+Options (``key=value``; ``--help`` lists the defaults): ``runs`` (the inputs, one per seed: each the ``thinking/``
+folder ``scripts/think.py`` wrote for one seed's EBT, with its ``thinking.csv`` and ``thinking.json``, or the run
+folder holding it; all must share the task, metric and trained step count), ``out`` (the folder for the tables and
+the plot; required), ``select_on`` (the split that selects the setting, default ``val``), ``metric`` and
+``metric_mode`` (another column of ``thinking.csv`` than the task's metric, with its direction, e.g.
+``metric=cell_acc metric_mode=max``).
 
 Per seed, the **thinking setting is selected on the selection split** (``val``) and then read on every split, so a
 held-out split (``ood``) never chooses its own setting (:mod:`ebt.analysis.thinking.selection`, the rule ``think.py``
@@ -18,22 +23,24 @@ and ``ood_curve.py`` use too): the EBT's best setting (best_of, steps; the adapt
   included ``baseline_ckpt=`` / ``looped_ckpt=``.
 
 Writes ``seeds.csv`` (every setting: mean, std, n), ``headline.csv`` / ``headline.md`` and ``thinking_seeds.png``
-(metric vs forward passes, mean ± std) into ``--out``.
+(metric vs forward passes, mean ± std) into ``out``.
 """
 
-import argparse
 import csv
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.thinking.selection import EBT_MODES, best_row, lookup, select, setting_label, thinking_improvement
-from ebt.errors import DataError, UserError
+from ebt.errors import ConfigError, DataError
 
+DEFAULTS = {"runs": None, "out": None, "select_on": "val", "metric": None, "metric_mode": None}  # the options
 KEY = ("split", "mode", "best_of", "steps", "loops")
 IN_SAMPLE = " (in-sample)"  # the improvement on the split that chose the setting
 FIXED_COLUMNS = {*KEY, "steps_used", "forward_passes"}
@@ -126,7 +133,7 @@ def summarise(paths: list[Path], select_on: str = "val",
             raise DataError(f"{path} is another experiment ({other['task']}, {other['trained_steps']} steps) than "
                             f"{paths[0]} ({meta['task']}, {meta['trained_steps']} steps); pass seeds of one")
     if not any(r["split"] == select_on for _, rows in seeds for r in rows):
-        raise DataError(f"--select-on {select_on}: no such split in the thinking tables; pass one they evaluated")
+        raise DataError(f"select_on={select_on}: no such split in the thinking tables; pass one they evaluated")
     settings: dict[tuple, list[dict[str, Any]]] = {}
     for _, rows in seeds:
         for r in rows:
@@ -186,27 +193,24 @@ def plot_seeds(per_setting: list[dict[str, Any]], metric: str, path: Path) -> No
     save_figure(fig, path)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="think_seeds.py", description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="think.py output folders (or the run folders above)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the tables and the plot")
-    parser.add_argument("--select-on", default="val", help="split that selects the thinking setting (default val)")
-    parser.add_argument("--metric", nargs=2, metavar=("NAME", "max|min"),
-                        help="summarise this column of thinking.csv instead of the task's metric, e.g. cell_acc max")
-    args = parser.parse_args(argv)
-    if args.metric and args.metric[1] not in ("max", "min"):
-        parser.error(f"--metric {' '.join(args.metric)}: the direction is max or min")
-    try:
-        meta, per_setting, headline, text = summarise(args.runs, args.select_on,
-                                                      tuple(args.metric) if args.metric else None)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def main(cfg: DictConfig) -> int:
+    """The ``scripts/think_seeds.py`` command (options: the module docstring): 0 when written."""
+    runs = opts.path_list(cfg, "runs", "think.py output folders (or the run folders above them), one per seed")
+    if not cfg.out:
+        raise ConfigError("out= is required: the folder for the tables and the plot")
+    metric = None
+    if cfg.metric is not None or cfg.metric_mode is not None:
+        if cfg.metric is None or cfg.metric_mode not in ("max", "min"):
+            raise ConfigError("metric= and metric_mode= go together: a column of thinking.csv and its direction, "
+                              "max or min (e.g. metric=cell_acc metric_mode=max)")
+        metric = (str(cfg.metric), str(cfg.metric_mode))
+    out = Path(str(cfg.out))
+    meta, per_setting, headline, text = summarise(runs, str(cfg.select_on), metric)
     print(text)
-    write_csv(per_setting, args.out / "seeds.csv")
-    write_csv(headline, args.out / "headline.csv")
-    write_text(args.out / "headline.md", text + "\n")
-    plot_seeds(per_setting, meta["metric"], args.out / "thinking_seeds.png")
-    print(f"\nwrote {args.out / 'seeds.csv'}, {args.out / 'headline.csv'}, {args.out / 'headline.md'}, "
-          f"{args.out / 'thinking_seeds.png'}")
+    write_csv(per_setting, out / "seeds.csv")
+    write_csv(headline, out / "headline.csv")
+    write_text(out / "headline.md", text + "\n")
+    plot_seeds(per_setting, meta["metric"], out / "thinking_seeds.png")
+    print(f"\nwrote {out / 'seeds.csv'}, {out / 'headline.csv'}, {out / 'headline.md'}, "
+          f"{out / 'thinking_seeds.png'}")
     return 0

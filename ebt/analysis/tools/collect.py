@@ -6,15 +6,21 @@ A job is a folder holding ``.hydra/overrides.yaml`` (Hydra writes it when the jo
 Works on a grid that is still running: unfinished jobs appear with their status and no metrics. A job whose files
 cannot be read (a truncated ``summary.json``, say) is skipped with one line on stderr; the others are collected.
 
-Command line (``scripts/collect.py``): ``collect.py DIR [DIR ...] [--out OUT] [--metrics M ...] [--seed-key seed]``.
-DIR is a multirun folder (``hydra.sweep.dir``) or any folder above job folders; it may still be running. Prints a
-markdown table per job and one per configuration (mean ± std over seeds), and writes into ``OUT`` (default:
-``DIR[0]/collect``): ``jobs.csv``, ``groups.csv``, ``table.md``, ``bars.png`` (headline metric per configuration)
-and, when jobs log ``val/<metric>_step{k}`` (EBT thinking steps), ``thinking.png``. A ``--metrics`` name no job has
-is an error (exit 2).
+Command line (``scripts/collect.py``, or ``ebt-collect`` once installed), ``key=value`` options (``--help`` lists
+them with their defaults), e.g. ``python scripts/collect.py dirs=outputs/grids/mixers/<time>_<id>``:
+
+* ``dirs``: a multirun folder (``hydra.sweep.dir``) or any folder above job folders, or a list of them
+  (``'dirs=[DIR1,DIR2]'``); it may still be running;
+* ``out``: the output folder (default: ``<first DIR>/collect``);
+* ``metrics``: the metric columns, e.g. ``'metrics=[val/acc,val/tok_acc]'`` (default: the task's metric on every
+  evaluated split); a name no job has is an error (exit 2);
+* ``seed_key``: the override averaged over (default ``seed``).
+
+Prints a markdown table per job and one per configuration (mean ± std over seeds), and writes into ``out``:
+``jobs.csv``, ``groups.csv``, ``table.md``, ``bars.png`` (headline metric per configuration) and, when jobs log
+``val/<metric>_step{k}`` (EBT thinking steps), ``thinking.png``.
 """
 
-import argparse
 import json
 import math
 import re
@@ -24,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import cell, columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
-from ebt.errors import ConfigError, DataError, UserError
+from ebt.errors import ConfigError, DataError
 from ebt.training.grid import job_dirs, read_status, status_of
 from ebt.training.summary import eval_splits
 
+DEFAULTS = {"dirs": None, "out": None, "metrics": None, "seed_key": "seed"}  # the command's options
 STEP_METRIC = re.compile(r"^val/(?P<name>.+)_step(?P<k>\d+)$")
 
 
@@ -96,7 +104,7 @@ def check_metrics(jobs: list[Job], metrics: list[str]) -> None:
     if available and unknown:
         shown = ", ".join(available[:30]) + (f", ... ({len(available) - 30} more)" if len(available) > 30 else "")
         what = "this metric" if len(unknown) == 1 else "these metrics"
-        raise ConfigError(f"--metrics {' '.join(unknown)}: no job has {what}; available: {shown}")
+        raise ConfigError(f"metrics=[{','.join(unknown)}]: no job has {what}; available: {shown}")
 
 
 def headline(jobs: list[Job]) -> list[str]:
@@ -224,33 +232,20 @@ def plot_thinking(curves: dict[str, dict[str, list[tuple[int, float, float]]]], 
     save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``scripts/collect.py`` command: 0 when the tables were written, 2 (and one ``error:`` line) on bad input."""
-    try:
-        return _collect(argv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def _collect(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="collect.py", description="Collect ablation grids into tables and plots.")
-    parser.add_argument("dirs", nargs="+", type=Path, help="multirun folders")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: first DIR/collect)")
-    parser.add_argument("--metrics", nargs="+", default=None,
-                        help="metric columns, e.g. val/acc val/tok_acc (default: the task's val/ and ood/ metric)")
-    parser.add_argument("--seed-key", default="seed", help="override averaged over (default: seed)")
-    args = parser.parse_args(argv)
-    missing = [str(d) for d in args.dirs if not d.is_dir()]
+def main(cfg: DictConfig) -> int:
+    """The ``scripts/collect.py`` command (options: the module docstring): 0 when the tables were written."""
+    dirs = opts.path_list(cfg, "dirs", "multirun folders")
+    missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise ConfigError(f"not a folder: {', '.join(missing)}")
-    jobs = load_jobs(args.dirs)
-    metrics = args.metrics or headline(jobs)
+    jobs = load_jobs(dirs)
+    metrics = [str(m) for m in opts.listed(cfg, "metrics")] or headline(jobs)
     check_metrics(jobs, metrics)
-    out = args.out or args.dirs[0] / "collect"
-    keys, common = split_keys(jobs, args.seed_key)
-    config_keys = [k for k in keys if k != args.seed_key]
-    rows = job_rows(jobs, keys, metrics, args.dirs[0])
+    out = Path(str(cfg.out)) if cfg.out else dirs[0] / "collect"
+    seed_key = str(cfg.seed_key)
+    keys, common = split_keys(jobs, seed_key)
+    config_keys = [k for k in keys if k != seed_key]
+    rows = job_rows(jobs, keys, metrics, dirs[0])
     groups = group(jobs, config_keys, metrics)
     failed = any(j.status == "failed" for j in jobs)
     common_line = " ".join(f"{k}={v}" for k, v in common.items()) or "(none)"

@@ -11,9 +11,10 @@ that ``scripts/train.py ckpt_path=...`` resumes from:
 * the AdamW moments of the grown tensors are padded with zeros (a new token starts with no history), step
   counts, the LR schedule, the loop counters and the RNG states are kept, so training continues where it stopped.
 
-Command line (``scripts/grow.py``): ``grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]`` appends ``N`` zero-key
-parameter tokens to every Pattention of a ``scripts/train.py`` checkpoint (the function is unchanged), writes the
-grown checkpoint (default: ``<ckpt>-grown<N>.ckpt`` next to it) and prints the exact overrides that continue training.
+Command line (``scripts/grow.py``, ``key=value`` options; ``--help`` lists the defaults):
+``python scripts/grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]`` appends ``N`` zero-key parameter tokens to every
+Pattention of a ``scripts/train.py`` checkpoint (the function is unchanged), writes the grown checkpoint (default:
+``<ckpt>-grown<N>.ckpt`` next to it) and prints the exact overrides that continue training.
 """
 
 import copy
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import ebt.training.config  # noqa: F401  (registers ${uid:})
 from alt_arch.linears.pattention import pattention_layers
+from ebt.analysis import run_options as opts
 from ebt.errors import CheckpointError, ConfigError
 from ebt.training.build import build_lit_model
 from ebt.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint_file, stored_config
@@ -119,38 +121,27 @@ def grow_checkpoint(checkpoint: dict[str, Any], n_new: int, *, seed: int = 0, pa
     return out
 
 
-HELP = ("Append N zero-key parameter tokens to every Pattention of a scripts/train.py checkpoint (the function is\n"
-        "unchanged) and write a checkpoint to resume from; it prints the exact overrides that continue training.")
+DEFAULTS = {"ckpt": None, "slots": None, "out": None, "seed": 0}  # the command's options
 USAGE = "usage: python scripts/grow.py ckpt=PATH slots=+N [out=PATH] [seed=0]"
-CLI_KEYS = {"ckpt", "slots", "out", "seed"}
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """``key=value`` arguments of :func:`main`; :class:`ConfigError` for an unknown or missing one."""
-    args: dict[str, Any] = {}
-    for token in argv:
-        key, sep, value = token.partition("=")
-        if not sep or key not in CLI_KEYS:
-            raise ConfigError(f"unknown argument {token!r}; {USAGE}")
-        args[key] = value
-    if "ckpt" not in args or "slots" not in args:
-        raise ConfigError(f"ckpt= and slots= are required; {USAGE}")
-    try:
-        args["slots"] = int(args["slots"].lstrip("+"))
-    except ValueError:
-        raise ConfigError(f"slots={args['slots']!r} is not a number of parameter tokens to add; {USAGE}") from None
-    return args
+def slots_option(cfg: DictConfig) -> int:
+    """``slots=+N`` (or ``N``): the number of parameter tokens to add; :class:`ConfigError` when not a number."""
+    value = cfg.slots
+    if isinstance(value, str) and value.lstrip("+").isdigit():
+        value = int(value.lstrip("+"))
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"slots={cfg.slots!r} is not a number of parameter tokens to add; {USAGE}")
+    return value
 
 
-def main(argv: list[str]) -> None:
+def main(cfg: DictConfig) -> None:
     """The ``scripts/grow.py`` command: grow a checkpoint, write it, print how to continue training."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP + "\n" + USAGE)
-        return
-    args = parse_args(argv)
-    ckpt = Path(args["ckpt"])
-    n_new, seed = args["slots"], int(args.get("seed", 0))
-    out = Path(args.get("out") or ckpt.with_name(f"{ckpt.stem}-grown{n_new}.ckpt"))
+    if not cfg.ckpt or cfg.slots is None:
+        raise ConfigError(f"ckpt= and slots= are required; {USAGE}")
+    ckpt = Path(str(cfg.ckpt))
+    n_new, seed = slots_option(cfg), opts.integer(cfg, "seed", 0)
+    out = Path(str(cfg.out)) if cfg.out else ckpt.with_name(f"{ckpt.stem}-grown{n_new}.ckpt")
     grown = grow_checkpoint(load_checkpoint(ckpt), n_new, seed=seed, path=str(ckpt))
     save_checkpoint_file(grown, out)  # fresh checksums: the weights and optimizer state changed
     info = grown["growth"][-1]
