@@ -155,10 +155,12 @@ class Evaluation:
 class Speed:
     """Options that change how fast the EBT runs, never its numbers (docs/ebt_speed.md)."""
 
-    cache_context: bool = True  # autoregressive: compute the context stream once per batch
+    cache_context: bool = True  # autoregressive: compute the context stream once per batch (false: every step)
     kernels: str = "torch"  # the step's fused ops: torch | triton (ebt_kernels)
     compile: str = "none"  # none | model | thinking_step (ebt.objectives.compiled; the top-level key)
-    thinking_grad: str = "autograd"  # dE/dy by autograd (create_graph) | func (torch.func.grad)
+    thinking_grad: str = "autograd"  # dE/dy by torch.autograd.grad(create_graph=True) on a leaf candidate, or
+    # func: torch.func.grad, so the candidate is no leaf of the training graph and the backward skips the unused
+    # gradient to each detached y_i (one B x T x V x D matmul and a softmax backward less per step)
 
     def __post_init__(self) -> None:
         try:
@@ -206,10 +208,13 @@ class EBTConfig:
     """Every option of the EBT (see the module docstring); the groups check their values when built."""
 
     steps: int = 2  # thinking steps in training (and the headline evaluation)
-    init: str = "noise"  # y_0: noise | zeros | input (continuous: the noisy input itself)
+    init: str = "noise"  # y_0: noise | zeros | input (continuous denoising: the noisy input itself); the
+    # reference's ``denoising_initial_condition``
     init_std: float = 1.0  # y_0's noise scale (the reference's ``gaussian_random_noise_scaling``)
-    tie_candidate_projection: bool = False  # tokens: read the candidate through the token embedding
-    time_embedding: bool = False  # a learned step-index embedding added to the candidate stream
+    tie_candidate_projection: bool = False  # tokens: read the candidate as softmax(y) @ W_emb through the token
+    # embedding, no candidate_proj (the reference's ``vocab_to_embed_uses_prob_dist``)
+    time_embedding: bool = False  # a learned, zero-initialised step-index embedding added to the candidate stream,
+    # so the energy can differ between steps (the reference's ``ebt_type=time_embed``)
     continuous_loss: str = "mse"  # continuous tasks: mse | smooth_l1 for every step's prediction
     step_rule: StepRule = field(default_factory=StepRule)
     randomisation: Randomisation = field(default_factory=Randomisation)
