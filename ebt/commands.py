@@ -98,8 +98,9 @@ def read_options(argv: list[str], defaults: Mapping[str, Any]) -> DictConfig:
     ``k=null``); an argument that is not ``key=value`` or a key not in ``defaults`` is a :class:`ConfigError`."""
     loose = [a for a in argv if "=" not in a or a.startswith("-")]
     if loose:
-        raise ConfigError(f"{loose[0]!r}: options are key=value (e.g. {next(iter(defaults), 'key')}=...); "
-                          f"valid keys: {', '.join(defaults)}")
+        name = loose[0].lstrip("-").split("=")[0].replace("-", "_")
+        example = f"{name}=VALUE" if name in defaults else f"{next(iter(defaults), 'key')}=..."
+        raise ConfigError(f"{loose[0]!r}: options are key=value (write {example}); valid keys: {', '.join(defaults)}")
     try:
         given = OmegaConf.from_dotlist(argv)
     except OmegaConfBaseException as error:
