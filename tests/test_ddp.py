@@ -14,7 +14,7 @@ from tests.utils import compose_config, run_cli
 
 # 1-digit addition: every sample scores the same number of tokens, so the mean of the ranks' losses is the loss of the
 # whole batch; EBT starts from zeros (no per-rank noise) so both runs think identically. 3 evaluation batches on 2
-# ranks: DistributedSampler pads rank 1 with a copy of batch 0, which validation must not count (issue 26 item 3)
+# ranks: DistributedSampler pads rank 1 with a copy of batch 0, which validation must not count (totals over the split)
 COMMON = ["model.dim=16", "model.backbone.n_layers=1", "data.task.n_digits=1", "data.task.ood_digits=2",
           "data.eval_batches=3", "data.eval_batch_size=16", "trainer.max_steps=6", "trainer.val_check_interval=6",
           "trainer.log_every_n_steps=1", "optim.warmup_steps=2", "trainer.enable_progress_bar=false",

@@ -112,7 +112,7 @@ def _collides(scene: Scene, chunk: torch.Tensor, world: World) -> torch.Tensor:
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_no_demonstration_collides(split):
-    """Issue 26 item 5: 57 of 1000 ood demonstrations used to pass through the obstacle."""
+    """57 of 1000 ood demonstrations used to pass through the obstacle."""
     task = Nav2D(seed=0)
     w = task.world
     for index in range(4):
@@ -129,7 +129,7 @@ def test_no_demonstration_collides(split):
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_mode_mse_accepts_only_collision_free_modes(split):
-    """Issue 26 item 5: the other side's noise-free chunk, through the obstacle once the agent is past the point where
+    """The other side's noise-free chunk, through the obstacle once the agent is past the point where
     it can turn, used to be scored as a perfect prediction."""
     task = Nav2D(seed=0)
     w = task.world
@@ -151,7 +151,7 @@ def test_mode_mse_accepts_only_collision_free_modes(split):
 
 
 def test_ood_start_distances_lie_in_the_documented_range():
-    """Issue 26 item 5: with the obstacle's jitter the gap to its edge used to range over 0.079-0.358, not 0.12-0.3."""
+    """With the obstacle's jitter the gap to its edge used to range over 0.079-0.358, not 0.12-0.3."""
     task = Nav2D(seed=0)
     for index in range(3):
         ood = task.scenes("ood", index, 2000)

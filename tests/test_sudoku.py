@@ -223,7 +223,7 @@ def test_metrics_on_hand_made_predictions(task):
 
 
 def test_a_split_s_cell_accuracy_is_right_blanks_over_blanks(task):
-    """Issue 26 item 3: accumulated over batches, cell_acc = right blanks / blanks and solved = solved boards / boards,
+    """Ratio metrics are totals over the split: accumulated over batches, cell_acc = right blanks / blanks and solved = solved boards / boards,
     whatever the batches' numbers of blanks."""
     sums, right, blanks, solved, boards, batch_cell_acc = MetricSums(), 0, 0, 0, 0, []
     for i in range(4):

@@ -1,4 +1,4 @@
-"""Multimodal imitation (issue 17): predict a point agent's next action chunk from scripted demonstrations that go
+"""Multimodal imitation (docs/ebt_policy.md): predict a point agent's next action chunk from scripted demonstrations that go
 round an obstacle on either side (continuous, non-causal).
 
 The world, the demonstrator and the batched simulator are in :mod:`ebt.tasks.nav2d_sim`. Demonstrations pass the
