@@ -229,7 +229,8 @@ def test_tiny_ebt_trains_the_same_with_triton_kernels_and_with_the_reference(tmp
         task = build_task(cfg)
         torch.manual_seed(0)
         ebt = build_lit_model(cfg, task).objective.to(DEVICE)
-        assert resolve_backend(ebt.config.speed.kernels, DEVICE) == backend  # the kernels really run, no silent fallback
+        # the kernels really run, no silent fallback
+        assert resolve_backend(ebt.config.speed.kernels, DEVICE) == backend
         optimizer = torch.optim.AdamW(ebt.parameters(), lr=3e-3)
         losses[backend] = []
         for i in range(3):

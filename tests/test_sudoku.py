@@ -223,8 +223,8 @@ def test_metrics_on_hand_made_predictions(task):
 
 
 def test_a_split_s_cell_accuracy_is_right_blanks_over_blanks(task):
-    """Ratio metrics are totals over the split: accumulated over batches, cell_acc = right blanks / blanks and solved = solved boards / boards,
-    whatever the batches' numbers of blanks."""
+    """Ratio metrics are totals over the split: accumulated over batches, cell_acc = right blanks / blanks and
+    solved = solved boards / boards, whatever the batches' numbers of blanks."""
     sums, right, blanks, solved, boards, batch_cell_acc = MetricSums(), 0, 0, 0, 0, []
     for i in range(4):
         batch = task.make_batch("val", i, 3)

@@ -186,8 +186,8 @@ class FixedLogits(Objective):
 
 
 def test_bits_per_byte_of_a_split_is_total_bits_over_total_bytes(corpus):
-    """Ratio metrics are totals over the split: eval.py's evaluate_split and Lightning validation report total bits / total bytes (and total
-    right / scored tokens), not the mean of the batches' ratios."""
+    """Ratio metrics are totals over the split: eval.py's evaluate_split and Lightning validation report total bits /
+    total bytes (and total right / scored tokens), not the mean of the batches' ratios."""
     t, batches, size = task(corpus), 6, 3
     objective = FixedLogits(t).eval()
     bits = nbytes = right = tokens = 0.0

@@ -1,5 +1,5 @@
-"""Multimodal imitation (docs/ebt_policy.md): predict a point agent's next action chunk from scripted demonstrations that go
-round an obstacle on either side (continuous, non-causal).
+"""Multimodal imitation (docs/ebt_policy.md): predict a point agent's next action chunk from scripted demonstrations
+that go round an obstacle on either side (continuous, non-causal).
 
 The world, the demonstrator and the batched simulator are in :mod:`ebt.tasks.nav2d_sim`. Demonstrations pass the
 obstacle above or below at random (half each, with noise), so in front of it the demonstrated action chunk is
