@@ -57,10 +57,6 @@ class Contrastive:
         if not self.positive_logit > 0:
             raise ConfigError(f"model.objective.contrastive_positive_logit must be > 0, got {self.positive_logit}")
 
-    @property
-    def enabled(self) -> bool:
-        return self.weight > 0
-
 
 def _keep_unscored(candidate: torch.Tensor, reference: torch.Tensor, scored: torch.Tensor | None) -> torch.Tensor:
     """``candidate`` at scored positions, ``reference`` elsewhere."""

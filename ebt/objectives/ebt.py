@@ -168,7 +168,7 @@ class EBT(EnergyModel):
                 logs[f"loss_step{k}"] = step_loss.detach()
                 logs[f"{self.task.metric}_step{k}"] = self.task.metrics(prediction.detach(), batch)[self.task.metric]
         logs |= thought.aux_metrics | {name: value.detach() for name, value in thought.aux.items()}
-        if self.config.contrastive.enabled:
+        if self.config.contrastive.weight > 0:
             term, margin = self._contrastive_term(batch, thought.candidates[-1].detach(), steps)
             loss = loss + self.config.contrastive.weight * term
             logs |= {"contrastive_loss": term.detach(), "energy_margin": margin}
