@@ -138,3 +138,32 @@ def options_command(target: str, argv: list[str] | None = None) -> None:
     status = run_reporting_errors(lambda: module.main(read_options(argv, module.DEFAULTS)))
     if isinstance(status, int) and not isinstance(status, bool):
         sys.exit(status)
+
+
+def prepare_text(usage_text: str = "", argv: list[str] | None = None) -> None:
+    """``scripts/prepare_text.py``: tokenize a corpus for ``data=tokenized_text`` with the data overrides train.py
+    takes (``data.task.KEY=VALUE``), so training with the same options reuses the files; ``--help`` prints
+    ``usage_text``."""
+    from ebt.training.cli import run_reporting_errors  # imports torch
+
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage_text)
+        return
+    run_reporting_errors(_prepare_text, argv)
+
+
+def _prepare_text(overrides: list[str]) -> None:
+    from hydra.errors import HydraException
+
+    from ebt.tasks.text_prepare import prepare_task
+    from ebt.training.config import compose_train
+    from ebt.training.validation import check_config
+
+    try:
+        cfg = compose_train(["data=tokenized_text", *overrides])
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"{str(e).splitlines()[0]}; overrides are data.task.KEY=VALUE with the keys of "
+                          "configs/data/tokenized_text.yaml (see --help)") from None
+    check_config(cfg)
+    print(prepare_task(OmegaConf.to_container(cfg.data.task, resolve=True), overrides))

@@ -11,30 +11,7 @@ Prints where the files went (``${EBT_DATA_CACHE:-~/.cache/ebt-alt-arch}/tokenize
 bytes per token of each split; a re-run reuses valid files. What is written: :mod:`ebt.tasks.text_prepare`.
 """
 
-import sys
-
-from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from ebt.errors import ConfigError
-from ebt.tasks.text_prepare import prepare_task
-from ebt.training.cli import run_reporting_errors
-from ebt.training.config import compose_train
-from ebt.training.validation import check_config
-
-
-def main(overrides: list[str]) -> None:
-    if any(a in ("-h", "--help") for a in overrides):
-        return print(__doc__)
-    try:
-        cfg = compose_train(["data=tokenized_text", *overrides])
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"{str(e).splitlines()[0]}; overrides are data.task.KEY=VALUE with the keys of "
-                          "configs/data/tokenized_text.yaml (see --help)") from None
-    check_config(cfg)
-    print(prepare_task(OmegaConf.to_container(cfg.data.task, resolve=True), overrides))
-
+from ebt.commands import prepare_text
 
 if __name__ == "__main__":
-    run_reporting_errors(main, sys.argv[1:])
+    prepare_text(__doc__)
