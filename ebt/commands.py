@@ -12,16 +12,15 @@ is the same function.
 """
 
 import importlib
-import json
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ebt.errors import ConfigError
+from ebt.options import read_options, usage
 from ebt.training import grid
 from ebt.training.config import CONFIG_DIR  # also registers ${uid:}
 
@@ -93,38 +92,6 @@ def collect() -> None:
 
 
 # ----------------------------------------------------------------------------------------- key=value scripts
-def read_options(argv: list[str], defaults: Mapping[str, Any]) -> DictConfig:
-    """``key=value`` arguments over ``defaults`` (OmegaConf's dotlist grammar, as Hydra's overrides: ``k=[1,2]``,
-    ``k=null``); an argument that is not ``key=value`` or a key not in ``defaults`` is a :class:`ConfigError`."""
-    loose = [a for a in argv if "=" not in a or a.startswith("-")]
-    if loose:
-        name = loose[0].lstrip("-").split("=")[0].replace("-", "_")
-        example = f"{name}=VALUE" if name in defaults else f"{next(iter(defaults), 'key')}=..."
-        raise ConfigError(f"{loose[0]!r}: options are key=value (write {example}); valid keys: {', '.join(defaults)}")
-    try:
-        given = OmegaConf.from_dotlist(argv)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"cannot read the options {argv}: {str(error).splitlines()[0]}") from None
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid keys: {', '.join(defaults)}")
-    return OmegaConf.merge(OmegaConf.create(dict(defaults)), given)
-
-
-def usage(module) -> str:
-    """A key=value command's ``--help``: its module docstring and its options with their defaults."""
-    lines = [(module.__doc__ or "").strip(), "", "options (key=value; defaults shown):"]
-    lines += [f"  {key}={_shown(value)}" for key, value in module.DEFAULTS.items()]
-    return "\n".join(lines)
-
-
-def _shown(value: Any) -> str:
-    """A default as it is typed on the command line: ``null``, ``true``, ``[1,2]``."""
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_shown(v) for v in value) + "]"
-    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
-
-
 def options_command(target: str, argv: list[str] | None = None) -> None:
     """Run the key=value script whose module is ``target`` (it defines ``DEFAULTS`` and ``main(cfg)``): user errors
     as one ``error:`` line (exit status 2); an int that ``main`` returns is the exit status."""

@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-from ebt.benchmarks.options import plain_options
 from ebt.commands import read_options, usage
 from ebt.errors import ConfigError
+from ebt.options import plain_options
 from ebt.tasks.random_tokens import RandomTokens
 from tests.utils import ROOT, run_cli
 
@@ -39,7 +39,7 @@ def test_options_are_plain_values_with_lists_choices_integers_and_flags_checked(
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_each_script_is_a_thin_options_command_of_its_module(script):
     text = (ROOT / "scripts" / script).read_text()
-    assert len(text.splitlines()) <= 40 and f'options_command("{SCRIPTS[script]}")' in text
+    assert len(text.splitlines()) <= 40 and f'options_command("{SCRIPTS[script]}"' in text
     module = importlib.import_module(SCRIPTS[script])
     assert callable(module.main) and all(f"  {key}=" in usage(module) for key in module.DEFAULTS)
 

@@ -13,6 +13,6 @@ Each benchmark module defines ``DEFAULTS`` and ``main(cfg)`` and is run by its t
   ``scripts/gpu_check.py``).
 
 Shared: ``measure`` (timing, memory peak, FLOPs, the CSV appender and its environment columns; results go to
-``bench_results/``) and ``options`` (checks the ``key=value`` options). The workload of the step benchmarks is
+``bench_results/``); their ``key=value`` options are read by :mod:`ebt.options`. The workload of the step benchmarks is
 :class:`ebt.tasks.random_tokens.RandomTokens`.
 """

@@ -45,7 +45,7 @@ import torch
 from omegaconf import DictConfig
 
 from ebt.benchmarks.measure import RESULTS, append_csv, environment, measure_interleaved, peak_memory_mb, step_flops
-from ebt.benchmarks.options import plain_options
+from ebt.options import plain_options
 from ebt.tasks.base import Task
 from ebt.tasks.random_tokens import RandomTokens
 from ebt.training.build import build_objective

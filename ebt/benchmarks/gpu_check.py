@@ -31,8 +31,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ebt.benchmarks.options import plain_options
 from ebt.errors import EnvironmentSetupError
+from ebt.options import plain_options
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("kernels", "bench_kernels", "bench_ebt", "train")

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from ebt.analysis.plotting import pyplot, save_figure
 from ebt.benchmarks.measure import RESULTS, append_csv, environment, measure_step
-from ebt.benchmarks.options import plain_options
+from ebt.options import plain_options
 from ebt_kernels.candidate_update import candidate_update_reference, candidate_update_triton
 from ebt_kernels.dispatch import interpreter_on, triton_status
 from ebt_kernels.softmax_embed import softmax_embed_reference, softmax_embed_triton

@@ -26,7 +26,7 @@ from alt_arch.mlp import GeluMLP
 from alt_arch.utils import forward_flops_per_token
 from ebt.analysis.plotting import pyplot, save_figure
 from ebt.benchmarks.measure import RESULTS, append_csv, measure_step
-from ebt.benchmarks.options import plain_options
+from ebt.options import plain_options
 
 DEFAULTS = {"dims": [512, 1024], "seq_len": 512, "batch": 1, "tau": 8, "head_dim": 64, "reps": 10, "threads": 1}
 def build(kind: str, dim: int, n_heads: int, tau: int) -> nn.Module:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from ebt.analysis.plotting import pyplot, save_figure
 from ebt.benchmarks.measure import RESULTS, append_csv, environment, measure_step
-from ebt.benchmarks.options import plain_options
+from ebt.options import plain_options
 
 HEAD_DIM = 16
 SHARED = 2

@@ -61,7 +61,6 @@ import torch
 from omegaconf import DictConfig
 
 from ebt.benchmarks.measure import RESULTS, append_csv, environment, measure_interleaved, step_flops
-from ebt.benchmarks.options import plain_options
 from ebt.benchmarks.reference_checkout import (
     REFERENCE_COMMIT,
     build_ours,
@@ -77,6 +76,7 @@ from ebt.benchmarks.reference_checkout import (
     reference_hparams,
     reference_step,
 )
+from ebt.options import plain_options
 from ebt.tasks.random_tokens import RandomTokens
 
 PRESETS = {"cpu": dict(dim=128, layers=2, heads=4, seq=128, vocab=[256, 4096], batch=4),

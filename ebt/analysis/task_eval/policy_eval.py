@@ -72,7 +72,6 @@ import torch
 from omegaconf import DictConfig
 
 from alt_arch.utils import num_params
-from ebt.analysis import run_options as opts
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.stats import t_interval
@@ -81,6 +80,7 @@ from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
 from ebt.objectives.search import forward_passes, think_best_of
+from ebt.options import int_list, integer, listed, number, number_list, path_list
 from ebt.tasks.nav2d import Nav2D
 from ebt.tasks.nav2d_sim import OBS_DIM, observe, rollout
 
@@ -635,19 +635,19 @@ def main(cfg: DictConfig) -> int:
     """The ``scripts/policy_eval.py`` command (options: the module docstring): 0 when written."""
     if not cfg.out:
         raise ConfigError("out= is required: the output folder")
-    options = Options(episodes=opts.integer(cfg, "episodes", 1), splits=[str(s) for s in opts.listed(cfg, "splits")],
-                      ebt_steps=opts.int_list(cfg, "ebt_steps"), best_of=opts.int_list(cfg, "best_of"),
-                      diffusion_steps=opts.int_list(cfg, "diffusion_steps"),
-                      samplers=[str(s) for s in opts.listed(cfg, "samplers")],
-                      max_passes=opts.number(cfg, "max_passes"), gate_min=opts.integer(cfg, "gate_min", 1),
-                      gate_max=opts.integer(cfg, "gate_max", 1), gate_best_of=opts.integer(cfg, "gate_best_of", 1),
-                      gate_quantiles=opts.number_list(cfg, "gate_quantiles"),
-                      execute=opts.integer(cfg, "execute", 1, allow_none=True), seed=opts.integer(cfg, "seed"),
+    options = Options(episodes=integer(cfg, "episodes", 1), splits=[str(s) for s in listed(cfg, "splits")],
+                      ebt_steps=int_list(cfg, "ebt_steps"), best_of=int_list(cfg, "best_of"),
+                      diffusion_steps=int_list(cfg, "diffusion_steps"),
+                      samplers=[str(s) for s in listed(cfg, "samplers")],
+                      max_passes=number(cfg, "max_passes"), gate_min=integer(cfg, "gate_min", 1),
+                      gate_max=integer(cfg, "gate_max", 1), gate_best_of=integer(cfg, "gate_best_of", 1),
+                      gate_quantiles=number_list(cfg, "gate_quantiles"),
+                      execute=integer(cfg, "execute", 1, allow_none=True), seed=integer(cfg, "seed"),
                       config=None if cfg.config is None else str(cfg.config))
     _check(options)
     doc = Path(str(cfg.doc)) if cfg.doc else None
-    policy_eval(opts.path_list(cfg, "runs"), Path(str(cfg.out)), options,
-                command="python scripts/policy_eval.py " + shlex.join(sys.argv[1:]), merge=opts.path_list(cfg, "merge"),
+    policy_eval(path_list(cfg, "runs"), Path(str(cfg.out)), options,
+                command="python scripts/policy_eval.py " + shlex.join(sys.argv[1:]), merge=path_list(cfg, "merge"),
                 doc=doc, doc_prefix=str(cfg.doc_prefix or ""))
     return 0
 

@@ -38,11 +38,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.stats import mean_interval
 from ebt.analysis.thinking.selection import SELECT_ON, fixed_step_change, thinking_improvement
 from ebt.errors import ConfigError
+from ebt.options import integer, path_list
 
 DEFAULTS = {"csvs": None, "out": None, "metric": "bpb", "metric_mode": "min", "train_steps": None}  # the options
 REQUIRED = ("split", "mode", "best_of", "steps")
@@ -259,7 +259,7 @@ def ood_curve(csvs: list[Path], out: Path, *, metric: str = "bpb", mode: str = "
 
 def main(cfg: DictConfig) -> int:
     """The ``scripts/ood_curve.py`` command (options: the module docstring): 0 when written."""
-    csvs = opts.path_list(cfg, "csvs", "thinking.csv files of scripts/think.py")
+    csvs = path_list(cfg, "csvs", "thinking.csv files of scripts/think.py")
     ood_curve(csvs, Path(str(cfg.out)) if cfg.out else csvs[0].parent, metric=str(cfg.metric),
-              mode=str(cfg.metric_mode), train_steps=opts.integer(cfg, "train_steps", 1, allow_none=True))
+              mode=str(cfg.metric_mode), train_steps=integer(cfg, "train_steps", 1, allow_none=True))
     return 0

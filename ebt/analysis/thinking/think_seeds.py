@@ -35,10 +35,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.thinking.selection import EBT_MODES, best_row, lookup, select, setting_label, thinking_improvement
 from ebt.errors import ConfigError, DataError
+from ebt.options import path_list
 
 DEFAULTS = {"runs": None, "out": None, "select_on": "val", "metric": None, "metric_mode": None}  # the options
 KEY = ("split", "mode", "best_of", "steps", "loops")
@@ -195,7 +195,7 @@ def plot_seeds(per_setting: list[dict[str, Any]], metric: str, path: Path) -> No
 
 def main(cfg: DictConfig) -> int:
     """The ``scripts/think_seeds.py`` command (options: the module docstring): 0 when written."""
-    runs = opts.path_list(cfg, "runs", "think.py output folders (or the run folders above them), one per seed")
+    runs = path_list(cfg, "runs", "think.py output folders (or the run folders above them), one per seed")
     if not cfg.out:
         raise ConfigError("out= is required: the folder for the tables and the plot")
     metric = None

@@ -32,9 +32,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import cell, columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.errors import ConfigError, DataError
+from ebt.options import listed, path_list
 from ebt.training.grid import job_dirs, read_status, status_of
 from ebt.training.summary import eval_splits
 
@@ -234,12 +234,12 @@ def plot_thinking(curves: dict[str, dict[str, list[tuple[int, float, float]]]], 
 
 def main(cfg: DictConfig) -> int:
     """The ``scripts/collect.py`` command (options: the module docstring): 0 when the tables were written."""
-    dirs = opts.path_list(cfg, "dirs", "multirun folders")
+    dirs = path_list(cfg, "dirs", "multirun folders")
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise ConfigError(f"not a folder: {', '.join(missing)}")
     jobs = load_jobs(dirs)
-    metrics = [str(m) for m in opts.listed(cfg, "metrics")] or headline(jobs)
+    metrics = [str(m) for m in listed(cfg, "metrics")] or headline(jobs)
     check_metrics(jobs, metrics)
     out = Path(str(cfg.out)) if cfg.out else dirs[0] / "collect"
     seed_key = str(cfg.seed_key)

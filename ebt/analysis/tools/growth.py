@@ -27,8 +27,8 @@ from torch import nn
 
 import ebt.training.config  # noqa: F401  (registers ${uid:})
 from alt_arch.linears.pattention import pattention_layers
-from ebt.analysis import run_options as opts
 from ebt.errors import CheckpointError, ConfigError
+from ebt.options import integer
 from ebt.training.build import build_lit_model
 from ebt.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint_file, stored_config
 from ebt.training.lit_module import optimizer_groups
@@ -140,7 +140,7 @@ def main(cfg: DictConfig) -> None:
     if not cfg.ckpt or cfg.slots is None:
         raise ConfigError(f"ckpt= and slots= are required; {USAGE}")
     ckpt = Path(str(cfg.ckpt))
-    n_new, seed = slots_option(cfg), opts.integer(cfg, "seed", 0)
+    n_new, seed = slots_option(cfg), integer(cfg, "seed", 0)
     out = Path(str(cfg.out)) if cfg.out else ckpt.with_name(f"{ckpt.stem}-grown{n_new}.ckpt")
     grown = grow_checkpoint(load_checkpoint(ckpt), n_new, seed=seed, path=str(ckpt))
     save_checkpoint_file(grown, out)  # fresh checksums: the weights and optimizer state changed
