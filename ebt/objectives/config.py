@@ -52,6 +52,11 @@ class StepRule:
     alpha_jitter: float = 1.0  # s > 1: training draws alpha_i ~ U[alpha/s, alpha*s] per position (paper's S2 recipe)
     grad_clamp: float | None = None  # clamp dE/dy elementwise to [-c, c]
     max_change: float | None = None  # the reference's ``clamp_futures_grad_max_change``: |alpha * dE/dy| <= m
+    alpha_decay: float = 0.0  # p >= 0: step i (of a thinking call) uses alpha * (1 + i)^-p (IBC's polynomial decay;
+    # horizon-free, so an s-step result does not depend on how long the call runs)
+    backtrack: bool = False  # evaluation: a step that raises an element's energy is undone and that element's step
+    # size halves for the rest of the call (one extra energy forward per step)
+    clamp_candidates: bool = False  # continuous tasks: every step's candidate is clamped to the task's valid_range
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:
@@ -66,6 +71,9 @@ class StepRule:
         if self.grad_clamp is not None and self.max_change is not None:
             raise ConfigError("model.objective.grad_clamp and model.objective.max_change both bound the thinking step; "
                               "set one of them to null")
+        if not self.alpha_decay >= 0:
+            raise ConfigError(f"model.objective.alpha_decay must be >= 0 (0: a constant step size), got "
+                              f"{self.alpha_decay}")
         for name in ("grad_clamp", "max_change"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -200,7 +208,8 @@ FLAT_NAMES: dict[str, dict[str, str]] = {
 ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", "contrastive_corrupt": 0.05,
                  "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
-                 "candidate": "simplex", "candidate_k": 64}
+                 "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
+                 "clamp_candidates": False}
 
 
 @dataclass
@@ -244,6 +253,9 @@ class EBTConfig:
         """The options that depend on the task (``output_size``: its vocabulary, classes or target features)."""
         if self.init == "input" and (task.kind != "continuous" or task.input_dim != task.output_dim):
             raise ConfigError("model.objective.init=input needs a continuous task whose inputs have the targets' shape")
+        if self.step_rule.clamp_candidates and task.valid_range is None:
+            raise ConfigError(f"model.objective.clamp_candidates=true needs a task with a valid range of values "
+                              f"(a continuous task that declares valid_range); {task.describe()} has none")
         if self.tie_candidate_projection and task.kind != "tokens":
             raise ConfigError("model.objective.tie_candidate_projection=true needs a tokens task")
         self.candidate.check(task, output_size)

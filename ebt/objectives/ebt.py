@@ -130,9 +130,13 @@ class EBT(EnergyModel):
             return self.langevin
         return self.langevin.detach() + 0 * self.langevin
 
-    def step_sizes(self, energy: torch.Tensor, training: bool) -> torch.Tensor:
-        """alpha, or per-position alpha drawn from [alpha/s, alpha*s] in training; shaped like ``energy``."""
-        alpha, jitter = self.alpha.expand_as(energy), self.config.step_rule.alpha_jitter
+    def step_sizes(self, energy: torch.Tensor, training: bool, step: int = 0) -> torch.Tensor:
+        """alpha at thinking step ``step`` (times ``(1 + step)^-p`` with ``alpha_decay=p``), or per position drawn from
+        [alpha/s, alpha*s] around it in training; shaped like ``energy``."""
+        rule = self.config.step_rule
+        alpha, jitter = self.alpha.expand_as(energy), rule.alpha_jitter
+        if rule.alpha_decay:
+            alpha = alpha * (1 + step) ** -rule.alpha_decay
         if training and jitter > 1:
             low, high = alpha / jitter, alpha * jitter
             alpha = low + torch.rand_like(energy) * (high - low)

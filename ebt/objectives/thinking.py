@@ -79,6 +79,8 @@ def think(
     y = model.initial_candidate(batch) if init is None else init
     candidates, energies = [y], []
     steps_used, active = None, None
+    backtracking = rule.backtrack and not training
+    scale, rejected = None, None  # backtracking: per-element step-size factors; the elements whose last step was undone
     # fused SDPA kernels have no double backward: the math backend where the candidate's gradient crosses SDPA
     # (whole-target mode); the two-stream candidate pass has its own attention, and the context stream is
     # differentiated once (the candidate's gradient never flows through it)
@@ -107,16 +109,24 @@ def think(
             if rule.max_change is not None:  # the reference's bound: |alpha * g| <= max_change per element
                 bound = rule.max_change / model.alpha
                 grad = grad.clamp(-bound, bound)
-            alpha = model.step_sizes(energy, training)
+            alpha = model.step_sizes(energy, training, start + i)
+            if backtracking:
+                scale = torch.ones_like(energy) if scale is None else scale
+                alpha = alpha * scale
             if energy_tol is not None:
                 if active is None:
                     active = torch.ones_like(energy, dtype=torch.bool)
                     steps_used = torch.zeros_like(energy)
-                elif i > 0:
-                    active = active & ((energies[-1] - energy).abs() >= energy_tol)
+                elif i > 0:  # an undone step is no sign of convergence: it retries with half the step
+                    moved = (energies[-1] - energy).abs() >= energy_tol
+                    active = active & (moved if rejected is None else moved | rejected)
                 alpha = alpha * active
                 steps_used = steps_used + active
             y = candidate_update(y, grad, expand_like(alpha, y), grad_clamp=rule.grad_clamp, backend=kernels)
+            if rule.clamp_candidates:
+                y = y.clamp(*model.task.valid_range)
+            if backtracking:
+                y, scale, rejected = backtrack(energy_fn, clean, y, energy, scale, start + i)
             if active is not None and noisy:  # a stopped element stays where it stopped: no noise-only moves
                 y = torch.where(expand_like(active, y).unsqueeze(-1), y, clean)
             if keep is not None and i not in keep:
@@ -129,6 +139,16 @@ def think(
     raise_if_diverged(diverged, model.alpha)
     aux, aux_metrics = collect_aux(model.backbone) if training else ({}, {})
     return Thought(candidates, energies, steps_used, aux=aux, aux_metrics=aux_metrics)
+
+
+def backtrack(energy_fn: "BatchEnergy", before: torch.Tensor, after: torch.Tensor, energy_before: torch.Tensor,
+              scale: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``step_rule.backtrack``: where the step raised an element's energy (at the same step index), undo it and halve
+    that element's step size. Returns the candidate, the new step-size factors and the undone elements."""
+    with torch.no_grad():
+        rejected = energy_fn(after.detach(), step) > energy_before
+    undone = expand_like(rejected, after).unsqueeze(-1)
+    return torch.where(undone, before, after), torch.where(rejected, scale / 2, scale), rejected
 
 
 def clean_energy(energy_fn: "BatchEnergy", y: torch.Tensor, step: int) -> torch.Tensor:

@@ -50,6 +50,7 @@ class Task(ABC):
     position_groups: torch.Tensor | None = None  # (N, G) int64 group ids of each position (e.g. a cell's row, column
     # and box), in [0, num_position_groups): the input encoder adds one learned embedding per group id
     num_position_groups: int = 0
+    valid_range: tuple[float, float] | None = None  # continuous: the interval every target value lies in
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed

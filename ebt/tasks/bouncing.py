@@ -69,6 +69,7 @@ def _speed_range(name: str, value: Sequence[float]) -> tuple[float, float]:
 
 class BouncingBalls(Task):
     kind = "continuous"
+    valid_range = (0.0, 1.0)  # pixel intensities
     metric = "psnr"
     metric_mode = "max"
     causal = True

@@ -25,6 +25,7 @@ from ebt.tasks.metrics import Sums, mean_sums
 
 class DigitsDenoise(Task):
     kind = "continuous"
+    valid_range = (0.0, 1.0)  # pixel intensities
     metric = "psnr"
     metric_mode = "max"
     causal = False
