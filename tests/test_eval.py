@@ -40,7 +40,7 @@ def test_a_predictor_evaluates_like_its_final_validation_and_on_the_test_split(t
     rows = evaluate(options(ckpt=str(run), splits=["val", "ood", "test"]))
     assert [r["split"] for r in rows] == ["val", "ood", "test"]
     assert rows[0]["acc"] == pytest.approx(final["val/acc"]) and rows[0]["loss"] == pytest.approx(final["val/loss"])
-    # both are totals over the split (issue 26 item 3): summed CE / scored tokens, right tokens / scored tokens, right
+    # both are totals over the split: summed CE / scored tokens, right tokens / scored tokens, right
     # sequences / sequences; the batches score different numbers of tokens, so a mean of batch means is another number
     model = load_run(run)
     ce = scored = right = exact = 0.0
@@ -86,7 +86,7 @@ def test_bad_options_are_one_error_line(tmp_path):
 
 
 def test_summary_eval_and_think_agree_on_a_noisy_ebt_whatever_the_global_stream(tmp_path):
-    """Issue 26 item 4: validation (summary.json), eval.py and think.py give one EBT checkpoint the same noise."""
+    """Validation (summary.json), eval.py and think.py give one EBT checkpoint the same noise."""
     run = tmp_path / "run"
     train(compose_config(EBT_RUN, run))
     summary = json.loads((run / "summary.json").read_text())["metrics"]

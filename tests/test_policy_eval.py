@@ -120,7 +120,7 @@ def _row(config, seed, mode, steps, split, success, passes=None):
 
 
 def test_selection_is_made_on_val_only():
-    """Issue 26 item 13: the configuration (seed-0 val) and the setting (mean val) are chosen on val, and reported on
+    """The configuration (seed-0 val) and the setting (mean val) are chosen on val, and reported on
     the held-out splits; what the held-out splits say chooses nothing."""
     rows = []
     for seed in (0, 1, 2):  # configuration A: 10 steps best on val, 3 steps best on test

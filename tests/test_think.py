@@ -86,7 +86,7 @@ def _row(split, steps, best_of, acc, loss, mode="fixed"):
 
 
 def test_the_improvement_setting_is_chosen_on_val_and_read_on_the_other_splits():
-    """Issue 26 item 10: val picks best-of-4 at 2 steps; ood is read there (0.5 -> 0.45: -10 %), not at its own best
+    """Val picks best-of-4 at 2 steps; ood is read there (0.5 -> 0.45: -10 %), not at its own best
     (4 steps, best-of-1: 0.7); fixed columns at 2x and 4x the trained 1 step need no choice."""
     rows = [_row("val", 1, 1, 0.5, 1.0), _row("val", 2, 1, 0.55, 0.9), _row("val", 4, 1, 0.52, 0.8),
             _row("val", 2, 4, 0.6, 0.95),
