@@ -33,7 +33,10 @@ def read_options(argv: list[str], defaults: Mapping[str, Any]) -> DictConfig:
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid keys: {', '.join(defaults)}")
-    return OmegaConf.merge(OmegaConf.create(dict(defaults)), given)
+    try:
+        return OmegaConf.merge(OmegaConf.create(dict(defaults)), given)
+    except OmegaConfBaseException as error:  # e.g. key.sub=1 where the default is a list
+        raise ConfigError(f"cannot read the options {argv}: {str(error).splitlines()[0]}") from None
 
 
 def usage(module: ModuleType) -> str:

@@ -3,8 +3,8 @@
 Energy-Based Transformers (Gladstone et al., 2025, arXiv:2507.02092) predict by gradient descent on the energy
 with respect to the candidate: ``y_{i+1} = y_i - alpha * dE/dy_i``, with the step's gradient optionally clipped.
 The step is deterministic: the Langevin noise of the paper (``y + sigma * xi``, ``xi ~ N(0, I)``) is added by the
-EBT itself (:mod:`ebt.objectives.ebt`) to the candidate *before* the energy is computed, as in the reference
-implementation; there is one noise implementation and it is not here.
+EBT's thinking loop (:mod:`ebt.objectives.thinking`) to the candidate *before* the energy is computed, as in the
+reference implementation; there is one noise implementation and it is not here.
 
 Equations (``gc = clamp(g, -c, c)``, or ``g`` without a clamp; ``alpha`` a scalar or one value per row):
 

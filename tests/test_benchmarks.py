@@ -7,9 +7,8 @@ import re
 import pytest
 import torch
 
-from ebt.commands import read_options, usage
 from ebt.errors import ConfigError
-from ebt.options import plain_options
+from ebt.options import plain_options, read_options, usage
 from ebt.tasks.random_tokens import RandomTokens
 from tests.utils import ROOT, run_cli
 

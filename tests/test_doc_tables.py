@@ -6,8 +6,8 @@ import pytest
 
 from ebt.analysis import doc_tables
 from ebt.analysis.doc_tables import REGISTRY, DocTable, block, fill, fill_doc, markers, stale, write_all
-from ebt.commands import read_options
 from ebt.errors import ConfigError
+from ebt.options import read_options
 from tests.utils import ROOT
 
 
@@ -78,7 +78,7 @@ def test_missing_ok_still_refuses_a_doc_with_none_of_the_blocks(tmp_path):
 
 
 def test_write_all_and_check_on_a_copy(tmp_path):
-    """The script's two modes on a copy of the registered docs: a hand edit is named by --check and undone by a
+    """The script's two modes on a copy of the registered docs: a hand edit is named by check=true and undone by a
     rewrite; a missing marker changes no file."""
     for t in REGISTRY:
         for rel in (t.doc, *t.csvs):

@@ -49,7 +49,7 @@ def test_without_a_gpu_the_full_check_refuses_in_one_line(tmp_path):
 @pytest.mark.parametrize("smoke", [False, True])
 def test_every_benchmark_stage_passes_options_its_module_accepts(tmp_path, smoke):
     from ebt.benchmarks import ebt_step, kernels
-    from ebt.commands import read_options
+    from ebt.options import read_options
 
     plan = gpu_check.commands(tmp_path, smoke=smoke)
     for stage, module in (("bench_kernels", kernels), ("bench_ebt", ebt_step)):

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from alt_arch.linears.pattention import pattention_layers
 from ebt.analysis.tools import growth
 from ebt.analysis.tools.growth import grow_checkpoint, grow_model
-from ebt.commands import read_options
 from ebt.errors import ConfigError
+from ebt.options import read_options
 from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config, run_cli
 

@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ebt.analysis.task_eval import icl_eval
-from ebt.commands import read_options
 from ebt.errors import ConfigError
+from ebt.options import read_options
 from ebt.tasks import icl_baselines as B
 from ebt.tasks.icl import FAMILIES, ICLRegression
 from ebt.training.build import build_lit_model, build_task

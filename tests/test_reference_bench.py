@@ -22,8 +22,8 @@ from ebt.benchmarks.reference_checkout import (
     reference_step,
     split_overrides,
 )
-from ebt.commands import read_options
 from ebt.errors import ConfigError
+from ebt.options import read_options
 from tests.utils import run_cli
 
 REFERENCE = os.environ.get("EBT_REFERENCE")

@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ebt.analysis.task_eval import rollouts
-from ebt.commands import read_options
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
+from ebt.options import read_options
 from ebt.training.build import build_lit_model, build_task
 from tests.utils import compose_config, run_cli
 

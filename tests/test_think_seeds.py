@@ -7,8 +7,9 @@ import math
 import pytest
 
 from ebt.analysis.thinking.think_seeds import DEFAULTS, main, summarise
-from ebt.commands import options_command, read_options
+from ebt.commands import options_command
 from ebt.errors import DataError
+from ebt.options import read_options
 
 FIELDS = ["split", "mode", "best_of", "steps", "steps_used", "forward_passes", "loops", "acc", "loss"]
 

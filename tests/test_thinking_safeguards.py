@@ -58,7 +58,7 @@ def test_clamped_candidates_stay_in_the_tasks_valid_range(tmp_path):
     outside = [((y < 0) | (y > 1)).any() for y in free.think(batch, steps=3).candidates[1:]]
     assert any(outside)  # unclamped, a large step leaves the pixel range
     clamped, _ = step_independent(tmp_path, *denoise, "model.objective.clamp_candidates=true")
-    for y in clamped.think(batch, steps=3).candidates[1:]:
+    for y in clamped.think(batch, steps=3).candidates:  # y_0 included
         assert y.min() >= 0 and y.max() <= 1
     with pytest.raises(ConfigError, match="clamp_candidates=true needs a task with a valid range"):
         make(tmp_path, "model.objective.clamp_candidates=true")  # addition: logits have no range

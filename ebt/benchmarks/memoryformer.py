@@ -29,6 +29,8 @@ from ebt.benchmarks.measure import RESULTS, append_csv, measure_step
 from ebt.options import plain_options
 
 DEFAULTS = {"dims": [512, 1024], "seq_len": 512, "batch": 1, "tau": 8, "head_dim": 64, "reps": 10, "threads": 1}
+
+
 def build(kind: str, dim: int, n_heads: int, tau: int) -> nn.Module:
     norm = partial(nn.LayerNorm, eps=1e-5)
     if kind == "dense":

@@ -97,14 +97,14 @@ def read_args(cfg: DictConfig) -> SimpleNamespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.reference = None if args.reference is None else str(args.reference)
-    check_reference(args.reference)  # a clear error before anything is built
+    args.checkout = check_reference(args.reference)  # (root, modified files): a clear error before anything is built
     args.ours, args.ref_set = parse_ours(args.ours), parse_ref_set(args.ref_set)
     return args
 
 
 def main(cfg: DictConfig) -> list[dict]:
     args = read_args(cfg)
-    root, modified = check_reference(args.reference)
+    root, modified = args.checkout
     if modified:
         warnings.warn(f"{root} differs from {REFERENCE_COMMIT[:8]} in {', '.join(modified)}", stacklevel=1)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -78,6 +78,9 @@ def split_overrides(text: str) -> list[str]:
 def parse_ours(extra: Mapping[str, Any]) -> dict[str, list[str]]:
     """The rows of this repo: the defaults (:data:`DEFAULT_OURS`) and each extra ``NAME: overrides`` (the option
     ``ours.NAME=override1,override2,...`` or ``ours.NAME=[override1,override2]``)."""
+    if not isinstance(extra, Mapping):
+        raise ConfigError(f"ours={extra}: rows are named, ours.NAME=override1,override2,... (e.g. "
+                          f"ours.ebt_emb=model.objective.candidate=embedding)")
     rows = {name: list(overrides) for name, overrides in DEFAULT_OURS.items()}
     for name, given in extra.items():
         spec = f"ours.{name}={given}"
@@ -95,7 +98,10 @@ def parse_ours(extra: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def parse_ref_set(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Reference hyperparameters (the option ``ref_set.KEY=VALUE``, values as the command line typed them)."""
+    """Reference hyperparameters (the option ``ref_set.KEY=VALUE``; values in the command line's grammar: ``null``,
+    ``true``, numbers, strings)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"ref_set={values}: set each one as ref_set.KEY=VALUE (a reference train_model.py option)")
     for key, value in values.items():
         if not key.isidentifier() or isinstance(value, Mapping):
             raise ConfigError(f"ref_set.{key}={value}: expected ref_set.KEY=VALUE (a reference train_model.py option)")

@@ -52,11 +52,11 @@ class StepRule:
     alpha_jitter: float = 1.0  # s > 1: training draws alpha_i ~ U[alpha/s, alpha*s] per position (paper's S2 recipe)
     grad_clamp: float | None = None  # clamp dE/dy elementwise to [-c, c]
     max_change: float | None = None  # the reference's ``clamp_futures_grad_max_change``: |alpha * dE/dy| <= m
-    alpha_decay: float = 0.0  # p >= 0: step i (of a thinking call) uses alpha * (1 + i)^-p (IBC's polynomial decay;
-    # horizon-free, so an s-step result does not depend on how long the call runs)
+    alpha_decay: float = 0.0  # p >= 0: thinking step i (its index, as the step embeddings read it) uses
+    # alpha * (1 + i)^-p (IBC's polynomial decay; horizon-free: an s-step result does not depend on the call's length)
     backtrack: bool = False  # evaluation: a step that raises an element's energy is undone and that element's step
     # size halves for the rest of the call (one extra energy forward per step)
-    clamp_candidates: bool = False  # continuous tasks: every step's candidate is clamped to the task's valid_range
+    clamp_candidates: bool = False  # continuous tasks: every candidate (y_0 too) is clamped to the task's valid_range
 
     def __post_init__(self) -> None:
         if self.alpha <= 0:

@@ -40,7 +40,6 @@ from ebt.objectives.base import Objective, input_encoder, output_size, task_inpu
 from ebt.objectives.candidates import SparseSupport, at_least_float32
 from ebt.objectives.compiled import compiled_energy_and_grad, compiled_pass, energy_and_grad
 from ebt.objectives.config import EBTConfig
-from ebt.objectives.replay import ReplayBuffer
 from ebt.tasks.base import Task
 from ebt_kernels import resolve_backend
 
@@ -75,7 +74,6 @@ class EnergyModel(Objective):
         self.time_embedding = self._zero_embedding(config.max_step_index + 1, dim) if config.time_embedding else None
         count = config.landscapes.count
         self.landscape_embedding = self._zero_embedding(count, dim) if count > 1 else None
-        self.replay = ReplayBuffer(noise.replay_size) if noise.replay_size else None
         config.speed.check_backbone(self.backbone)
         self._backends: dict[torch.device, str] = {}
 
@@ -90,7 +88,7 @@ class EnergyModel(Objective):
         """The context: the batch's input tokens / features, embedded (B, N, D)."""
         return self.encoder(task_inputs(self.task, batch))
 
-    def context_stream(self, context: torch.Tensor, *, first_order: bool = False):
+    def context_stream(self, context: torch.Tensor):
         """What the candidate pass reads: two-stream: the context's per-layer keys / values (compiled with
         ``compile=model``: the candidate's gradient never flows through it); whole-target: the context itself."""
         if not self.autoregressive:

@@ -77,6 +77,8 @@ def think(
     noisy = sigma.requires_grad or std > 0  # a trainable sigma is always applied (it gets a gradient)
     rule, backprop = model.config.step_rule, model.config.backprop
     y = model.initial_candidate(batch) if init is None else init
+    if rule.clamp_candidates:
+        y = y.clamp(*model.task.valid_range)
     candidates, energies = [y], []
     steps_used, active = None, None
     backtracking = rule.backtrack and not training

@@ -313,7 +313,7 @@ KEYS = ("config", "policy", "mode", "steps", "best_of", "gate_quantile", "split"
 VALUES = ("success", "collision", "timeout", "above", "path_length", "passes")
 SELECTION_SPLIT = "val"  # settings and configurations are chosen on it; reported on the others
 REPORT_SPLITS = ("test", "ood")
-DOC_TAG = "policy_eval"  # --doc blocks: <!-- policy_eval:NAME --> ... <!-- /policy_eval:NAME -->
+DOC_TAG = "policy_eval"  # doc= blocks: <!-- policy_eval:NAME --> ... <!-- /policy_eval:NAME -->
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -571,7 +571,7 @@ def read_previous(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for k, v in r.items():
             if k not in texts:
                 r[k] = int(v) if k in ("steps", "best_of") else float(v) if v else math.nan
-        r.setdefault("config", r["policy"])  # written before --config
+        r.setdefault("config", r["policy"])  # written before config=
         r.setdefault("seed", math.nan)
     return rows, json.loads(extras.read_text())
 

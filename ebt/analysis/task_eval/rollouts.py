@@ -34,6 +34,7 @@ from ebt.analysis.plotting import markdown_table, pyplot, save_figure, write_csv
 from ebt.errors import ConfigError
 from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
+from ebt.options import integer
 from ebt.tasks.bouncing import BouncingBalls, psnr
 from ebt.tasks.metrics import forked_rng, seed_batch
 from ebt.training import config  # noqa: F401  (registers ${uid:})
@@ -169,13 +170,6 @@ def _load(path: str, capability: str, data_overrides: dict[str, Any] | None) -> 
     return run
 
 
-def _positive(cfg: DictConfig, key: str) -> int:
-    value = cfg[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{key}={value} must be an integer >= 1")
-    return value
-
-
 def main(cfg: DictConfig) -> list[dict[str, Any]]:
     """The ``scripts/rollout.py`` command (options: the module docstring): roll the models out on every split; write
     the CSV, markdown tables and pictures; return the rows."""
@@ -193,13 +187,13 @@ def main(cfg: DictConfig) -> list[dict[str, Any]]:
         if run.task.describe() != task.describe():
             raise ConfigError(f"the {name} was trained on {run.task.describe()!r} but the other model on "
                               f"{task.describe()!r}; roll out models of the same task")
-    context = _positive(cfg, "context")
-    horizon = task.frames - context if cfg.horizon is None else _positive(cfg, "horizon")
+    context = integer(cfg, "context", 1)
+    horizon = task.frames - context if cfg.horizon is None else integer(cfg, "horizon", 1)
     if horizon < 1 or context + horizon > task.frames:
         raise ConfigError(f"context={context} + horizon={horizon} frames do not fit the {task.frames}-frame sequences "
                           f"the models were trained on; use context + horizon <= {task.frames}")
-    ebt_steps = None if cfg.ebt_steps is None else _positive(cfg, "ebt_steps")
-    batches, batch_size, samples = _positive(cfg, "batches"), _positive(cfg, "batch_size"), _positive(cfg, "samples")
+    ebt_steps = None if cfg.ebt_steps is None else integer(cfg, "ebt_steps", 1)
+    batches, batch_size, samples = integer(cfg, "batches", 1), integer(cfg, "batch_size", 1), integer(cfg, "samples", 1)
     splits = list(task.eval_splits) if cfg.splits is None else list(cfg.splits)
     unknown = [s for s in splits if s not in (*task.eval_splits, "test", "train")]
     if unknown or not splits:
