@@ -31,10 +31,11 @@ def test_ebt_learns_to_denoise_digits(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # 1500 training steps: 4-10 minutes on 2 CPU cores, more on a loaded machine
 def test_default_run_trains_an_ebt_that_learns_addition(tmp_path):
-    """``python scripts/train.py`` with no overrides (about 3 minutes on 2 CPU cores)."""
+    """``python scripts/train.py`` with no overrides."""
     end = train(compose_config(["trainer.enable_progress_bar=false"], tmp_path / "default"))
     assert end["val/acc"] > 0.5, end
     assert end["val/acc_step2"] > end["val/acc_step0"] + 0.5  # the prediction comes from thinking
-    # past the trained 2 steps accuracy degrades, but slowly (README: 0.918 at 2 steps, 0.896 at 4)
+    # past the trained 2 steps accuracy degrades, but slowly (docs/default_run.md: 0.918 at 2 steps, 0.896 at 4)
     assert end["val/acc_step4"] >= end["val/acc_step2"] - 0.05
