@@ -384,3 +384,20 @@ def test_denoising_supervision_adds_one_step_from_the_noisy_target_on_a_random_l
 def test_bad_landscape_options_are_refused(tmp_path, option, message):
     with pytest.raises(ConfigError, match=message):
         make(tmp_path, f"model.objective.{option}")
+
+
+def test_energy_reduce_sum_is_n_times_the_mean_and_so_is_its_gradient(tmp_path):
+    """Whole-target tasks: ``energy_reduce=sum`` does not divide each token's ``dE/dy`` by the N tokens."""
+    denoise = ("data=digits_denoise", "model.objective.init=input")
+    mean, batch = make(tmp_path, *denoise)
+    summed, _ = make(tmp_path, *denoise, "model.objective.energy_reduce=sum")
+    summed.load_state_dict(mean.state_dict())
+    assert not mean.autoregressive
+    y = mean.initial_candidate(batch).requires_grad_()
+    energies = [model.energy_function(batch)(y, 0) for model in (mean, summed)]
+    n = batch["inputs"].shape[1]
+    torch.testing.assert_close(energies[1], n * energies[0])
+    grads = [torch.autograd.grad(e.sum(), y)[0] for e in energies]
+    torch.testing.assert_close(grads[1], n * grads[0])
+    with pytest.raises(ConfigError, match="energy_reduce=sum reduces a whole-target energy"):
+        make(tmp_path, "model.objective.energy_reduce=sum")  # addition is causal: energies per position already

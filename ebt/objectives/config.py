@@ -209,7 +209,7 @@ ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", 
                  "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
                  "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
-                 "clamp_candidates": False}
+                 "clamp_candidates": False, "energy_reduce": "mean"}
 
 
 @dataclass
@@ -225,6 +225,8 @@ class EBTConfig:
     time_embedding: bool = False  # a learned, zero-initialised step-index embedding added to the candidate stream,
     # so the energy can differ between steps (the reference's ``ebt_type=time_embed``)
     continuous_loss: str = "mse"  # continuous tasks: mse | smooth_l1 for every step's prediction
+    energy_reduce: str = "mean"  # whole-target tasks: a sample's energy is the mean (the paper's) or the sum of its
+    # tokens' energies; the mean divides each token's dE/dy by N (81 on Sudoku), the sum does not
     step_rule: StepRule = field(default_factory=StepRule)
     randomisation: Randomisation = field(default_factory=Randomisation)
     backprop: Backprop = field(default_factory=Backprop)
@@ -238,6 +240,7 @@ class EBTConfig:
 
     def __post_init__(self) -> None:
         check_choice("init", self.init, ("noise", "zeros", "input"))
+        check_choice("energy_reduce", self.energy_reduce, ("mean", "sum"))
         if self.steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {self.steps}")
         self.evaluation.logged_steps(self.steps)  # checks eval_steps
@@ -256,6 +259,10 @@ class EBTConfig:
         if self.step_rule.clamp_candidates and task.valid_range is None:
             raise ConfigError(f"model.objective.clamp_candidates=true needs a task with a valid range of values "
                               f"(a continuous task that declares valid_range); {task.describe()} has none")
+        if self.energy_reduce != "mean" and task.causal:
+            raise ConfigError(f"model.objective.energy_reduce={self.energy_reduce} reduces a whole-target energy; "
+                              f"{task.describe()} is causal, so its energies are per position already (each one's "
+                              "gradient is its own): leave energy_reduce=mean")
         if self.tie_candidate_projection and task.kind != "tokens":
             raise ConfigError("model.objective.tie_candidate_projection=true needs a tokens task")
         self.candidate.check(task, output_size)

@@ -131,7 +131,8 @@ class EnergyModel(Objective):
             return self._head(h)  # (B, T)
         e = features if features.dim() == 3 else features[:, None, :]  # aligned per token, or broadcast
         h = compiled_pass(self.backbone, "forward", stream + e) if compiled else self.backbone(stream + e)
-        return self._head(h).mean(dim=1)  # (B,)
+        per_token = self._head(h)  # (B, N)
+        return per_token.sum(dim=1) if self.config.energy_reduce == "sum" else per_token.mean(dim=1)  # (B,)
 
     def energy_function(self, batch: dict[str, torch.Tensor], *, first_order: bool = False) -> "BatchEnergy":
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
