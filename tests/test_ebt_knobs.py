@@ -5,6 +5,7 @@ Elsewhere: ``truncate`` and ``detach_steps`` (test_ebt.py: exact gradients), ``m
 ``init=input`` (test_ebt_learns.py), the replay buffer across a resume (test_resume.py).
 """
 
+import math
 from dataclasses import fields
 
 import pytest
@@ -327,10 +328,27 @@ def test_contrastive_training_puts_the_target_below_its_corruptions(tmp_path):
 
 @pytest.mark.parametrize(("option", "message"), [("contrastive_weight=-1", "contrastive_weight must be >= 0"),
                                                  ("contrastive_negatives=random", "is not one of corrupt, prediction"),
-                                                 ("contrastive_corrupt=0", "contrastive_corrupt must be > 0")])
+                                                 ("contrastive_corrupt=0", "contrastive_corrupt must be > 0"),
+                                                 ("contrastive_count=0", "contrastive_count must be >= 1")])
 def test_bad_contrastive_options_are_refused(tmp_path, option, message):
     with pytest.raises(ConfigError, match=message):
         make(tmp_path, f"model.objective.{option}")
+    with pytest.raises(ConfigError, match="prediction gives one negative per sample"):
+        make(tmp_path, "model.objective.contrastive_negatives=prediction", "model.objective.contrastive_count=4")
+
+
+def test_infonce_over_n_negatives_is_the_cross_entropy_of_picking_the_target_by_lowest_energy(tmp_path):
+    from ebt.objectives.contrastive import contrastive_loss
+
+    positive, negatives = torch.tensor([0.5, -1.0]), [torch.tensor([1.0, -2.0]), torch.tensor([0.0, 3.0])]
+    by_hand = -torch.log(torch.exp(-positive) / (torch.exp(-positive) + sum(torch.exp(-n) for n in negatives)))
+    torch.testing.assert_close(contrastive_loss(positive, negatives, None), by_hand.mean())
+    torch.testing.assert_close(contrastive_loss(positive, negatives[:1], None),
+                               F.softplus(positive - negatives[0]).mean())  # N = 1: IRED's softplus
+    ebt, batch = make(tmp_path, "model.objective.contrastive_weight=1", "model.objective.contrastive_count=4")
+    term, _ = ebt._contrastive_term(batch, ebt.initial_candidate(batch), ebt.steps)
+    # an untrained energy barely tells the 5 candidates apart: the loss is near log 5 (log 2 with one negative)
+    assert abs(float(term) - math.log(5)) < 0.2
 
 
 def test_landscape_schedule_anneals_from_the_smoothest_and_stays_on_the_sharpest():

@@ -199,7 +199,8 @@ class Speed:
 # group field -> flat key, where the two differ (every other field's flat key is its own name)
 FLAT_NAMES: dict[str, dict[str, str]] = {
     "candidate": {"kind": "candidate", "k": "candidate_k"},
-    "contrastive": {name: f"contrastive_{name}" for name in ("weight", "negatives", "corrupt", "positive_logit")},
+    "contrastive": {name: f"contrastive_{name}" for name in ("weight", "negatives", "corrupt", "positive_logit",
+                                                             "count")},
     "landscapes": {"count": "landscapes", "steps": "landscape_steps", "noise": "landscape_noise",
                    "weight": "landscape_weight"},
 }
@@ -209,7 +210,7 @@ ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", 
                  "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
                  "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
-                 "clamp_candidates": False, "energy_reduce": "mean"}
+                 "clamp_candidates": False, "energy_reduce": "mean", "contrastive_count": 1}
 
 
 @dataclass

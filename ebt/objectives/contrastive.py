@@ -10,7 +10,13 @@ https://github.com/yilundu/ired_code_release at commit 9c3538d1, ``diffusion_lib
     L_contrast = -log( exp(-E(x, y+)) / (exp(-E(x, y+)) + exp(-E(x, y-))) ) = softplus(E(x, y+) - E(x, y-))
 
 per energy element (each position of an autoregressive model, each sample otherwise), averaged, and added to the
-loss times ``weight`` (IRED: 0.05 for Sudoku, 0.5 for its continuous tasks).
+loss times ``weight`` (IRED: 0.05 for Sudoku, 0.5 for its continuous tasks). With ``count = N > 1`` negatives it is
+the InfoNCE loss of Implicit BC (Florence et al., "Implicit Behavioral Cloning", CoRL 2021): the cross-entropy of
+picking the target among it and N counter-examples by lowest energy,
+
+    L_contrast = -log( exp(-E(x, y+)) / (exp(-E(x, y+)) + sum_j exp(-E(x, y-_j))) )
+
+(N = 1 is the softplus above, computed as such).
 
 * ``y+`` is the target as a candidate: the target vector (continuous), or logits ``positive_logit * one_hot(target)``
   (discrete; softmax of that puts ``e^c / (e^c + V - 1)`` on the right token). Positions the task does not score
@@ -45,6 +51,7 @@ class Contrastive:
     negatives: str = "corrupt"  # corrupt | prediction
     corrupt: float = 0.05  # discrete: fraction of scored positions replaced; continuous: noise std
     positive_logit: float = 5.0  # discrete: the target's logit in y+ (others 0)
+    count: int = 1  # negatives per sample: 1 (IRED's softplus) or N > 1 (InfoNCE over N corruptions)
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
@@ -56,6 +63,11 @@ class Contrastive:
             raise ConfigError(f"model.objective.contrastive_corrupt must be > 0, got {self.corrupt}")
         if not self.positive_logit > 0:
             raise ConfigError(f"model.objective.contrastive_positive_logit must be > 0, got {self.positive_logit}")
+        if self.count < 1:
+            raise ConfigError(f"model.objective.contrastive_count must be >= 1, got {self.count}")
+        if self.count > 1 and self.negatives == "prediction":
+            raise ConfigError("model.objective.contrastive_negatives=prediction gives one negative per sample (its "
+                              "final candidate); contrastive_count > 1 needs contrastive_negatives=corrupt")
 
 
 def _keep_unscored(candidate: torch.Tensor, reference: torch.Tensor, scored: torch.Tensor | None) -> torch.Tensor:
@@ -101,10 +113,16 @@ def corrupted_candidate(task: Task, batch: dict[str, torch.Tensor], positive: to
     return _keep_unscored(F.one_hot(tokens, size).to(positive.dtype) * options.positive_logit, positive, scored)
 
 
-def contrastive_loss(energy_positive: torch.Tensor, energy_negative: torch.Tensor,
+def contrastive_loss(energy_positive: torch.Tensor, energy_negatives: list[torch.Tensor],
                      weights: torch.Tensor | None) -> torch.Tensor:
-    """``softplus(E+ - E-)`` averaged over energy elements (per-position elements weighted by ``weights``)."""
-    loss = F.softplus(energy_positive.float() - energy_negative.float())
+    """``softplus(E+ - E-)`` (one negative) or InfoNCE ``logsumexp(-E+, -E-_1, ..) + E+`` (several), averaged over
+    energy elements (per-position elements weighted by ``weights``)."""
+    positive = energy_positive.float()
+    if len(energy_negatives) == 1:
+        loss = F.softplus(positive - energy_negatives[0].float())
+    else:
+        logits = -torch.stack([positive, *(e.float() for e in energy_negatives)])
+        loss = torch.logsumexp(logits, dim=0) - logits[0]
     if weights is None:
         return loss.mean()
     weights = weights.to(loss.dtype)

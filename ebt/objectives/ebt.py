@@ -198,14 +198,14 @@ class EBT(EnergyModel):
         ``E(y-) - E(y+)`` (positive when the landscape ranks them right)."""
         options = self.config.contrastive
         positive = positive_candidate(self.task, batch, final, options)
-        negative = final if options.negatives == "prediction" else \
-            corrupted_candidate(self.task, batch, positive, options)
+        negatives = [final] if options.negatives == "prediction" else \
+            [corrupted_candidate(self.task, batch, positive, options) for _ in range(options.count)]
         energy = self.energy_function(batch)
-        energy_positive, energy_negative = energy(positive, step), energy(negative, step)
+        energy_positive, energy_negatives = energy(positive, step), [energy(n, step) for n in negatives]
         weights = scored_positions(self.task, batch) if self.autoregressive else None
-        term = contrastive_loss(energy_positive, energy_negative, weights)
-        with torch.no_grad():
-            gap = (energy_negative - energy_positive).float()
+        term = contrastive_loss(energy_positive, energy_negatives, weights)
+        with torch.no_grad():  # the margin to the first negative
+            gap = (energy_negatives[0] - energy_positive).float()
             margin = gap.mean() if weights is None else (gap * weights).sum() / weights.sum().clamp_min(1)
         return term, margin
 
