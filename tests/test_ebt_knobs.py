@@ -358,6 +358,10 @@ def test_landscape_schedule_anneals_from_the_smoothest_and_stays_on_the_sharpest
     assert [ladder.index(i) for i in range(8)] == [2, 2, 1, 1, 0, 0, 0, 0]
     assert [ladder.first_step(k) for k in range(3)] == [4, 2, 0]
     assert [ladder.sigma(k) for k in range(3)] == [0.5, 1.0, 1.5]
+    geometric = Landscapes(count=3, noise=2.0, schedule="geometric", min_noise=0.01)
+    assert [geometric.sigma(k) for k in range(3)] == pytest.approx([0.02, 0.2, 2.0])  # down to 1 % of the noise
+    with pytest.raises(ConfigError, match="landscape_schedule='cosine' is not one of linear, geometric"):
+        Landscapes(schedule="cosine")
 
 
 def test_each_thinking_step_reads_its_landscape_and_long_trajectories_extend_short_ones(tmp_path):

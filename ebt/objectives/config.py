@@ -202,7 +202,7 @@ FLAT_NAMES: dict[str, dict[str, str]] = {
     "contrastive": {name: f"contrastive_{name}" for name in ("weight", "negatives", "corrupt", "positive_logit",
                                                              "count")},
     "landscapes": {"count": "landscapes", "steps": "landscape_steps", "noise": "landscape_noise",
-                   "weight": "landscape_weight"},
+                   "weight": "landscape_weight", "schedule": "landscape_schedule", "min_noise": "landscape_min_noise"},
 }
 
 # Options added after checkpoints were first shared, at the defaults that leave the model as it was trained.
@@ -210,7 +210,8 @@ ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", 
                  "contrastive_positive_logit": 5.0, "landscapes": 1, "landscape_steps": 1, "landscape_noise": 1.0,
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
                  "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
-                 "clamp_candidates": False, "energy_reduce": "mean", "contrastive_count": 1}
+                 "clamp_candidates": False, "energy_reduce": "mean", "contrastive_count": 1,
+                 "landscape_schedule": "linear", "landscape_min_noise": 0.01}
 
 
 @dataclass

@@ -16,13 +16,17 @@ Here, in the EBT's own terms:
   step counts). Train with ``steps >= K * m`` so that thinking visits every landscape.
 * **denoising supervision** (``landscape_weight=w > 0``; works with ``K = 1`` too): each training batch also draws a
   landscape ``k`` uniformly, starts one thinking step at its first step index from the target-as-candidate plus
-  Gaussian noise of standard deviation ``sigma_k = landscape_noise * (k + 1) / K``, and adds ``w`` times the task loss
+  Gaussian noise of standard deviation ``sigma_k`` and adds ``w`` times the task loss
   of that step's result: one step on landscape ``k`` must undo noise of scale ``sigma_k``. This is IRED's ``grad E =
   eps`` up to the step size (``y - alpha grad E = y*`` iff ``grad E = sigma_k eps / alpha``) with the task loss in
-  place of the squared error on the gradient.
+  place of the squared error on the gradient. The noise ladder (``landscape_schedule``): ``linear``,
+  ``sigma_k = landscape_noise * (k + 1) / K`` (the sharpest landscape still sees ``landscape_noise / K``), or
+  ``geometric``, ``sigma_k = landscape_noise * r^((K - 1 - k) / (K - 1))`` with ``r = landscape_min_noise`` (IRED's
+  levels reach down to about 1 % of the largest: the sharpest landscape learns to stay put near the answer).
 
-Deviations from IRED: a linear noise ladder instead of a cosine diffusion schedule; no accept-if-the-energy-fell
-test in the optimisation steps; noised candidates are not rescaled by ``sqrt(alpha_bar)``.
+Deviations from IRED: a linear or geometric noise ladder instead of a cosine diffusion schedule; no
+accept-if-the-energy-fell test in the optimisation steps (``backtrack`` is the evaluation-time analogue); noised
+candidates are not rescaled by ``sqrt(alpha_bar)``.
 """
 
 from dataclasses import dataclass
@@ -38,6 +42,8 @@ class Landscapes:
     steps: int = 1  # m: thinking steps on each landscape before moving to a sharper one
     noise: float = 1.0  # sigma of the smoothest landscape's denoising supervision
     weight: float = 0.0  # weight of the denoising supervision; 0: off
+    schedule: str = "linear"  # the noise ladder: linear | geometric
+    min_noise: float = 0.01  # geometric: the sharpest landscape's noise as a fraction of the smoothest's
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -48,6 +54,10 @@ class Landscapes:
             raise ConfigError(f"model.objective.landscape_noise must be > 0, got {self.noise}")
         if not self.weight >= 0:
             raise ConfigError(f"model.objective.landscape_weight must be >= 0 (0: off), got {self.weight}")
+        if self.schedule not in ("linear", "geometric"):
+            raise ConfigError(f"model.objective.landscape_schedule={self.schedule!r} is not one of linear, geometric")
+        if not 0 < self.min_noise <= 1:
+            raise ConfigError(f"model.objective.landscape_min_noise must be in (0, 1], got {self.min_noise}")
 
     def index(self, step: int) -> int:
         """The landscape of thinking step ``step``."""
@@ -58,4 +68,7 @@ class Landscapes:
         return (self.count - 1 - landscape) * self.steps
 
     def sigma(self, landscape: int) -> float:
+        """The noise scale of ``landscape``'s denoising supervision (0: the sharpest)."""
+        if self.schedule == "geometric" and self.count > 1:
+            return self.noise * self.min_noise ** ((self.count - 1 - landscape) / (self.count - 1))
         return self.noise * (landscape + 1) / self.count
