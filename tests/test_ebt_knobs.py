@@ -423,3 +423,19 @@ def test_energy_reduce_sum_is_n_times_the_mean_and_so_is_its_gradient(tmp_path):
     torch.testing.assert_close(grads[1], n * grads[0])
     with pytest.raises(ConfigError, match="energy_reduce=sum reduces a whole-target energy"):
         make(tmp_path, "model.objective.energy_reduce=sum")  # addition is causal: energies per position already
+
+
+def test_squared_energy_is_the_mean_square_of_a_d_wide_head_and_is_zero_where_it_vanishes(tmp_path):
+    """``energy_form=squared``: IRED's ``E = ||f(x, y)||^2`` per token (divided by D), never below 0; where the head's
+    output is 0 the energy is at its minimum and ``dE/dy`` vanishes."""
+    ebt, batch = make(tmp_path, "model.objective.energy_form=squared")
+    assert ebt.energy_head.weight.shape == (ebt.backbone.out_dim, ebt.backbone.out_dim)
+    y = ebt.initial_candidate(batch).requires_grad_()
+    energy = ebt.energy_function(batch)(y, 0)
+    assert energy.shape == batch["targets"].shape and (energy >= 0).all() and (energy > 0).any()
+    with torch.no_grad():
+        ebt.energy_head.weight.zero_()
+    flat = ebt.energy_function(batch)(y, 0)
+    assert (flat == 0).all() and (torch.autograd.grad(flat.sum(), y)[0] == 0).all()
+    with pytest.raises(ConfigError, match="energy_form='cubic' is not one of linear, squared"):
+        make(tmp_path, "model.objective.energy_form=cubic")

@@ -211,7 +211,7 @@ ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", 
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
                  "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
                  "clamp_candidates": False, "energy_reduce": "mean", "contrastive_count": 1,
-                 "landscape_schedule": "linear", "landscape_min_noise": 0.01}
+                 "landscape_schedule": "linear", "landscape_min_noise": 0.01, "energy_form": "linear"}
 
 
 @dataclass
@@ -227,6 +227,8 @@ class EBTConfig:
     time_embedding: bool = False  # a learned, zero-initialised step-index embedding added to the candidate stream,
     # so the energy can differ between steps (the reference's ``ebt_type=time_embed``)
     continuous_loss: str = "mse"  # continuous tasks: mse | smooth_l1 for every step's prediction
+    energy_form: str = "linear"  # a token's energy: linear (w . h, the paper's) or squared (||W h||^2 / D, IRED's
+    # E = ||f(x, y)||^2: bounded below by 0, so an answer can be an exact minimum where the gradient vanishes)
     energy_reduce: str = "mean"  # whole-target tasks: a sample's energy is the mean (the paper's) or the sum of its
     # tokens' energies; the mean divides each token's dE/dy by N (81 on Sudoku), the sum does not
     step_rule: StepRule = field(default_factory=StepRule)
@@ -243,6 +245,7 @@ class EBTConfig:
     def __post_init__(self) -> None:
         check_choice("init", self.init, ("noise", "zeros", "input"))
         check_choice("energy_reduce", self.energy_reduce, ("mean", "sum"))
+        check_choice("energy_form", self.energy_form, ("linear", "squared"))
         if self.steps < 1:
             raise ConfigError(f"model.objective.steps must be >= 1 (training thinks), got {self.steps}")
         self.evaluation.logged_steps(self.steps)  # checks eval_steps

@@ -65,7 +65,8 @@ class EnergyModel(Objective):
 
         self.encoder = input_encoder(task, dim)
         self.backbone = backbone(dim, causal=self.autoregressive, spatial_shape=task.spatial_shape)
-        self.energy_head = nn.Linear(self.backbone.out_dim, 1, bias=False)
+        heads = 1 if config.energy_form == "linear" else self.backbone.out_dim
+        self.energy_head = nn.Linear(self.backbone.out_dim, heads, bias=False)
         nn.init.normal_(self.energy_head.weight, std=0.02)
         self.candidate_proj = None
         if not config.tie_candidate_projection:
@@ -167,11 +168,13 @@ class EnergyModel(Objective):
         return self._backends[device]
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-token energies ``(B, N)`` of the backbone's output ``h`` ``(B, N, D)``, in float32 at least (autocast
-        off; a float64 model stays float64)."""
+        """Per-token energies ``(B, N)`` of the backbone's output ``h`` ``(B, N, D)``: ``w . h``
+        (``energy_form=linear``) or ``||W h||^2 / D`` (``squared``), in float32 at least (autocast off; a float64 model
+        stays float64)."""
         wide = at_least_float32(torch.promote_types(h.dtype, self.energy_head.weight.dtype))
         with torch.autocast(h.device.type, enabled=False):
-            return nn.functional.linear(h.to(wide), self.energy_head.weight.to(wide)).squeeze(-1)
+            out = nn.functional.linear(h.to(wide), self.energy_head.weight.to(wide))
+        return out.squeeze(-1) if self.config.energy_form == "linear" else out.square().mean(dim=-1)
 
 
 def with_step(features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
