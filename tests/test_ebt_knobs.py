@@ -439,3 +439,15 @@ def test_squared_energy_is_the_mean_square_of_a_d_wide_head_and_is_zero_where_it
     assert (flat == 0).all() and (torch.autograd.grad(flat.sum(), y)[0] == 0).all()
     with pytest.raises(ConfigError, match="energy_form='cubic' is not one of linear, squared"):
         make(tmp_path, "model.objective.energy_form=cubic")
+
+
+def test_prediction_negatives_can_come_from_longer_thinking(tmp_path):
+    """``contrastive_prediction_steps=n``: the negative is where n steps of evaluation-time thinking end."""
+    options = ("contrastive_weight=1", "contrastive_negatives=prediction", "contrastive_prediction_steps=8")
+    ebt, batch = make(tmp_path, *(f"model.objective.{o}" for o in options))
+    calls, think = [], ebt.think
+    ebt.think = lambda b, **k: (calls.append((k["steps"], k.get("training", False))), think(b, **k))[1]
+    loss, logs = ebt.loss(batch)
+    assert (8, False) in calls and torch.isfinite(loss) and "contrastive_loss" in logs
+    with pytest.raises(ConfigError, match="contrastive_prediction_steps is the thinking steps of the prediction"):
+        make(tmp_path, "model.objective.contrastive_weight=1", "model.objective.contrastive_prediction_steps=8")

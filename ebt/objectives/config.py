@@ -200,7 +200,7 @@ class Speed:
 FLAT_NAMES: dict[str, dict[str, str]] = {
     "candidate": {"kind": "candidate", "k": "candidate_k"},
     "contrastive": {name: f"contrastive_{name}" for name in ("weight", "negatives", "corrupt", "positive_logit",
-                                                             "count")},
+                                                             "count", "prediction_steps")},
     "landscapes": {"count": "landscapes", "steps": "landscape_steps", "noise": "landscape_noise",
                    "weight": "landscape_weight", "schedule": "landscape_schedule", "min_noise": "landscape_min_noise"},
 }
@@ -211,7 +211,8 @@ ADDED_OPTIONS = {"contrastive_weight": 0.0, "contrastive_negatives": "corrupt", 
                  "landscape_weight": 0.0, "compile": "none", "thinking_grad": "autograd",
                  "candidate": "simplex", "candidate_k": 64, "alpha_decay": 0.0, "backtrack": False,
                  "clamp_candidates": False, "energy_reduce": "mean", "contrastive_count": 1,
-                 "landscape_schedule": "linear", "landscape_min_noise": 0.01, "energy_form": "linear"}
+                 "landscape_schedule": "linear", "landscape_min_noise": 0.01, "energy_form": "linear",
+                 "contrastive_prediction_steps": None}
 
 
 @dataclass

@@ -24,7 +24,9 @@ picking the target among it and N counter-examples by lowest energy,
 * ``y-`` (``negatives``): ``corrupt`` is IRED's choice for discrete tasks: the target with a random ``corrupt``
   fraction of scored positions replaced by uniformly drawn tokens (at least one per row), or, for continuous tasks,
   the target plus Gaussian noise of standard deviation ``corrupt``; ``prediction`` is the classic contrastive
-  divergence negative: the step's own final candidate (detached), the wrong answers the model actually produces.
+  divergence negative: the step's own final candidate (detached), the wrong answers the model actually produces;
+  with ``prediction_steps = n`` it is the candidate after ``n`` steps of evaluation-time thinking instead (e.g. 8-32:
+  the over-optimised answers that best-of-N and long thinking must reject; no gradient flows through them).
 
 Deviations from IRED: one landscape (IRED trains one per noise level of its diffusion schedule and evaluates the
 energies of noised samples ``q_sample(y, t)``; here candidates are compared clean, at the training step count's
@@ -52,6 +54,8 @@ class Contrastive:
     corrupt: float = 0.05  # discrete: fraction of scored positions replaced; continuous: noise std
     positive_logit: float = 5.0  # discrete: the target's logit in y+ (others 0)
     count: int = 1  # negatives per sample: 1 (IRED's softplus) or N > 1 (InfoNCE over N corruptions)
+    prediction_steps: int | None = None  # negatives=prediction: think this many steps for the negative (null: the
+    # training step's own final candidate)
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
@@ -65,6 +69,9 @@ class Contrastive:
             raise ConfigError(f"model.objective.contrastive_positive_logit must be > 0, got {self.positive_logit}")
         if self.count < 1:
             raise ConfigError(f"model.objective.contrastive_count must be >= 1, got {self.count}")
+        if self.prediction_steps is not None and (self.negatives != "prediction" or self.prediction_steps < 1):
+            raise ConfigError("model.objective.contrastive_prediction_steps is the thinking steps of the prediction "
+                              "negative: an integer >= 1 with contrastive_negatives=prediction (or null)")
         if self.count > 1 and self.negatives == "prediction":
             raise ConfigError("model.objective.contrastive_negatives=prediction gives one negative per sample (its "
                               "final candidate); contrastive_count > 1 needs contrastive_negatives=corrupt")

@@ -198,6 +198,8 @@ class EBT(EnergyModel):
         ``E(y-) - E(y+)`` (positive when the landscape ranks them right)."""
         options = self.config.contrastive
         positive = positive_candidate(self.task, batch, final, options)
+        if options.negatives == "prediction" and options.prediction_steps is not None:
+            final = self.think(batch, steps=options.prediction_steps, keep=()).candidates[-1].detach()
         negatives = [final] if options.negatives == "prediction" else \
             [corrupted_candidate(self.task, batch, positive, options) for _ in range(options.count)]
         energy = self.energy_function(batch)
