@@ -24,7 +24,7 @@ import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import nn
 
@@ -241,7 +241,6 @@ class EBTConfig:
     landscapes: Landscapes = field(default_factory=Landscapes)
     speed: Speed = field(default_factory=Speed)
 
-    ADDED: ClassVar[dict[str, Any]] = ADDED_OPTIONS
 
     def __post_init__(self) -> None:
         check_choice("init", self.init, ("noise", "zeros", "input"))
@@ -333,5 +332,5 @@ class EBTConfig:
         filled with their defaults (off: the model the checkpoint trained), and ``loss_on: all`` of a checkpoint
         written before ``loss_on`` defaulted to null meant "all, or the last step with truncate=true" (truncate
         overrode it), which is what null means now."""
-        options = {**cls.ADDED, **options}
+        options = {**ADDED_OPTIONS, **options}
         return {**options, "loss_on": None} if options.get("loss_on") == "all" else options

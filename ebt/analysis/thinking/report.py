@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import columns_of, markdown_table, pyplot, save_figure, write_csv, write_text
@@ -36,15 +36,8 @@ from ebt.analysis.thinking.thinking_eval import (
     trajectory_summary,
 )
 from ebt.errors import ConfigError
+from ebt.options import int_list
 from ebt.training.restore import Run, load_run
-
-
-def _int_list(cfg: DictConfig, key: str) -> list[int]:
-    value = cfg[key]
-    values = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise ConfigError(f"{key}={values} must be a non-empty list of integers >= 1, e.g. {key}=[1,2,4]")
-    return sorted(set(values))
 
 
 def _load_ebt(path: str, data_overrides: dict[str, Any] | None = None) -> Run:
@@ -102,7 +95,7 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
     backbone; returns the table's rows."""
     if cfg.get("loops"):
         return think_loops(cfg)
-    steps, best_of = _int_list(cfg, "steps"), _int_list(cfg, "best_of")
+    steps, best_of = _sorted_int_list(cfg, "steps"), _sorted_int_list(cfg, "best_of")
     if cfg.energy_tol is not None and cfg.energy_tol <= 0:
         raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
     ckpt, data_overrides = opts.checkpoint_option(cfg, "ckpt"), opts.data_overrides(cfg)
@@ -120,7 +113,7 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
         rows += evaluate_baseline(baseline, splits=splits, batches=batches, batch_size=batch_size, seed=seed)
     if cfg.get("looped_ckpt"):
         looped = _load_looped(opts.checkpoint_option(cfg, "looped_ckpt"), run, data_overrides)
-        rows += evaluate_loops(looped, loops=_int_list(cfg, "looped_loops"), splits=splits, batches=batches,
+        rows += evaluate_loops(looped, loops=_sorted_int_list(cfg, "looped_loops"), splits=splits, batches=batches,
                                batch_size=batch_size, seed=seed)
     task = run.task
 
@@ -213,7 +206,7 @@ def verifier_report(verifier: list[dict[str, Any]]) -> str:
 
 def think_loops(cfg: DictConfig) -> list[dict[str, Any]]:
     """A looped backbone (predictor or EBT) evaluated at each ``loops`` value: more loops = thinking longer."""
-    loops = _int_list(cfg, "loops")
+    loops = _sorted_int_list(cfg, "loops")
     ckpt = opts.checkpoint_option(cfg, "ckpt")
     run = load_run(ckpt, opts.data_overrides(cfg))
     splits, batches, batch_size = opts.eval_plan(cfg, run)
@@ -317,3 +310,8 @@ def _log_wandb(rows: list[dict[str, Any]], plot: Path, run: Run, energy_plot: Pa
         w.log({"thinking/table": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows]),
                "thinking/plot": wandb.Image(str(plot)),
                **({"thinking/energy_plot": wandb.Image(str(energy_plot))} if energy_plot else {})})
+
+
+def _sorted_int_list(cfg: DictConfig, key: str) -> list[int]:
+    """``cfg[key]`` as sorted distinct integers >= 1 (:func:`ebt.options.int_list`)."""
+    return sorted(set(int_list(cfg, key)))

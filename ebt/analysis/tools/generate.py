@@ -34,6 +34,7 @@ from ebt.analysis.plotting import write_text
 from ebt.errors import ConfigError, DataError, UserError
 from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
+from ebt.options import integer
 from ebt.tasks.base import Task
 from ebt.training.restore import Run, load_run, resolve_source
 
@@ -161,17 +162,8 @@ def generate_ids(run: Run, prompt: list[int], max_new_tokens: int, sampling: Sam
 
 
 # ------------------------------------------------------------------------------------------------ the command
-def _int_option(cfg: DictConfig, key: str, minimum: int, allow_none: bool = False) -> int | None:
-    value = cfg.get(key)
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value} must be an integer >= {minimum}" + (" (or null)" if allow_none else ""))
-    return value
-
-
 def _options(cfg: DictConfig) -> tuple[int, Sampling, Thinking]:
-    max_new = _int_option(cfg, "max_new_tokens", 1)
+    max_new = integer(cfg, "max_new_tokens", 1)
     temperature = cfg.get("temperature")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature >= 0 \
             or not math.isfinite(temperature):
@@ -182,10 +174,10 @@ def _options(cfg: DictConfig) -> tuple[int, Sampling, Thinking]:
     if langevin is not None and (isinstance(langevin, bool) or not isinstance(langevin, int | float)
                                  or not langevin >= 0):
         raise ConfigError(f"langevin_std={langevin} must be >= 0 (or null: the checkpoint's eval_langevin_std)")
-    thinking = Thinking(_int_option(cfg, "steps", 1, allow_none=True), _int_option(cfg, "best_of", 1),
+    thinking = Thinking(integer(cfg, "steps", 1, allow_none=True), integer(cfg, "best_of", 1),
                         None if tol is None else float(tol), None if langevin is None else float(langevin))
-    _int_option(cfg, "seed", 0)
-    return max_new, Sampling(float(temperature), _int_option(cfg, "top_k", 1, allow_none=True)), thinking
+    integer(cfg, "seed", 0)
+    return max_new, Sampling(float(temperature), integer(cfg, "top_k", 1, allow_none=True)), thinking
 
 
 def _prompt_text(cfg: DictConfig) -> str:
