@@ -21,14 +21,22 @@ class MetaFormerBlock(nn.Module):
         x = x + self.mixer(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_context(self, x: torch.Tensor):
+    def forward_context(self, x: torch.Tensor, past=None):
+        """The context stream's output and the mixer's cache; ``past``: the cache of earlier positions (mixers with
+        ``extends_context`` only): ``x`` holds the rows after them."""
         if not hasattr(self.mixer, "forward_candidates"):
             raise MixerCapabilityError(
                 f"mixer {type(self.mixer).__name__} cannot run the two-stream autoregressive EBT "
                 "(it has no forward_context/forward_candidates); use an attention-type mixer "
                 "(model/mixer=attention or moh) or a whole-target task"
             )
-        h, cache = self.mixer.forward_context(self.norm1(x))
+        if past is None:
+            h, cache = self.mixer.forward_context(self.norm1(x))
+        elif getattr(self.mixer, "extends_context", False):
+            h, cache = self.mixer.forward_context(self.norm1(x), past)
+        else:
+            raise MixerCapabilityError(f"mixer {type(self.mixer).__name__} cannot extend a cached context by new "
+                                       "positions; run the whole window again (no cache)")
         x = x + h
         return x + self.mlp(self.norm2(x)), cache
 

@@ -222,12 +222,19 @@ class Looped(nn.Module):
 
     # ----- two-stream autoregressive EBT (see alt_arch/mixers/attention.py) --------------------------------------
     @staticmethod
-    def _context(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False) -> tuple[torch.Tensor, list]:
+    def _context(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False, past: list | None = None
+                 ) -> tuple[torch.Tensor, list]:
         caches = []
-        for block in blocks:
-            x, cache = run_block(block, block.forward_context, x, checkpoint=checkpoint)
+        for block, cached in zip(blocks, past or [None] * len(blocks), strict=True):
+            x, cache = run_block(block, block.forward_context, x, cached, checkpoint=checkpoint)
             caches.append(cache)
         return x, caches
+
+    @property
+    def extends_context(self) -> bool:
+        """Whether :meth:`forward_context` takes a cache of earlier positions (every mixer has ``extends_context``)."""
+        return all(getattr(block.mixer, "extends_context", False) for block in self.modules()
+                   if isinstance(block, MetaFormerBlock))
 
     @staticmethod
     def _candidates(blocks: nn.ModuleList, y: torch.Tensor, caches: list, checkpoint: bool = False) -> torch.Tensor:
@@ -235,17 +242,23 @@ class Looped(nn.Module):
             y = run_block(block, block.forward_candidates, y, cache, checkpoint=checkpoint)
         return y
 
-    def forward_context(self, x: torch.Tensor):
-        """Context stream: output and the caches of every pre block, every loop iteration and every post block."""
+    def forward_context(self, x: torch.Tensor, past=None):
+        """Context stream: output and the caches of every pre block, every loop iteration and every post block.
+        ``past``: those caches of earlier positions (:attr:`extends_context`; evaluation: the loop count must not
+        change in between); ``x`` holds the rows after them."""
         loops, n_frozen = self._schedule()
         ckpt = self.checkpointing()
-        p, pre_caches = self._context(self.pre, x, ckpt)
+        past_pre, past_loops, past_post = (None, [None] * loops, None) if past is None else past[:3]
+        if len(past_loops) != loops:
+            raise ValueError(f"the cache holds {len(past_loops)} loop iterations, the backbone runs {loops}; "
+                             "build the cache again")
+        p, pre_caches = self._context(self.pre, x, ckpt, past_pre)
         h, loop_caches = torch.zeros_like(p), []
         for t in range(loops):
             with torch.no_grad() if t < n_frozen else nullcontext():
-                h, caches = self._context(self.loop, h + p, ckpt and t >= n_frozen)
+                h, caches = self._context(self.loop, h + p, ckpt and t >= n_frozen, past_loops[t])
             loop_caches.append(caches)
-        out, post_caches = self._context(self.post, h, ckpt)
+        out, post_caches = self._context(self.post, h, ckpt, past_post)
         return self.norm(out), (pre_caches, loop_caches, post_caches, n_frozen)
 
     def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:

@@ -137,11 +137,17 @@ class Stack(nn.Module):
             x = run_block(block, block, x, checkpoint=ckpt)
         return self.norm(x)
 
-    def forward_context(self, x: torch.Tensor):
-        """Context stream of the two-stream AR EBT: output and one key/value cache per layer."""
+    @property
+    def extends_context(self) -> bool:
+        """Whether :meth:`forward_context` takes a cache of earlier positions (every mixer has ``extends_context``)."""
+        return all(getattr(block.mixer, "extends_context", False) for block in self.blocks)
+
+    def forward_context(self, x: torch.Tensor, past: list | None = None):
+        """Context stream of the two-stream AR EBT (and of cached generation): output and one key/value cache per
+        layer. ``past``: the caches of earlier positions (:attr:`extends_context`); ``x`` holds the rows after them."""
         caches, ckpt = [], self.checkpointing()
-        for block in self.blocks:
-            x, cache = run_block(block, block.forward_context, x, checkpoint=ckpt)
+        for block, cached in zip(self.blocks, past or [None] * len(self.blocks), strict=True):
+            x, cache = run_block(block, block.forward_context, x, cached, checkpoint=ckpt)
             caches.append(cache)
         return self.norm(x), caches
 

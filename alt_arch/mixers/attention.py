@@ -14,6 +14,12 @@ Two-stream mode (autoregressive EBT, Gladstone et al. 2025): ``forward_context``
 stream and returns its keys/values; ``forward_candidates`` lets candidate ``t`` (which stands in for token
 ``t+1`` and so sits at RoPE position ``t+1``) attend to context positions ``<= t`` and to itself only.
 The context keys/values are computed once and reused across thinking steps.
+
+Incremental context (generation with a key/value cache): ``forward_context(x, past)`` runs new rows ``x`` at the
+positions after the ``P`` cached ones (RoPE positions ``P ..``), attending to the cached keys/values and causally
+to each other, and returns the extended keys/values. ``forward_candidates`` accepts fewer candidate rows than context
+positions: they are the last rows (``n`` rows against ``T`` context keys stand for positions ``T - n .. T - 1``), so
+one new position thinks against the whole cache.
 """
 
 import torch
@@ -25,16 +31,18 @@ from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
 from alt_arch.rope import Rotary
 
-_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}  # (n, device, dtype) -> (n, n) additive mask, 0 / -inf
+_CAUSAL_BIAS: dict[tuple, torch.Tensor] = {}  # (n, keys, device, dtype) -> (n, keys) additive mask, 0 / -inf
 
 
-def causal_bias(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(n, n) additive mask: 0 where key ``s <= t`` (row t), ``-inf`` elsewhere (cached per size, device, dtype)."""
-    key = (n, device, dtype)
+def causal_bias(n: int, device: torch.device, dtype: torch.dtype, keys: int | None = None) -> torch.Tensor:
+    """(n, keys) additive mask for ``n`` query rows that are the last ``n`` of ``keys`` positions (default
+    ``keys = n``): 0 where key ``s <= keys - n + i`` (row i), ``-inf`` elsewhere (cached per shape, device, dtype)."""
+    keys = n if keys is None else keys
+    key = (n, keys, device, dtype)
     if key in _CAUSAL_BIAS and not torch.compiler.is_compiling():
         return _CAUSAL_BIAS[key]
-    allowed = torch.ones(n, n, dtype=torch.bool, device=device).tril()
-    bias = torch.zeros(n, n, device=device, dtype=dtype).masked_fill(~allowed, float("-inf"))
+    allowed = torch.ones(n, keys, dtype=torch.bool, device=device).tril(diagonal=keys - n)
+    bias = torch.zeros(n, keys, device=device, dtype=dtype).masked_fill(~allowed, float("-inf"))
     if not torch.compiler.is_compiling():
         if len(_CAUSAL_BIAS) >= 16:
             _CAUSAL_BIAS.clear()
@@ -42,15 +50,42 @@ def causal_bias(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tenso
     return bias
 
 
+def context_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """SDPA of queries (B, H, n, Dh) that are the last ``n`` of the ``N`` key positions (B, H, N, Dh): the fused causal
+    kernel when ``n = N`` (no cache), no mask for one new row, an explicit mask for several."""
+    n, keys = q.shape[2], k.shape[2]
+    if n == keys or not causal:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    mask = None if n == 1 else causal_bias(n, q.device, q.dtype, keys)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def extend_cache(past, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached keys/values ``past`` (None: none) followed by the new rows' ``k`` / ``v`` (B, H, n, Dh)."""
+    if past is None:
+        return k, v
+    return torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+
+
+def check_past(past, causal: bool, name: str) -> int:
+    """The number of cached positions (0 without a cache); a cache needs a causal mixer."""
+    if past is None:
+        return 0
+    if not causal:
+        raise ValueError(f"a key/value cache needs a causal {name} mixer (new rows attend to earlier ones only)")
+    return past[0].shape[2]
+
+
 def candidate_attention(q, k, v, k_ctx, v_ctx) -> torch.Tensor:
-    """Two-stream attention: query ``t`` (B, H, T, Dh) attends to context keys ``<= t`` and to its own key.
+    """Two-stream attention: query ``t`` (B, H, T, Dh) attends to context keys ``<= t`` and to its own key (with
+    ``n < T`` query rows: they are the last ``n`` positions).
 
     The softmax over the T context scores and the one self score is written out, ``exp(s - m) / Z``, with the
     shift ``m`` (the row's largest score) detached: the result does not depend on ``m``, so its gradient (and the
     EBT's second-order terms) are exact, and autograd skips the concatenation, slicing and mask ops of a
     ``cat -> softmax -> split`` form (about 2x less time for this op's forward, backward and double backward)."""
     q = q * q.shape[-1] ** -0.5  # the scale on q (B, H, T, Dh), not on the (B, H, T, T) scores
-    scores_ctx = q @ k_ctx.transpose(-1, -2) + causal_bias(q.shape[2], q.device, q.dtype)  # (B, H, T, T)
+    scores_ctx = q @ k_ctx.transpose(-1, -2) + causal_bias(q.shape[2], q.device, q.dtype, k_ctx.shape[2])
     score_self = (q * k).sum(-1, keepdim=True)  # (B, H, T, 1)
     shift = torch.maximum(scores_ctx.amax(-1, keepdim=True), score_self).detach()
     weights_ctx, weight_self = (scores_ctx - shift).exp(), (score_self - shift).exp()
@@ -59,6 +94,8 @@ def candidate_attention(q, k, v, k_ctx, v_ctx) -> torch.Tensor:
 
 
 class Attention(nn.Module):
+    extends_context = True  # forward_context(x, past): a key/value cache (module docstring)
+
     def __init__(
         self,
         dim: int,
@@ -96,18 +133,21 @@ class Attention(nn.Module):
         out, _ = self.forward_context(x)
         return out
 
-    def forward_context(self, x: torch.Tensor):
-        """Plain attention over ``x`` (B, N, C); also returns the (post-RoPE) keys and values."""
-        q, k, v = self._qkv(x, 0)  # (B, H, N, Dh)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+    def forward_context(self, x: torch.Tensor, past=None):
+        """Plain attention over ``x`` (B, N, C) after the cached keys/values ``past`` (None: none); also returns the
+        (post-RoPE) keys and values, the cached ones included."""
+        q, k, v = self._qkv(x, check_past(past, self.causal, "attention"))  # (B, H, N, Dh)
+        k, v = extend_cache(past, k, v)
+        y = context_attention(q, k, v, self.causal)
         return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
 
     def forward_candidates(self, y: torch.Tensor, context_kv) -> torch.Tensor:
-        """Candidate stream: row ``t`` of ``y`` (B, T, C) attends to context keys ``<= t`` and to itself."""
+        """Candidate stream: row ``t`` of ``y`` (B, T, C) attends to context keys ``<= t`` and to itself (fewer rows
+        than context positions: the last ones)."""
         if not self.causal:
             raise ValueError("two-stream candidates need a causal attention mixer")
         k_ctx, v_ctx = context_kv  # (B, H, T, Dh)
-        q, k, v = self._qkv(y, 1)
+        q, k, v = self._qkv(y, k_ctx.shape[2] - y.shape[1] + 1)
         out = candidate_attention(q, k, v, k_ctx, v_ctx)  # (B, H, T, Dh)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 

@@ -42,7 +42,9 @@ mode (cheap; objectives only add it during training).
 
 Two-stream mode (autoregressive EBT): ``forward_context`` / ``forward_candidates`` have the semantics of
 :class:`~alt_arch.mixers.attention.Attention`; a candidate's routing is computed from the candidate's own input, and
-the candidate stream computes its heads densely (one query per row, nothing to save).
+the candidate stream computes its heads densely (one query per row, nothing to save). The key/value cache of
+generation (``forward_context(x, past)``, fewer candidate rows than context positions) works as there too; new rows
+after a cache compute their routed heads densely (``routed_compute=gather`` applies to a pass without a cache).
 """
 
 from typing import Literal
@@ -54,7 +56,7 @@ from torch import nn
 
 from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
-from alt_arch.mixers.attention import candidate_attention
+from alt_arch.mixers.attention import candidate_attention, check_past, context_attention, extend_cache
 from alt_arch.rope import Rotary
 from alt_arch.utils import record_aux
 
@@ -62,6 +64,8 @@ RoutedCompute = Literal["dense", "gather"]
 
 
 class MoHAttention(nn.Module):
+    extends_context = True  # forward_context(x, past): a key/value cache (module docstring)
+
     def __init__(
         self,
         dim: int,
@@ -167,31 +171,34 @@ class MoHAttention(nn.Module):
         out, _ = self.forward_context(x)
         return out
 
-    def forward_context(self, x: torch.Tensor):
-        """MoH attention over ``x`` (B, N, C); also returns the (post-RoPE) keys and values of every head."""
-        n = x.shape[1]
+    def forward_context(self, x: torch.Tensor, past=None):
+        """MoH attention over ``x`` (B, N, C) after the cached keys/values ``past`` (None: none); also returns the
+        (post-RoPE) keys and values of every head, the cached ones included."""
+        n, start = x.shape[1], check_past(past, self.causal, "MoH")
         gates, selected = self.route(x)
-        q, k, v = self._qkv(x, torch.arange(n, device=x.device))  # (B, H, N, D)
-        if self._use_gather():
+        q, k, v = self._qkv(x, torch.arange(start, start + n, device=x.device))  # (B, H, N, D)
+        k, v = extend_cache(past, k, v)
+        if self._use_gather() and past is None:
             s = self.shared_heads
             shared = F.scaled_dot_product_attention(q[:, :s], k[:, :s], v[:, :s], is_causal=self.causal)
             shared = shared * rearrange(gates[..., :s], "b n h -> b h n 1")
             routed = self._routed_gathered(q[:, s:], k[:, s:], v[:, s:], gates[..., s:], selected)
             y = torch.cat([shared, routed], dim=1)  # (B, H, N, D)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+            y = context_attention(q, k, v, self.causal)
             y = y * rearrange(gates, "b n h -> b h n 1")
         return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
 
     def forward_candidates(self, y: torch.Tensor, context_kv) -> torch.Tensor:
         """Candidate stream: row ``t`` of ``y`` (B, T, C) sits at RoPE position ``t+1``, attends to context
-        keys ``<= t`` and to itself, and is routed by its own input."""
+        keys ``<= t`` and to itself, and is routed by its own input (fewer rows than context positions: the last
+        ones)."""
         if not self.causal:
             raise ValueError("two-stream candidates need a causal MoH mixer")
         k_ctx, v_ctx = context_kv  # (B, H, T, D)
-        n = y.shape[1]
+        n, first = y.shape[1], k_ctx.shape[2] - y.shape[1] + 1
         gates, _ = self.route(y)
-        q, k, v = self._qkv(y, torch.arange(1, n + 1, device=y.device))
+        q, k, v = self._qkv(y, torch.arange(first, first + n, device=y.device))
         out = candidate_attention(q, k, v, k_ctx, v_ctx)  # (B, H, T, D)
         out = out * rearrange(gates, "b n h -> b h n 1")
         return self.out(rearrange(out, "b h n d -> b n (h d)"))

@@ -78,6 +78,12 @@ def input_encoder(task: Task, dim: int) -> nn.Module:
     return GroupedEncoder(encoder, dim, groups, task.num_position_groups)
 
 
+def per_position(encoder: nn.Module) -> bool:
+    """Whether an input encoder embeds each position on its own (a token embedding or a linear map; a grouped encoder
+    also reads the position): what a cache of earlier positions needs."""
+    return isinstance(encoder, nn.Embedding | nn.Linear)
+
+
 def output_size(task: Task) -> int:
     return {"tokens": task.vocab_size, "classes": task.num_classes, "continuous": task.output_dim}[task.kind]
 

@@ -11,6 +11,11 @@ interface, which the thinking loop (:mod:`ebt.objectives.thinking`) and the comp
 
 and :meth:`EnergyModel.energy_function` bundles them for one batch (:class:`BatchEnergy`: ``energy(y, step)``).
 
+Generation with a key/value cache (:mod:`ebt.analysis.tools.decoding`): ``context_stream(context, past)`` extends a
+cached stream by new positions (:attr:`EnergyModel.extends_context`), and :meth:`BatchEnergy.of_stream` thinks on
+the candidate of the last position only, against that stream (a candidate row reads the context at and before its
+own position and nothing else, so one row's thinking is the same as in a pass over the whole window).
+
 Two modes, chosen from the task (no per-mixer special cases):
 
 * autoregressive two-stream (every task with ``causal=True``): the context stream is a causal pass over the true
@@ -36,7 +41,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from ebt.objectives.base import Objective, input_encoder, output_size, task_inputs
+from ebt.objectives.base import Objective, input_encoder, output_size, per_position, task_inputs
 from ebt.objectives.candidates import SparseSupport, at_least_float32
 from ebt.objectives.compiled import compiled_energy_and_grad, compiled_pass, energy_and_grad
 from ebt.objectives.config import EBTConfig
@@ -89,11 +94,14 @@ class EnergyModel(Objective):
         """The context: the batch's input tokens / features, embedded (B, N, D)."""
         return self.encoder(task_inputs(self.task, batch))
 
-    def context_stream(self, context: torch.Tensor):
+    def context_stream(self, context: torch.Tensor, past=None):
         """What the candidate pass reads: two-stream: the context's per-layer keys / values (compiled with
-        ``compile=model``: the candidate's gradient never flows through it); whole-target: the context itself."""
+        ``compile=model``: the candidate's gradient never flows through it); whole-target: the context itself.
+        ``past``: the stream of earlier positions, extended by ``context``'s rows (:attr:`extends_context`)."""
         if not self.autoregressive:
             return context
+        if past is not None:
+            return self.backbone.forward_context(context, past)[1]
         if self.config.speed.compile == "model":
             return compiled_pass(self.backbone, "forward_context", context)[1]
         return self.backbone.forward_context(context)[1]
@@ -134,6 +142,12 @@ class EnergyModel(Objective):
         h = compiled_pass(self.backbone, "forward", stream + e) if compiled else self.backbone(stream + e)
         per_token = self._head(h)  # (B, N)
         return per_token.sum(dim=1) if self.config.energy_reduce == "sum" else per_token.mean(dim=1)  # (B,)
+
+    @property
+    def extends_context(self) -> bool:
+        """Whether :meth:`context_stream` can extend a cached stream by new positions: a two-stream model whose
+        backbone caches (attention, MoH) and whose input encoding is per position."""
+        return self.autoregressive and per_position(self.encoder) and getattr(self.backbone, "extends_context", False)
 
     def energy_function(self, batch: dict[str, torch.Tensor], *, first_order: bool = False) -> "BatchEnergy":
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
@@ -187,11 +201,18 @@ class BatchEnergy:
     context stream runs once here (``cache_context``) or at every call. After :meth:`restrict` (``candidate=topk``)
     the read is the sparse one."""
 
-    def __init__(self, model: EnergyModel, context: torch.Tensor, *, first_order: bool = False) -> None:
+    def __init__(self, model: EnergyModel, context: torch.Tensor | None, *, first_order: bool = False,
+                 stream=None) -> None:
         self.model, self.context, self.first_order = model, context, first_order
         cached = model.autoregressive and model.config.speed.cache_context
-        self.cached = model.context_stream(context) if cached else None
+        self.cached = stream if stream is not None else model.context_stream(context) if cached else None
         self.support: SparseSupport | None = None
+
+    @classmethod
+    def of_stream(cls, model: EnergyModel, stream, *, first_order: bool = True) -> "BatchEnergy":
+        """The energy against a context stream already computed (generation's cache): candidates ``(B, n, ...)``
+        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1)."""
+        return cls(model, None, first_order=first_order, stream=stream)
 
     def stream(self):
         """What the candidate pass reads (:meth:`EnergyModel.context_stream`), cached or recomputed."""

@@ -3,15 +3,21 @@
 Tokens: ``logits = head(backbone(embed(x)))`` trained with next-token cross-entropy on scored positions.
 Classes: ``logits = head(mean_tokens(backbone(W_in x)))`` trained with cross-entropy.
 Continuous: ``y = head(backbone(W_in x))`` trained with MSE (or SmoothL1).
+Generation with a key/value cache: :meth:`Predict.predict_extending` runs new positions after cached ones
+(:attr:`Predict.extends_context`: a causal tokens task, a backbone whose mixers cache); its output equals
+:meth:`predict`'s at those positions.
+
 ``compile=model`` (the top-level key): the backbone's forward runs through torch.compile (``nn.Module.compile``; the
 state dict is unchanged); the predictor has no thinking step to compile.
 """
+
+from typing import Any
 
 import torch
 
 from alt_arch.utils import clear_aux, collect_aux
 from ebt.errors import ConfigError
-from ebt.objectives.base import Objective, input_encoder, output_head, prediction_loss, task_inputs
+from ebt.objectives.base import Objective, input_encoder, output_head, per_position, prediction_loss, task_inputs
 from ebt.objectives.compiled import check_compile, compile_module
 from ebt.tasks.base import Task
 
@@ -41,6 +47,19 @@ class Predict(Objective):
         if self.task.kind == "classes":
             features = features.mean(dim=1)  # (B, out_dim)
         return self.head(features)
+
+    @property
+    def extends_context(self) -> bool:
+        """Whether :meth:`predict_extending` can run: a causal tokens task, a per-position input encoding and a
+        backbone whose mixers take a key/value cache (attention, MoH)."""
+        return (self.task.kind == "tokens" and self.task.causal and per_position(self.encoder)
+                and getattr(self.backbone, "extends_context", False))
+
+    def predict_extending(self, input_ids: torch.Tensor, past=None) -> tuple[torch.Tensor, Any]:
+        """Logits (B, n, V) of ``input_ids`` (B, n), the positions after those cached in ``past`` (None: the first),
+        and the cache extended by them (the backbone's per-layer keys / values)."""
+        h, caches = self.backbone.forward_context(self.encoder(input_ids), past)
+        return self.head(h), caches
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         clear_aux(self.backbone)

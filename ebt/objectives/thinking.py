@@ -58,6 +58,7 @@ def think(
     init: torch.Tensor | None = None,
     keep: Collection[int] | None = None,
     start: int = 0,
+    energy_function: "BatchEnergy | None" = None,
 ) -> Thought:
     """Run ``steps`` of gradient descent on the energy from ``init`` (default: the initial candidate); the EBT's
     ``think`` method (``model.think(batch, steps=...)``).
@@ -66,6 +67,8 @@ def think(
     ``training`` and ``eval_langevin_std`` otherwise. ``keep``: candidate indices to keep (others become ``None``
     in ``Thought.candidates``, so evaluation memory does not grow with the number of steps); default all.
     ``start``: the step index of the first step (what the step and landscape embeddings read).
+    ``energy_function``: the energy to descend (default: ``model.energy_function(batch)``; generation passes one
+    against its cached context stream, :meth:`BatchEnergy.of_stream`, with ``init``).
     In training, ``Thought.aux`` holds the backbone's auxiliary losses: per part, the mean over every forward
     pass of this call (the context stream and each step's candidate pass; see :func:`alt_arch.utils.record_aux`).
     """
@@ -92,7 +95,8 @@ def think(
     kernels = model.backend(y.device)  # resolved (and logged) before the loop
     diverged: list[torch.Tensor] = []  # per step, on the device: checked once after the loop (no host sync)
     with torch.enable_grad(), backend, exact_input_gradients():
-        energy_fn = model.energy_function(batch, first_order=not training)
+        energy_fn = model.energy_function(batch, first_order=not training) \
+            if energy_function is None else energy_function
         for i in range(steps):
             if backprop.detach_steps or not y.requires_grad:
                 # torch.func.grad needs no leaf: a detached y_i then is no input of the training graph, so its

@@ -3,13 +3,16 @@
 Autoregressive sampling over a sliding context window of the model's length (``task.max_len``, e.g. the text task's
 ``seq_len``): each new token is drawn from the distribution of the last position given at most that many tokens.
 
-* predictor: the logits of the last position of one forward pass (:meth:`Predict.predict` on the window);
-* EBT: the next position is a thinking problem. The model thinks on the window (``steps``, ``best_of`` candidates
-  from fresh noise, kept by the lowest final energy at the last position, ``energy_tol`` adaptive stop, Langevin
-  noise ``langevin_std``; each defaults to the checkpoint's evaluation setting), and the final candidate's logits
-  at the last position are the distribution. Thinking runs on every position of the window (the objective's
-  two-stream API for full sequences; no cache across tokens), so a token costs ``best_of * (steps + 1)`` forward
-  passes of the window (+1: the final energy that picks the candidate and is reported).
+* predictor: the logits of the last position;
+* EBT: the next position is a thinking problem (``steps``, ``best_of`` candidates from fresh noise, kept by the lowest
+  final energy at the new position, ``energy_tol`` adaptive stop, Langevin noise ``langevin_std``; each defaults to
+  the checkpoint's evaluation setting), and the chosen final candidate's logits are the distribution.
+
+How the logits are computed (:mod:`ebt.analysis.tools.decoding`): with ``cache=true`` (default) from a key/value
+cache of the context (one new row per token; the EBT thinks on the new position only), for mixers that cannot cache
+(Hyena, pooling) or with ``cache=false`` by running the whole window again for every token; both give the same
+tokens. ``slide`` says what the cache does once the window is full (``token``: rebuilt at every token, exact;
+``half``: rebuilt from the last half of the window every ``max_len / 2`` tokens, faster, other tokens).
 
 Sampling: ``softmax(logits / temperature)`` restricted to the ``top_k`` largest logits; ``temperature=0`` is greedy
 (argmax). Draws come from a ``torch.Generator`` seeded with ``seed``, and the EBT's initial noise from the global
@@ -31,8 +34,8 @@ from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import write_text
+from ebt.analysis.tools.decoding import SLIDES, Decoder, Thinking, describe_path, make_decoder
 from ebt.errors import ConfigError, DataError, UserError
-from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
 from ebt.options import integer
 from ebt.tasks.base import Task
@@ -45,16 +48,6 @@ class Sampling:
 
     temperature: float = 1.0  # 0: greedy
     top_k: int | None = None  # keep the k largest logits (None: all)
-
-
-@dataclass
-class Thinking:
-    """EBT overrides for each new position; None: the checkpoint's evaluation setting."""
-
-    steps: int | None = None
-    best_of: int = 1
-    energy_tol: float | None = None
-    langevin_std: float | None = None
 
 
 @dataclass
@@ -117,47 +110,20 @@ def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Gene
     return token, float(probs[token])
 
 
-def think_next(ebt: Objective, window: torch.Tensor, thinking: Thinking) -> tuple[torch.Tensor, float, float]:
-    """The EBT's logits for the position after ``window`` (1, T), the final energy of the chosen candidate and
-    the thinking steps it took."""
-    n, steps = thinking.best_of, thinking.steps or ebt.steps
-    tol = thinking.energy_tol if thinking.energy_tol is not None else ebt.energy_tol
-    langevin = thinking.langevin_std if thinking.langevin_std is not None else ebt.eval_langevin_std
-    ids = window.expand(n, -1)  # (N, T): best-of-N from fresh noise
-    batch = {"input_ids": ids, "targets": torch.zeros_like(ids)}
-    thought = ebt.think(batch, steps=steps, langevin_std=langevin, energy_tol=tol, final_energy=True, keep={steps})
-    energy = thought.energies[-1][:, -1]  # (N,): E(y_S) at the new position
-    best = int(energy.argmin())
-    used = float(thought.steps_used[best, -1]) if thought.steps_used is not None else float(steps)
-    return ebt.decode(thought.candidates[-1][best, -1].detach()), float(energy[best]), used
-
-
-@torch.no_grad()
-def next_token_logits(run: Run, window: torch.Tensor, thinking: Thinking) -> tuple[torch.Tensor, float | None,
-                                                                                   float | None]:
-    """(V,) logits of the position after ``window`` (1, T), with the EBT's energy and steps used (None otherwise)."""
-    if run.objective.thinks:
-        return think_next(run.objective, window, thinking)
-    return run.objective.predict({"input_ids": window})[0, -1], None, None
-
-
-def generate_ids(run: Run, prompt: list[int], max_new_tokens: int, sampling: Sampling, thinking: Thinking,
+def generate_ids(decoder: Decoder, prompt: list[int], max_new_tokens: int, sampling: Sampling,
                  generator: torch.Generator, on_token=None) -> list[Token]:
-    """``max_new_tokens`` tokens after ``prompt``, each from a window of the last ``task.max_len`` tokens;
+    """``max_new_tokens`` tokens after ``prompt`` from ``decoder``'s logits (:mod:`ebt.analysis.tools.decoding`);
     ``on_token(i, token)`` is called after each one."""
-    device = next(run.objective.parameters()).device
-    window_len = run.task.max_len or len(prompt) + max_new_tokens
-    ids = list(prompt)
     tokens: list[Token] = []
-    with frozen(run.objective):
+    with frozen(decoder.objective), torch.no_grad():
+        step = decoder.start(prompt)
         for i in range(max_new_tokens):
-            window = torch.tensor([ids[-window_len:]], dtype=torch.long, device=device)  # (1, T)
-            logits, energy, used = next_token_logits(run, window, thinking)
-            token, probability = sample_token(logits, sampling, generator)
-            tokens.append(Token(token, probability, energy, used))
-            ids.append(token)
+            token, probability = sample_token(step.logits, sampling, generator)
+            tokens.append(Token(token, probability, step.energy, step.steps_used))
             if on_token is not None:
                 on_token(i, tokens[-1])
+            if i + 1 < max_new_tokens:
+                step = decoder.advance(token)
     return tokens
 
 
@@ -178,6 +144,17 @@ def _options(cfg: DictConfig) -> tuple[int, Sampling, Thinking]:
                         None if tol is None else float(tol), None if langevin is None else float(langevin))
     integer(cfg, "seed", 0)
     return max_new, Sampling(float(temperature), integer(cfg, "top_k", 1, allow_none=True)), thinking
+
+
+def _cache_options(cfg: DictConfig) -> tuple[bool, str]:
+    cache, slide = cfg.get("cache", True), cfg.get("slide", "token")
+    if not isinstance(cache, bool):
+        raise ConfigError(f"cache={cache} must be true (a key/value cache where the mixers allow it) or false "
+                          "(every token re-runs the window)")
+    if slide not in SLIDES:
+        raise ConfigError(f"slide={slide} is not one of {', '.join(SLIDES)} (token: exact, the cache is rebuilt at "
+                          "every token once the window is full; half: rebuilt every max_len / 2 tokens)")
+    return cache, str(slide)
 
 
 def _prompt_text(cfg: DictConfig) -> str:
@@ -213,8 +190,8 @@ def describe(run: Run, thinking: Thinking) -> str:
     ebt = run.objective
     if not ebt.thinks:
         return type(ebt).__name__
-    tol = thinking.energy_tol if thinking.energy_tol is not None else ebt.energy_tol
-    return (f"EBT, {thinking.steps or ebt.steps} steps, best-of-{thinking.best_of}"
+    steps, tol, _ = thinking.settings(ebt)
+    return (f"EBT, {steps} steps, best-of-{thinking.best_of}"
             + (f", energy_tol {tol:g}" if tol is not None else ""))
 
 
@@ -222,6 +199,7 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     """Run ``scripts/generate.py``: print the prompt and its continuation to stdout (and ``out=``, atomically),
     per-token lines with ``verbose=true`` and the speed on stderr. Returns the text, the tokens and the timing."""
     max_new, sampling, thinking = _options(cfg)
+    cache, slide = _cache_options(cfg)
     prompt_text = _prompt_text(cfg)
     device = _device(cfg)
     source = resolve_source(cfg.get("ckpt"), "ckpt")
@@ -236,9 +214,12 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)  # the EBT's initial candidates and Langevin noise
     generator = torch.Generator().manual_seed(cfg.seed)
     err = stream or sys.stderr
+    decoder, refusal = make_decoder(run.objective, run.task.max_len or len(prompt) + max_new, thinking, cache, slide)
+    if refusal is not None:
+        print(f"generate: {refusal}; every token re-runs the whole window (no key/value cache)", file=err, flush=True)
     on_token = _verbose_printer(run.task, err) if cfg.get("verbose") else None
     started = time.perf_counter()
-    tokens = generate_ids(run, prompt, max_new, sampling, thinking, generator, on_token)
+    tokens = generate_ids(decoder, prompt, max_new, sampling, generator, on_token)
     seconds = time.perf_counter() - started
     text = run.task.decode(prompt + [t.id for t in tokens])
     print(text)
@@ -246,7 +227,7 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
         write_text(Path(str(cfg.out)), text)
     rate = len(tokens) / seconds if seconds > 0 else math.inf
     print(f"generated {len(tokens)} tokens in {seconds:.2f} s: {rate:.1f} tokens/s ({describe(run, thinking)}, "
-          f"{device.type}, context window {run.task.max_len})", file=err, flush=True)
+          f"{describe_path(decoder)}, {device.type}, context window {run.task.max_len})", file=err, flush=True)
     return {"text": text, "prompt": prompt, "tokens": tokens, "seconds": seconds, "tokens_per_s": rate}
 
 
