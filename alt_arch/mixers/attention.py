@@ -85,7 +85,9 @@ def candidate_attention(q, k, v, k_ctx, v_ctx) -> torch.Tensor:
     EBT's second-order terms) are exact, and autograd skips the concatenation, slicing and mask ops of a
     ``cat -> softmax -> split`` form (about 2x less time for this op's forward, backward and double backward)."""
     q = q * q.shape[-1] ** -0.5  # the scale on q (B, H, T, Dh), not on the (B, H, T, T) scores
-    scores_ctx = q @ k_ctx.transpose(-1, -2) + causal_bias(q.shape[2], q.device, q.dtype, k_ctx.shape[2])
+    scores_ctx = q @ k_ctx.transpose(-1, -2)  # (B, H, n, T)
+    if q.shape[2] > 1:  # one row is the last position: it sees every context key
+        scores_ctx = scores_ctx + causal_bias(q.shape[2], q.device, q.dtype, k_ctx.shape[2])
     score_self = (q * k).sum(-1, keepdim=True)  # (B, H, T, 1)
     shift = torch.maximum(scores_ctx.amax(-1, keepdim=True), score_self).detach()
     weights_ctx, weight_self = (scores_ctx - shift).exp(), (score_self - shift).exp()

@@ -226,6 +226,31 @@ def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
 SPLITS = ("val", "ood", "ood_balls")
 
 
+def generation_speed(rows: Rows) -> str:
+    """``scripts/bench_generate.py``'s table: per model and prompt length, the cached and windowed paths side by side
+    (tokens/s, the time to the first token and to each later token, their ratios, whether the tokens were equal)."""
+    table = []
+    for (model, prompt), pair in _pairs(rows, ("model", "prompt"), "path").items():
+        cached, windowed = pair["cached"], pair["windowed"]
+        token_ratio = _float(windowed["token_ms"]) / _float(cached["token_ms"])
+        table.append({"model": model, "prompt": prompt,
+                      "tokens/s cached": cached["tokens_per_s"], "tokens/s windowed": windowed["tokens_per_s"],
+                      "speedup": f"**{_float(cached['tokens_per_s']) / _float(windowed['tokens_per_s']):.1f}x**",
+                      "ms/token cached": cached["token_ms"], "ms/token windowed": windowed["token_ms"],
+                      "per-token speedup": f"{token_ratio:.1f}x",
+                      "first token ms (cached / windowed)": f"{cached['first_ms']} / {windowed['first_ms']}",
+                      "same tokens": "yes" if cached["same_tokens"] == windowed["same_tokens"] == "True" else "no"})
+    return markdown_table(table, list(table[0]))
+
+
+def _pairs(rows: Rows, keys: tuple[str, ...], by: str) -> dict[tuple[str, ...], dict[str, dict[str, str]]]:
+    """Rows grouped by ``keys`` (in order of appearance), each group keyed by its value of ``by``."""
+    groups: dict[tuple[str, ...], dict[str, dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), {})[r[by]] = r
+    return groups
+
+
 def world_model_tuning(tuning: Rows) -> str:
     """The seed-0 tuning grid of ``docs/world_model.md`` (``tuning_seed0.csv``): PSNR per split, the best ``val`` of
     each model family in bold."""
@@ -323,6 +348,7 @@ def world_model_longer(longer: Rows) -> str:
 WM = "docs/world_model"
 REASONING = "docs/reasoning"
 REGISTRY: tuple[DocTable, ...] = (
+    DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
     DocTable("docs/thinking_text.md", "ood_curve", ("docs/thinking_text/ood_curve.csv",),
              functools.partial(ood_curve_table, metric="bpb", trained=2)),
     DocTable("docs/thinking_text.md", "curve", ("docs/thinking_text/seeds.csv",),

@@ -207,12 +207,16 @@ class BatchEnergy:
         cached = model.autoregressive and model.config.speed.cache_context
         self.cached = stream if stream is not None else model.context_stream(context) if cached else None
         self.support: SparseSupport | None = None
+        self.eager = False  # True: never a compiled pass or step (of_stream: a stream that grows by one per call)
 
     @classmethod
-    def of_stream(cls, model: EnergyModel, stream, *, first_order: bool = True) -> "BatchEnergy":
+    def of_stream(cls, model: EnergyModel, stream) -> "BatchEnergy":
         """The energy against a context stream already computed (generation's cache): candidates ``(B, n, ...)``
-        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1)."""
-        return cls(model, None, first_order=first_order, stream=stream)
+        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1). Always eager: a
+        stream one position longer at every token would recompile a ``compile=...`` pass or step each time."""
+        energy = cls(model, None, stream=stream)
+        energy.eager = True
+        return energy
 
     def stream(self):
         """What the candidate pass reads (:meth:`EnergyModel.context_stream`), cached or recomputed."""
@@ -250,7 +254,7 @@ class BatchEnergy:
         term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
         ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
         speed = self.model.config.speed
-        if speed.compile == "thinking_step":
+        if speed.compile == "thinking_step" and not self.eager:
             with nullcontext() if create_graph else torch.no_grad():
                 return compiled_energy_and_grad(self.model, y, self.stream(), self.model.step_embedding(step))
         if speed.thinking_grad == "func":
