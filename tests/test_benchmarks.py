@@ -14,7 +14,8 @@ from tests.utils import ROOT, run_cli
 
 SCRIPTS = {"bench_ebt.py": "ebt.benchmarks.ebt_step", "bench_kernels.py": "ebt.benchmarks.kernels",
            "bench_memoryformer.py": "ebt.benchmarks.memoryformer", "bench_mixers.py": "ebt.benchmarks.mixers",
-           "bench_reference.py": "ebt.benchmarks.reference", "gpu_check.py": "ebt.benchmarks.gpu_check"}
+           "bench_reference.py": "ebt.benchmarks.reference", "gpu_check.py": "ebt.benchmarks.gpu_check",
+           "bench_generate.py": "ebt.benchmarks.generation"}
 DEFAULTS = {"sizes": [1, 2], "kind": "a", "flag": True, "reps": None}
 
 

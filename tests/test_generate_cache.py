@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
+from ebt.analysis.doc_tables import read_rows
 from ebt.analysis.tools.decoding import CachedDecoder, Thinking, WindowedDecoder, make_decoder
 from ebt.analysis.tools.generate import Sampling, generate, generate_ids
+from ebt.benchmarks import generation as bench
 from ebt.errors import ConfigError
+from ebt.options import read_options
 from ebt.tasks.random_tokens import RandomTokens
 from ebt.training.build import build_objective
 from ebt.training.config import compose_train
@@ -137,3 +140,16 @@ def test_the_command_uses_the_cache_and_cache_false_gives_the_same_text(runs, na
         generate(options(ckpt=str(runs / name), prompt="x", cache=3))
     with pytest.raises(ConfigError, match="slide=left is not one of token, half"):
         generate(options(ckpt=str(runs / name), prompt="x", slide="left"))
+
+
+def test_the_benchmark_writes_both_paths_per_model_and_prompt(tmp_path):
+    argv = ["dim=16", "layers=1", "vocab=31", "window=8", "prompts=[3,12]", "new_tokens=3", "steps=[1]",
+            "best_of=[1,2]", "reps=1", f"out={tmp_path}"]
+    bench.main(read_options(argv, bench.DEFAULTS))
+    rows = read_rows(tmp_path / "generation.csv")
+    assert [(r["model"], r["prompt"], r["path"]) for r in rows[:4]] == [
+        ("predict", "3", "cached"), ("predict", "3", "windowed"), ("predict", "12", "cached"),
+        ("predict", "12", "windowed")]
+    assert len(rows) == 3 * 2 * 2 and all(r["same_tokens"] == "True" for r in rows)
+    assert all(float(r["tokens_per_s"]) > 0 and float(r["token_ms"]) > 0 for r in rows)
+    assert (tmp_path / "generation.png").stat().st_size > 0

@@ -12,7 +12,7 @@ tokens after a random prompt of the given length, through :func:`ebt.analysis.to
 
 Columns: ``tokens_per_s`` (median over rounds of ``new_tokens`` / wall time, the first token's prefill included),
 ``first_ms`` (median time to the first token: the prompt's prefill and thinking), ``token_ms`` (median time of each
-later token), ``speedup`` (cached over windowed tokens/s, same round order) and ``same_tokens`` (whether both paths
+later token), ``speedup`` (cached over windowed tokens/s) and ``same_tokens`` (whether both paths
 wrote the same tokens in every round). A prompt longer than the window starts full, so every token slides the
 window: the cache is rebuilt per token there (``slide=token``), which is what the ``512`` rows measure.
 
@@ -75,13 +75,13 @@ def timed_generation(decoder, prompt: list[int], n: int) -> tuple[list[int], lis
 
 
 def measure_row(net, thinking: Thinking, prompt: list[int], args) -> dict[str, dict]:
-    """Both paths on one prompt, in turns for ``reps`` rounds (one warm-up round first)."""
+    """Both paths on one prompt, in turns for ``reps`` rounds (after a warm-up round of two tokens each)."""
     results: dict[str, dict] = {path: {"rates": [], "first": [], "later": [], "tokens": []} for path in PATHS}
-    for round_ in range(args.reps + 1):
+    for decoder in PATHS.values():  # warm-up: lazy initialisation, RoPE tables, the allocator
+        timed_generation(decoder(net, args.window, thinking), prompt, 2)
+    for _ in range(args.reps):
         for path, decoder in PATHS.items():
             ids, stamps = timed_generation(decoder(net, args.window, thinking), prompt, args.new_tokens)
-            if round_ == 0:
-                continue  # warm-up: lazy initialisation, RoPE tables, allocator
             r = results[path]
             r["rates"].append(len(ids) / stamps[-1])
             r["first"].append(stamps[0] * 1e3)
