@@ -237,3 +237,20 @@ def test_a_real_tiny_grid_trains_and_fits(tmp_path):
     points = list(csv.DictReader((grid / "scaling" / "flops" / "points.csv").open()))
     assert {int(r["step"]) for r in points} == {2, 4, 6} and len(points) == 2 * 3 * 3
     assert (grid / "scaling" / "flops" / "frontier.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, size_key, sizes", [("scaling_params", "model.dim", 5),
+                                                   ("scaling_depth", "model.backbone.n_layers", 4)])
+def test_the_scaling_grids_sweep_sizes_objectives_and_seeds_and_log_a_val_curve(name, size_key, sizes):
+    from omegaconf import OmegaConf
+
+    from ebt.training.config import CONFIG_DIR, compose_train
+
+    params = OmegaConf.load(CONFIG_DIR / "sweep" / f"{name}.yaml").hydra.sweeper.params
+    values = str(params[size_key]).split(",")
+    assert len(values) >= sizes and str(params["model/objective"]).split(",") == ["predict", "ebt"]
+    assert len(str(params.seed).split(",")) >= 3
+    for value in (values[0], values[-1]):
+        cfg = compose_train([f"+sweep={name}", "model/objective=ebt", f"{size_key}={value}"])
+        assert cfg.data.task._target_ == "ebt.tasks.text.Text"
+        assert cfg.trainer.max_steps // cfg.trainer.val_check_interval >= 5  # x=tokens|flops: >= 5 points a run
