@@ -150,14 +150,15 @@ def _draws(objectives: dict[str, list[Series]], draws: int, seed: int) -> list[d
     the same seed labels (paired), an objective lacking every drawn seed resamples its own."""
     rng = np.random.default_rng(seed)
     labels = sorted({s.label for sizes in objectives.values() for s in sizes})
+    owners = {label: {name: sorted(s.values) for name, sizes in objectives.items() for s in sizes if s.label == label}
+              for label in labels}  # {size label: {objective: its seeds}}
+    pools = {label: sorted({seed for seeds in owners[label].values() for seed in seeds}) for label in labels}
     out = []
     for _ in range(draws):
         per_objective: dict[str, dict[str, list[int]]] = {name: {} for name in objectives}
-        for label in labels:
-            owners = {name: sorted(s.values) for name, sizes in objectives.items() for s in sizes if s.label == label}
-            pool = sorted({seed for seeds in owners.values() for seed in seeds})
+        for label, pool in pools.items():
             chosen = [int(v) for v in rng.choice(pool, size=len(pool), replace=True)]
-            for name, seeds in owners.items():
+            for name, seeds in owners[label].items():
                 mine = [s for s in chosen if s in seeds]
                 per_objective[name][label] = mine or [int(v) for v in rng.choice(seeds, size=len(seeds))]
         out.append(per_objective)

@@ -80,6 +80,11 @@ def _number(value: Any, key: str) -> float | None:
     return float(value)
 
 
+def _interval(values: list[float | None], seeds: int) -> tuple[float, float]:
+    """The bootstrap interval; none (NaN) with one seed per size, where every draw is the same fit."""
+    return fits.interval(values) if seeds > 1 else (math.nan, math.nan)
+
+
 def fit_rows(fitted: dict[str, Fitted], ratio: tuple[str, str] | None) -> list[dict[str, Any]]:
     """One row per objective and form, then the ratio's rows."""
     rows = []
@@ -87,9 +92,9 @@ def fit_rows(fitted: dict[str, Fitted], ratio: tuple[str, str] | None) -> list[d
         for form, fit, draws in (("power", f.power, f.power_draws), ("saturating", f.saturating, f.saturating_draws)):
             if fit is None:
                 continue
-            low, high = fits.interval(fits.exponents(draws)) if f.max_seeds > 1 else (math.nan, math.nan)
-            with_c = form == "saturating" and f.max_seeds > 1
-            c_low, c_high = fits.interval([d.c if d else None for d in draws]) if with_c else (math.nan, math.nan)
+            low, high = _interval(fits.exponents(draws), f.max_seeds)
+            c_low, c_high = (_interval([d.c if d else None for d in draws], f.max_seeds) if fit.c is not None
+                             else (math.nan, math.nan))
             rows.append({"objective": name, "form": form, "b": fit.b, "b_low": low, "b_high": high, "a": fit.a,
                          "c": fit.c if fit.c is not None else math.nan, "c_low": c_low, "c_high": c_high,
                          "points": len(f.points), "seeds": f.max_seeds})
@@ -101,7 +106,7 @@ def fit_rows(fitted: dict[str, Fitted], ratio: tuple[str, str] | None) -> list[d
                 continue
             paired = fits.ratios(getattr(num, f"{form}_draws"), getattr(den, f"{form}_draws"))
             seeds = min(num.max_seeds, den.max_seeds)
-            low, high = fits.interval(paired) if seeds > 1 else (math.nan, math.nan)
+            low, high = _interval(paired, seeds)
             rows.append({"objective": "/".join(ratio), "form": f"{form} (ratio of b)",
                          "b": top.b / bottom.b if bottom.b else math.nan, "b_low": low, "b_high": high,
                          "seeds": seeds})
