@@ -3,6 +3,7 @@ past the window length; thinking, early stops and the fallback of mixers that ca
 
 import io
 import math
+import os
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from ebt.analysis.tools.decoding import CachedDecoder, Thinking, WindowedDecoder
 from ebt.analysis.tools.generate import Sampling, generate, generate_ids
 from ebt.benchmarks import generation as bench
 from ebt.errors import ConfigError
+from ebt.objectives import compiled as compiled_module
 from ebt.options import read_options
 from ebt.tasks.random_tokens import RandomTokens
 from ebt.training.build import build_objective
@@ -144,7 +146,7 @@ def test_the_command_uses_the_cache_and_cache_false_gives_the_same_text(runs, na
 
 def test_the_benchmark_writes_both_paths_per_model_and_prompt(tmp_path):
     argv = ["dim=16", "layers=1", "vocab=31", "window=8", "prompts=[3,12]", "new_tokens=3", "steps=[1]",
-            "best_of=[1,2]", "reps=1", f"out={tmp_path}"]
+            "best_of=[1,2]", "reps=1", "compile=false", f"out={tmp_path}"]
     bench.main(read_options(argv, bench.DEFAULTS))
     rows = read_rows(tmp_path / "generation.csv")
     assert [(r["model"], r["prompt"], r["path"]) for r in rows[:4]] == [
@@ -153,3 +155,24 @@ def test_the_benchmark_writes_both_paths_per_model_and_prompt(tmp_path):
     assert len(rows) == 3 * 2 * 2 and all(r["same_tokens"] == "True" for r in rows)
     assert all(float(r["tokens_per_s"]) > 0 and float(r["token_ms"]) > 0 for r in rows)
     assert (tmp_path / "generation.png").stat().st_size > 0
+
+
+def test_a_compiled_step_compiles_once_for_every_context_length_and_writes_the_same_tokens(monkeypatch):
+    """aot_eager (dynamo and aot_autograd, no C++ code generation; ``EBT_TEST_COMPILE_BACKEND=inductor`` tests
+    inductor): the compiled one-position step gives the eager tokens, with one graph for all lengths."""
+    monkeypatch.setattr(compiled_module, "BACKEND", os.environ.get("EBT_TEST_COMPILE_BACKEND", "aot_eager"))
+    monkeypatch.setattr(compiled_module, "_CACHE", {})
+    torch._dynamo.reset()
+    net = model("ebt")
+    eager = tokens(CachedDecoder(net, WINDOW, Thinking(best_of=2)), [3, 1, 4], n=12)[0]
+    fast = tokens(CachedDecoder(net, WINDOW, Thinking(best_of=2, compile=True)), [3, 1, 4], n=12)[0]
+    assert fast == eager
+    assert len(compiled_module._CACHE) == 1  # the dynamic step, for context lengths 3 .. 12
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # traced once, not once per length
+
+
+def test_compile_needs_the_cached_thinking_step(runs):  # noqa: F811
+    with pytest.raises(ConfigError, match="are thinking options"):
+        generate(options(ckpt=str(runs / "predict"), prompt="x", compile=True), io.StringIO())
+    with pytest.raises(ConfigError, match="compile=true compiles the thinking step of the key/value cache"):
+        generate(options(ckpt=str(runs / "ebt"), prompt="x", compile=True, cache=False), io.StringIO())

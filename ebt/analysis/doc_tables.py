@@ -227,20 +227,28 @@ SPLITS = ("val", "ood", "ood_balls")
 
 
 def generation_speed(rows: Rows) -> str:
-    """``scripts/bench_generate.py``'s table: per model and prompt length, the cached and windowed paths side by side
-    (tokens/s, the time to the first token and to each later token, their ratios, whether the tokens were equal)."""
+    """``scripts/bench_generate.py``'s table: per model and prompt length, tokens/s of each path (cached, windowed,
+    compiled where measured), the cached paths' speedups over the windowed one, the time per later token and to the
+    first token, the compiled path's warm-up (compilation included) and whether every path wrote the windowed
+    tokens."""
     table = []
-    for (model, prompt), pair in _pairs(rows, ("model", "prompt"), "path").items():
-        cached, windowed = pair["cached"], pair["windowed"]
-        token_ratio = _float(windowed["token_ms"]) / _float(cached["token_ms"])
-        table.append({"model": model, "prompt": prompt,
-                      "tokens/s cached": cached["tokens_per_s"], "tokens/s windowed": windowed["tokens_per_s"],
-                      "speedup": f"**{_float(cached['tokens_per_s']) / _float(windowed['tokens_per_s']):.1f}x**",
-                      "ms/token cached": cached["token_ms"], "ms/token windowed": windowed["token_ms"],
-                      "per-token speedup": f"{token_ratio:.1f}x",
-                      "first token ms (cached / windowed)": f"{cached['first_ms']} / {windowed['first_ms']}",
-                      "same tokens": "yes" if cached["same_tokens"] == windowed["same_tokens"] == "True" else "no"})
+    for (model, prompt), by_path in _pairs(rows, ("model", "prompt"), "path").items():
+        present = [p for p in ("cached", "compiled", "windowed") if p in by_path]
+        base = _float(by_path["windowed"]["tokens_per_s"])
+        row = {"model": model, "prompt": prompt}
+        row |= {f"tokens/s {p}": by_path[p]["tokens_per_s"] if p in by_path else "" for p in GENERATION_PATHS}
+        row |= {f"speedup {p}": f"**{_float(by_path[p]['tokens_per_s']) / base:.1f}x**" if p in by_path else ""
+                for p in GENERATION_PATHS[:2]}
+        row |= {f"ms/token {p}": by_path[p]["token_ms"] if p in by_path else "" for p in GENERATION_PATHS}
+        row["first token ms (" + " / ".join(GENERATION_PATHS) + ")"] = " / ".join(
+            by_path[p]["first_ms"] if p in by_path else "-" for p in GENERATION_PATHS)
+        row["compiled warm-up s"] = by_path["compiled"]["warmup_s"] if "compiled" in by_path else ""
+        row["same tokens"] = "yes" if all(by_path[p]["same_tokens"] == "True" for p in present) else "no"
+        table.append(row)
     return markdown_table(table, list(table[0]))
+
+
+GENERATION_PATHS = ("cached", "compiled", "windowed")
 
 
 def _pairs(rows: Rows, keys: tuple[str, ...], by: str) -> dict[tuple[str, ...], dict[str, dict[str, str]]]:

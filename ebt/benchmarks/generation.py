@@ -10,6 +10,10 @@ tokens after a random prompt of the given length, through :func:`ebt.analysis.to
 :class:`~ebt.analysis.tools.decoding.CachedDecoder` (``slide=token``: exact) and the
 :class:`~ebt.analysis.tools.decoding.WindowedDecoder`; the two paths of a row run in turns, ``reps`` rounds.
 
+With ``compile=true`` (default) the EBT rows also run the cached path with the thinking step compiled
+(``generate.py compile=true``: torch.compile with dynamic shapes); ``warmup_s`` is the time of each path's two warm-up
+tokens, which for that path includes the compilation (once per process and candidate count).
+
 Columns: ``tokens_per_s`` (median over rounds of ``new_tokens`` / wall time, the first token's prefill included),
 ``first_ms`` (median time to the first token: the prompt's prefill and thinking), ``token_ms`` (median time of each
 later token), ``speedup`` (cached over windowed tokens/s) and ``same_tokens`` (whether both paths
@@ -23,6 +27,8 @@ Writes ``generation.csv`` and ``generation.png`` (tokens/s against prompt length
 
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,9 +45,17 @@ from ebt.training.build import build_objective
 from ebt.training.config import compose_train
 
 DEFAULTS = {"prompts": [16, 128, 512], "window": 256, "new_tokens": 16, "steps": [2, 4], "best_of": [1, 4],
-            "dim": 128, "layers": 2, "vocab": 4096, "reps": 3, "threads": 1, "out": str(RESULTS / "generation")}
-PATHS = {"cached": CachedDecoder, "windowed": WindowedDecoder}
+            "dim": 128, "layers": 2, "vocab": 4096, "reps": 3, "threads": 1, "compile": True,
+            "out": str(RESULTS / "generation")}
 COLUMNS = ["model", "prompt", "path", "tokens_per_s", "first_ms", "token_ms", "speedup", "same_tokens"]
+
+
+def paths(thinking: Thinking, compile: bool) -> dict[str, Callable]:
+    """The decoders of one row: cached, windowed and (an EBT with ``compile``) cached with the compiled step."""
+    out = {"cached": CachedDecoder, "windowed": WindowedDecoder}
+    if compile:
+        out["compiled"] = lambda net, window, t: CachedDecoder(net, window, replace(t, compile=True))
+    return out
 
 
 def build(objective: str, args) -> torch.nn.Module:
@@ -75,12 +89,16 @@ def timed_generation(decoder, prompt: list[int], n: int) -> tuple[list[int], lis
 
 
 def measure_row(net, thinking: Thinking, prompt: list[int], args) -> dict[str, dict]:
-    """Both paths on one prompt, in turns for ``reps`` rounds (after a warm-up round of two tokens each)."""
-    results: dict[str, dict] = {path: {"rates": [], "first": [], "later": [], "tokens": []} for path in PATHS}
-    for decoder in PATHS.values():  # warm-up: lazy initialisation, RoPE tables, the allocator
+    """Every path on one prompt, in turns for ``reps`` rounds, after a warm-up of two tokens each (which compiles:
+    its time is ``compile_s``)."""
+    decoders = paths(thinking, args.compile and net.thinks)
+    results: dict[str, dict] = {path: {"rates": [], "first": [], "later": [], "tokens": []} for path in decoders}
+    for path, decoder in decoders.items():  # warm-up: lazy initialisation, RoPE tables, the allocator, compilation
+        started = time.perf_counter()
         timed_generation(decoder(net, args.window, thinking), prompt, 2)
+        results[path]["warmup_s"] = time.perf_counter() - started
     for _ in range(args.reps):
-        for path, decoder in PATHS.items():
+        for path, decoder in decoders.items():
             ids, stamps = timed_generation(decoder(net, args.window, thinking), prompt, args.new_tokens)
             r = results[path]
             r["rates"].append(len(ids) / stamps[-1])
@@ -91,13 +109,13 @@ def measure_row(net, thinking: Thinking, prompt: list[int], args) -> dict[str, d
 
 
 def rows_of(name: str, prompt_len: int, results: dict[str, dict]) -> list[dict]:
-    same = results["cached"]["tokens"] == results["windowed"]["tokens"]
     rates = {path: statistics.median(r["rates"]) for path, r in results.items()}
     return [{"model": name, "prompt": prompt_len, "path": path, "tokens_per_s": round(rates[path], 2),
              "first_ms": round(statistics.median(r["first"]), 2),
              "token_ms": round(statistics.median(r["later"]), 2) if r["later"] else float("nan"),
-             "speedup": round(rates[path] / rates["windowed"], 2), "same_tokens": same}
-            for path, r in results.items()]
+             "speedup": round(rates[path] / rates["windowed"], 2),
+             "same_tokens": r["tokens"] == results["windowed"]["tokens"],
+             "warmup_s": round(r["warmup_s"], 2)} for path, r in results.items()]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -105,12 +123,14 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     names = list(dict.fromkeys(r["model"] for r in rows))
     for i, name in enumerate(names):
-        for kind, style in (("cached", "-"), ("windowed", "--")):
+        for kind, style in (("cached", "-"), ("windowed", "--"), ("compiled", ":")):
             points = [(r["prompt"], r["tokens_per_s"]) for r in rows if r["model"] == name and r["path"] == kind]
+            if not points:
+                continue
             ax.plot(*zip(*points, strict=True), style, marker="o", color=f"C{i}",
                     label=f"{name}, {kind}")
     ax.set(xscale="log", yscale="log", xlabel="prompt length (tokens)", ylabel="tokens / s",
-           title="generation: key/value cache (solid) vs window re-run (dashed)")
+           title="generation: cache (solid), compiled (dotted), window re-run (dashed)")
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
 
@@ -118,15 +138,16 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(cfg: DictConfig) -> list[dict]:
     args = plain_options(cfg, lists=("prompts", "steps", "best_of"),
                          positive=("prompts", "window", "new_tokens", "steps", "best_of", "dim", "layers", "vocab",
-                                   "reps", "threads"))
+                                   "reps", "threads"), flags=("compile",))
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     rows = []
     for name, (net, thinking) in models(args).items():
         for length in args.prompts:
             prompt = torch.randint(0, args.vocab, (length,), generator=generator).tolist()
-            rows += rows_of(name, length, measure_row(net, thinking, prompt, args))
-            print("\n".join(markdown_table(rows[-2:], COLUMNS).splitlines()[-2:]), flush=True)
+            new = rows_of(name, length, measure_row(net, thinking, prompt, args))
+            rows += new
+            print("\n".join(markdown_table(new, COLUMNS).splitlines()[2:]), flush=True)
     env = environment("cpu")
     print(f"{env['device']}, {args.threads} thread(s): d={args.dim}, {args.layers} layers, vocab {args.vocab}, "
           f"window {args.window}, {args.new_tokens} new tokens, median of {args.reps} rounds")

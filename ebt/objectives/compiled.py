@@ -12,8 +12,11 @@
   create_graph=True)`` (which does not compile), and training differentiates the compiled graph once, which is the
   exact second-order term. Inside it the candidate's ``softmax(y) @ W`` runs as torch ops (inductor fuses them).
 
-Compiled functions are cached per underlying function, not per model (no state in the module: copies and
-checkpoints are unaffected); dynamo guards on shapes, dtypes and grad mode and recompiles when they change.
+Generation compiles the one-position step of its key/value cache with dynamic shapes (``compile=true`` of
+``scripts/generate.py``; :meth:`ebt.objectives.energy.BatchEnergy.of_stream`).
+
+Compiled functions are cached per underlying function (and dynamic or not), not per model (no state in the module:
+copies and checkpoints are unaffected); dynamo guards on shapes, dtypes and grad mode and recompiles when they change.
 """
 
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from ebt.errors import ConfigError
 
 COMPILE_CHOICES = ("none", "model", "thinking_step")
 BACKEND = "inductor"  # torch.compile's backend (tests use "aot_eager": the same tracing, no code generation)
-_CACHE: dict[Callable, Callable] = {}
+_CACHE: dict[tuple[Callable, bool], Callable] = {}
 
 
 def check_compile(value: str, choices: tuple[str, ...] = COMPILE_CHOICES) -> str:
@@ -35,10 +38,11 @@ def check_compile(value: str, choices: tuple[str, ...] = COMPILE_CHOICES) -> str
     return value
 
 
-def _compiled(fn: Callable, fullgraph: bool = False) -> Callable:
-    if fn not in _CACHE:
-        _CACHE[fn] = torch.compile(fn, dynamic=False, fullgraph=fullgraph, backend=BACKEND)
-    return _CACHE[fn]
+def _compiled(fn: Callable, fullgraph: bool = False, dynamic: bool = False) -> Callable:
+    key = (fn, dynamic)
+    if key not in _CACHE:
+        _CACHE[key] = torch.compile(fn, dynamic=dynamic, fullgraph=fullgraph, backend=BACKEND)
+    return _CACHE[key]
 
 
 def compile_module(module: torch.nn.Module) -> None:
@@ -63,11 +67,12 @@ def energy_and_grad(energy: Callable[[torch.Tensor], torch.Tensor], y: torch.Ten
     return value, grad
 
 
-def compiled_energy_and_grad(model: torch.nn.Module, y: torch.Tensor, stream: Any, extra: torch.Tensor | None
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+def compiled_energy_and_grad(model: torch.nn.Module, y: torch.Tensor, stream: Any, extra: torch.Tensor | None, *,
+                             dynamic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The EBT's compiled thinking step: the energy of ``y`` (features plus the step's embeddings ``extra``) given
-    ``stream``, and its gradient in ``y``."""
-    return _compiled(_step, fullgraph=True)(model, y, stream, extra)  # one graph, or an error (never silently eager)
+    ``stream``, and its gradient in ``y``. ``dynamic``: compiled for any context length (generation's cache grows by
+    one position per token; compiled once instead of once per length)."""
+    return _compiled(_step, fullgraph=True, dynamic=dynamic)(model, y, stream, extra)  # one graph, or an error
 
 
 def _step(model: torch.nn.Module, y: torch.Tensor, stream: Any, extra: torch.Tensor | None

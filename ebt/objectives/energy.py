@@ -207,15 +207,17 @@ class BatchEnergy:
         cached = model.autoregressive and model.config.speed.cache_context
         self.cached = stream if stream is not None else model.context_stream(context) if cached else None
         self.support: SparseSupport | None = None
-        self.eager = False  # True: never a compiled pass or step (of_stream: a stream that grows by one per call)
+        self.step_compile = model.config.speed.compile == "thinking_step"  # static shapes (one batch's)
+        self.dynamic = False
 
     @classmethod
-    def of_stream(cls, model: EnergyModel, stream) -> "BatchEnergy":
+    def of_stream(cls, model: EnergyModel, stream, *, compiled: bool = False) -> "BatchEnergy":
         """The energy against a context stream already computed (generation's cache): candidates ``(B, n, ...)``
-        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1). Always eager: a
-        stream one position longer at every token would recompile a ``compile=...`` pass or step each time."""
+        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1). Eager, whatever the
+        model's ``compile`` (a stream one position longer at every token would recompile a static graph each time),
+        or with ``compiled`` the step compiled once for any stream length (:func:`compiled_energy_and_grad`)."""
         energy = cls(model, None, stream=stream)
-        energy.eager = True
+        energy.step_compile = energy.dynamic = compiled
         return energy
 
     def stream(self):
@@ -254,9 +256,10 @@ class BatchEnergy:
         term). ``thinking_grad=autograd`` (``y`` requires grad): ``torch.autograd.grad``; ``func``: ``torch.func.grad``;
         ``compile=thinking_step``: ``torch.func.grad`` in one compiled function."""
         speed = self.model.config.speed
-        if speed.compile == "thinking_step" and not self.eager:
+        if self.step_compile:
             with nullcontext() if create_graph else torch.no_grad():
-                return compiled_energy_and_grad(self.model, y, self.stream(), self.model.step_embedding(step))
+                return compiled_energy_and_grad(self.model, y, self.stream(), self.model.step_embedding(step),
+                                                dynamic=self.dynamic)
         if speed.thinking_grad == "func":
             with nullcontext() if create_graph else torch.no_grad():
                 return energy_and_grad(lambda v: self(v, step), y)

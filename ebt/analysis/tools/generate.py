@@ -34,8 +34,9 @@ from omegaconf import DictConfig
 
 from ebt.analysis import run_options as opts
 from ebt.analysis.plotting import write_text
-from ebt.analysis.tools.decoding import SLIDES, Decoder, Thinking, describe_path, make_decoder
+from ebt.analysis.tools.decoding import SLIDES, CachedDecoder, Decoder, Thinking, describe_path, make_decoder
 from ebt.errors import ConfigError, DataError, UserError
+from ebt.objectives.base import Objective
 from ebt.objectives.frozen import frozen
 from ebt.options import integer
 from ebt.tasks.base import Task
@@ -141,20 +142,33 @@ def _options(cfg: DictConfig) -> tuple[int, Sampling, Thinking]:
                                  or not langevin >= 0):
         raise ConfigError(f"langevin_std={langevin} must be >= 0 (or null: the checkpoint's eval_langevin_std)")
     thinking = Thinking(integer(cfg, "steps", 1, allow_none=True), integer(cfg, "best_of", 1),
-                        None if tol is None else float(tol), None if langevin is None else float(langevin))
+                        None if tol is None else float(tol), None if langevin is None else float(langevin),
+                        cfg.get("compile", False) is True)
     integer(cfg, "seed", 0)
     return max_new, Sampling(float(temperature), integer(cfg, "top_k", 1, allow_none=True)), thinking
 
 
 def _cache_options(cfg: DictConfig) -> tuple[bool, str]:
     cache, slide = cfg.get("cache", True), cfg.get("slide", "token")
-    if not isinstance(cache, bool):
-        raise ConfigError(f"cache={cache} must be true (a key/value cache where the mixers allow it) or false "
-                          "(every token re-runs the window)")
+    for key, value in (("cache", cache), ("compile", cfg.get("compile", False))):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value} must be true or false")
     if slide not in SLIDES:
         raise ConfigError(f"slide={slide} is not one of {', '.join(SLIDES)} (token: exact, the cache is rebuilt at "
                           "every token once the window is full; half: rebuilt every max_len / 2 tokens)")
     return cache, str(slide)
+
+
+def _check_compile(ebt: Objective, thinking: Thinking, decoder: Decoder) -> None:
+    """``compile=true`` compiles the cached path's one-position thinking step: refuse it where there is none."""
+    if not thinking.compile:
+        return
+    if not isinstance(decoder, CachedDecoder):
+        raise ConfigError("compile=true compiles the thinking step of the key/value cache, and this run generates "
+                          "without one (cache=false, or a mixer that cannot cache); set compile=false")
+    if ebt.config.candidate.sparse:
+        raise ConfigError("compile=true cannot compile candidate=topk thinking (its read changes inside a call); "
+                          "set compile=false")
 
 
 def _prompt_text(cfg: DictConfig) -> str:
@@ -192,7 +206,7 @@ def describe(run: Run, thinking: Thinking) -> str:
         return type(ebt).__name__
     steps, tol, _ = thinking.settings(ebt)
     return (f"EBT, {steps} steps, best-of-{thinking.best_of}"
-            + (f", energy_tol {tol:g}" if tol is not None else ""))
+            + (f", energy_tol {tol:g}" if tol is not None else "") + (", compiled step" if thinking.compile else ""))
 
 
 def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
@@ -206,8 +220,8 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     run = load_run(source, opts.data_overrides(cfg))
     check_language_model(run.task, source)
     if not run.objective.thinks and (cfg.get("steps") is not None or thinking.best_of != 1
-                                               or cfg.get("energy_tol") is not None):
-        raise ConfigError(f"steps=, best_of= and energy_tol= are thinking options; ckpt={source} is a "
+                                     or cfg.get("energy_tol") is not None or thinking.compile):
+        raise ConfigError(f"steps=, best_of=, energy_tol= and compile= are thinking options; ckpt={source} is a "
                           f"{type(run.objective).__name__}, which predicts in one forward pass")
     prompt = encode_prompt(run.task, prompt_text)
     run.objective.to(device)
@@ -217,6 +231,7 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     decoder, refusal = make_decoder(run.objective, run.task.max_len or len(prompt) + max_new, thinking, cache, slide)
     if refusal is not None:
         print(f"generate: {refusal}; every token re-runs the whole window (no key/value cache)", file=err, flush=True)
+    _check_compile(run.objective, thinking, decoder)
     on_token = _verbose_printer(run.task, err) if cfg.get("verbose") else None
     started = time.perf_counter()
     tokens = generate_ids(decoder, prompt, max_new, sampling, generator, on_token)
