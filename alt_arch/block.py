@@ -3,10 +3,18 @@
 Any mixer fits; the channel MLP and the norm are factories as well.
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from alt_arch.errors import MixerCapabilityError
+
+
+def blocks_extend_context(module: nn.Module) -> bool:
+    """Whether every MetaFormer block in ``module`` has a mixer that takes a key/value cache (``extends_context``)."""
+    return all(getattr(block.mixer, "extends_context", False) for block in module.modules()
+               if isinstance(block, MetaFormerBlock))
 
 
 class MetaFormerBlock(nn.Module):
@@ -21,7 +29,7 @@ class MetaFormerBlock(nn.Module):
         x = x + self.mixer(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-    def forward_context(self, x: torch.Tensor, past=None):
+    def forward_context(self, x: torch.Tensor, past: Any = None):
         """The context stream's output and the mixer's cache; ``past``: the cache of earlier positions (mixers with
         ``extends_context`` only): ``x`` holds the rows after them."""
         if not hasattr(self.mixer, "forward_candidates"):

@@ -84,12 +84,18 @@ def test_sampled_tokens_agree_too_and_thinking_options_apply_under_the_cache():
     sampling = Sampling(temperature=1.0, top_k=10)
     assert tokens(CachedDecoder(net, WINDOW, thinking), [5, 6], sampling=sampling, seed=3)[0] == \
         tokens(WindowedDecoder(net, WINDOW, thinking), [5, 6], sampling=sampling, seed=3)[0]
-    _, drawn = tokens(CachedDecoder(net, WINDOW, thinking), [5, 6], n=5)
-    assert all(t.steps_used == 4 and t.energy is not None for t in drawn)
+    energies = {}
+    for steps in (1, 4):  # more steps think further: other final energies (the windowed path's, as tested above)
+        _, drawn = tokens(CachedDecoder(net, WINDOW, Thinking(steps=steps, best_of=2)), [5, 6], n=5)
+        energies[steps] = [t.energy for t in drawn]
+    assert all(a != pytest.approx(b, abs=1e-9) for a, b in zip(energies[1], energies[4], strict=True))
     _, stopped = tokens(CachedDecoder(net, WINDOW, Thinking(steps=6, energy_tol=1e9)), [5, 6], n=5)
     assert all(t.steps_used == 1 for t in stopped)  # a huge tolerance stops every token after one step
-    _, noisy = tokens(CachedDecoder(net, WINDOW, Thinking(langevin_std=0.5)), [5, 6], n=5)
-    assert len(noisy) == 5
+    _, still = tokens(CachedDecoder(net, WINDOW, Thinking(steps=6, energy_tol=1e-12)), [5, 6], n=5)
+    assert all(t.steps_used == 6 for t in still)
+    _, quiet = tokens(CachedDecoder(net, WINDOW, Thinking(steps=2)), [5, 6], n=5)
+    _, noisy = tokens(CachedDecoder(net, WINDOW, Thinking(steps=2, langevin_std=0.5)), [5, 6], n=5)
+    assert all(a.energy != pytest.approx(b.energy, abs=1e-9) for a, b in zip(quiet, noisy, strict=True))
 
 
 def test_slide_half_rebuilds_the_cache_every_half_window():
@@ -163,6 +169,7 @@ def test_a_compiled_step_compiles_once_for_every_context_length_and_writes_the_s
     monkeypatch.setattr(compiled_module, "BACKEND", os.environ.get("EBT_TEST_COMPILE_BACKEND", "aot_eager"))
     monkeypatch.setattr(compiled_module, "_CACHE", {})
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() keeps the counters of earlier compilations
     net = model("ebt")
     eager = tokens(CachedDecoder(net, WINDOW, Thinking(best_of=2)), [3, 1, 4], n=12)[0]
     fast = tokens(CachedDecoder(net, WINDOW, Thinking(best_of=2, compile=True)), [3, 1, 4], n=12)[0]

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from alt_arch.backbones.stack import init_linear, run_block
-from alt_arch.block import MetaFormerBlock
+from alt_arch.block import MetaFormerBlock, blocks_extend_context
 from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
 from alt_arch.mlp import SwiGLU
@@ -233,8 +233,7 @@ class Looped(nn.Module):
     @property
     def extends_context(self) -> bool:
         """Whether :meth:`forward_context` takes a cache of earlier positions (every mixer has ``extends_context``)."""
-        return all(getattr(block.mixer, "extends_context", False) for block in self.modules()
-                   if isinstance(block, MetaFormerBlock))
+        return blocks_extend_context(self)
 
     @staticmethod
     def _candidates(blocks: nn.ModuleList, y: torch.Tensor, caches: list, checkpoint: bool = False) -> torch.Tensor:
@@ -242,7 +241,7 @@ class Looped(nn.Module):
             y = run_block(block, block.forward_candidates, y, cache, checkpoint=checkpoint)
         return y
 
-    def forward_context(self, x: torch.Tensor, past=None):
+    def forward_context(self, x: torch.Tensor, past: tuple | None = None):
         """Context stream: output and the caches of every pre block, every loop iteration and every post block.
         ``past``: those caches of earlier positions (:attr:`extends_context`; evaluation: the loop count must not
         change in between); ``x`` holds the rows after them."""

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from alt_arch.block import MetaFormerBlock
+from alt_arch.block import MetaFormerBlock, blocks_extend_context
 from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
 from alt_arch.mlp import SwiGLU
@@ -140,7 +140,7 @@ class Stack(nn.Module):
     @property
     def extends_context(self) -> bool:
         """Whether :meth:`forward_context` takes a cache of earlier positions (every mixer has ``extends_context``)."""
-        return all(getattr(block.mixer, "extends_context", False) for block in self.blocks)
+        return blocks_extend_context(self)
 
     def forward_context(self, x: torch.Tensor, past: list | None = None):
         """Context stream of the two-stream AR EBT (and of cached generation): output and one key/value cache per

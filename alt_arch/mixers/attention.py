@@ -60,14 +60,15 @@ def context_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def extend_cache(past, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def extend_cache(past: tuple[torch.Tensor, torch.Tensor] | None, k: torch.Tensor, v: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The cached keys/values ``past`` (None: none) followed by the new rows' ``k`` / ``v`` (B, H, n, Dh)."""
     if past is None:
         return k, v
     return torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
 
 
-def check_past(past, causal: bool, name: str) -> int:
+def check_past(past: tuple[torch.Tensor, torch.Tensor] | None, causal: bool, name: str) -> int:
     """The number of cached positions (0 without a cache); a cache needs a causal mixer."""
     if past is None:
         return 0
@@ -135,7 +136,7 @@ class Attention(nn.Module):
         out, _ = self.forward_context(x)
         return out
 
-    def forward_context(self, x: torch.Tensor, past=None):
+    def forward_context(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Plain attention over ``x`` (B, N, C) after the cached keys/values ``past`` (None: none); also returns the
         (post-RoPE) keys and values, the cached ones included."""
         q, k, v = self._qkv(x, check_past(past, self.causal, "attention"))  # (B, H, N, Dh)

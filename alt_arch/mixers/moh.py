@@ -171,7 +171,7 @@ class MoHAttention(nn.Module):
         out, _ = self.forward_context(x)
         return out
 
-    def forward_context(self, x: torch.Tensor, past=None):
+    def forward_context(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
         """MoH attention over ``x`` (B, N, C) after the cached keys/values ``past`` (None: none); also returns the
         (post-RoPE) keys and values of every head, the cached ones included."""
         n, start = x.shape[1], check_past(past, self.causal, "MoH")

@@ -226,6 +226,9 @@ def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
 SPLITS = ("val", "ood", "ood_balls")
 
 
+GENERATION_PATHS = ("cached", "compiled", "windowed")
+
+
 def generation_speed(rows: Rows) -> str:
     """``scripts/bench_generate.py``'s table: per model and prompt length, tokens/s of each path (cached, windowed,
     compiled where measured), the cached paths' speedups over the windowed one, the time per later token and to the
@@ -246,9 +249,6 @@ def generation_speed(rows: Rows) -> str:
         row["same tokens"] = "yes" if all(by_path[p]["same_tokens"] == "True" for p in present) else "no"
         table.append(row)
     return markdown_table(table, list(table[0]))
-
-
-GENERATION_PATHS = ("cached", "compiled", "windowed")
 
 
 def _pairs(rows: Rows, keys: tuple[str, ...], by: str) -> dict[tuple[str, ...], dict[str, dict[str, str]]]:

@@ -89,8 +89,8 @@ def timed_generation(decoder, prompt: list[int], n: int) -> tuple[list[int], lis
 
 
 def measure_row(net, thinking: Thinking, prompt: list[int], args) -> dict[str, dict]:
-    """Every path on one prompt, in turns for ``reps`` rounds, after a warm-up of two tokens each (which compiles:
-    its time is ``compile_s``)."""
+    """Every path on one prompt, in turns for ``reps`` rounds, after a warm-up of two tokens each (``warmup_s``; the
+    compiled path compiles there)."""
     decoders = paths(thinking, args.compile and net.thinks)
     results: dict[str, dict] = {path: {"rates": [], "first": [], "later": [], "tokens": []} for path in decoders}
     for path, decoder in decoders.items():  # warm-up: lazy initialisation, RoPE tables, the allocator, compilation

@@ -78,10 +78,12 @@ def input_encoder(task: Task, dim: int) -> nn.Module:
     return GroupedEncoder(encoder, dim, groups, task.num_position_groups)
 
 
-def per_position(encoder: nn.Module) -> bool:
-    """Whether an input encoder embeds each position on its own (a token embedding or a linear map; a grouped encoder
-    also reads the position): what a cache of earlier positions needs."""
-    return isinstance(encoder, nn.Embedding | nn.Linear)
+def caches_context(task: Task, encoder: nn.Module, backbone: nn.Module) -> bool:
+    """Whether a causal model can run new positions after a key/value cache of earlier ones: a causal task, an input
+    encoder that embeds each position on its own (a token embedding or a linear map; a grouped encoder also reads the
+    position) and a backbone whose mixers cache (``extends_context``: attention, MoH)."""
+    return (task.causal and isinstance(encoder, nn.Embedding | nn.Linear)
+            and getattr(backbone, "extends_context", False))
 
 
 def output_size(task: Task) -> int:

@@ -37,11 +37,12 @@ Precision: the energy head and the candidate read run in float32 at least (autoc
 """
 
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
 
-from ebt.objectives.base import Objective, input_encoder, output_size, per_position, task_inputs
+from ebt.objectives.base import Objective, caches_context, input_encoder, output_size, task_inputs
 from ebt.objectives.candidates import SparseSupport, at_least_float32
 from ebt.objectives.compiled import compiled_energy_and_grad, compiled_pass, energy_and_grad
 from ebt.objectives.config import EBTConfig
@@ -94,7 +95,7 @@ class EnergyModel(Objective):
         """The context: the batch's input tokens / features, embedded (B, N, D)."""
         return self.encoder(task_inputs(self.task, batch))
 
-    def context_stream(self, context: torch.Tensor, past=None):
+    def context_stream(self, context: torch.Tensor, past: Any = None):
         """What the candidate pass reads: two-stream: the context's per-layer keys / values (compiled with
         ``compile=model``: the candidate's gradient never flows through it); whole-target: the context itself.
         ``past``: the stream of earlier positions, extended by ``context``'s rows (:attr:`extends_context`)."""
@@ -147,7 +148,7 @@ class EnergyModel(Objective):
     def extends_context(self) -> bool:
         """Whether :meth:`context_stream` can extend a cached stream by new positions: a two-stream model whose
         backbone caches (attention, MoH) and whose input encoding is per position."""
-        return self.autoregressive and per_position(self.encoder) and getattr(self.backbone, "extends_context", False)
+        return self.autoregressive and caches_context(self.task, self.encoder, self.backbone)
 
     def energy_function(self, batch: dict[str, torch.Tensor], *, first_order: bool = False) -> "BatchEnergy":
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""
@@ -202,23 +203,24 @@ class BatchEnergy:
     the read is the sparse one."""
 
     def __init__(self, model: EnergyModel, context: torch.Tensor | None, *, first_order: bool = False,
-                 stream=None) -> None:
+                 stream: Any = None, step_compile: bool | None = None, dynamic: bool = False) -> None:
+        """``stream``: the context stream, already computed (``context`` is then not read); ``step_compile``: the
+        step through :func:`compiled_energy_and_grad` (default: the model's ``compile=thinking_step``), with
+        ``dynamic`` shapes or not."""
         self.model, self.context, self.first_order = model, context, first_order
         cached = model.autoregressive and model.config.speed.cache_context
         self.cached = stream if stream is not None else model.context_stream(context) if cached else None
         self.support: SparseSupport | None = None
-        self.step_compile = model.config.speed.compile == "thinking_step"  # static shapes (one batch's)
-        self.dynamic = False
+        self.step_compile = model.config.speed.compile == "thinking_step" if step_compile is None else step_compile
+        self.dynamic = dynamic
 
     @classmethod
-    def of_stream(cls, model: EnergyModel, stream, *, compiled: bool = False) -> "BatchEnergy":
+    def of_stream(cls, model: EnergyModel, stream: Any, *, compiled: bool = False) -> "BatchEnergy":
         """The energy against a context stream already computed (generation's cache): candidates ``(B, n, ...)``
-        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1). Eager, whatever the
-        model's ``compile`` (a stream one position longer at every token would recompile a static graph each time),
-        or with ``compiled`` the step compiled once for any stream length (:func:`compiled_energy_and_grad`)."""
-        energy = cls(model, None, stream=stream)
-        energy.step_compile = energy.dynamic = compiled
-        return energy
+        stand for the stream's last ``n`` positions (``B`` candidates share a stream of batch 1). Eager passes
+        (``first_order=False``), whatever the model's ``compile`` (a stream one position longer at every token would
+        recompile a static graph each time); with ``compiled`` the step is compiled once for any stream length."""
+        return cls(model, None, stream=stream, step_compile=compiled, dynamic=compiled)
 
     def stream(self):
         """What the candidate pass reads (:meth:`EnergyModel.context_stream`), cached or recomputed."""

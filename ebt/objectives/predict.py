@@ -17,7 +17,7 @@ import torch
 
 from alt_arch.utils import clear_aux, collect_aux
 from ebt.errors import ConfigError
-from ebt.objectives.base import Objective, input_encoder, output_head, per_position, prediction_loss, task_inputs
+from ebt.objectives.base import Objective, caches_context, input_encoder, output_head, prediction_loss, task_inputs
 from ebt.objectives.compiled import check_compile, compile_module
 from ebt.tasks.base import Task
 
@@ -52,10 +52,9 @@ class Predict(Objective):
     def extends_context(self) -> bool:
         """Whether :meth:`predict_extending` can run: a causal tokens task, a per-position input encoding and a
         backbone whose mixers take a key/value cache (attention, MoH)."""
-        return (self.task.kind == "tokens" and self.task.causal and per_position(self.encoder)
-                and getattr(self.backbone, "extends_context", False))
+        return self.task.kind == "tokens" and caches_context(self.task, self.encoder, self.backbone)
 
-    def predict_extending(self, input_ids: torch.Tensor, past=None) -> tuple[torch.Tensor, Any]:
+    def predict_extending(self, input_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits (B, n, V) of ``input_ids`` (B, n), the positions after those cached in ``past`` (None: the first),
         and the cache extended by them (the backbone's per-layer keys / values)."""
         h, caches = self.backbone.forward_context(self.encoder(input_ids), past)

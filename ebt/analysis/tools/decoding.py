@@ -12,14 +12,16 @@ the thinking steps it took). The context is a sliding window of the model's leng
   that row's logits are the next distribution. EBT: the new position's ``best_of`` candidates think for ``steps``
   against the cached context stream (:meth:`ebt.objectives.energy.BatchEnergy.of_stream`): one candidate row per
   step instead of a window. ``Thinking.compile``: that step (energy and ``dE/dy``) runs through ``torch.compile``
-  with dynamic shapes, compiled once for every context length (about 25 s on a CPU, then about 4x faster per step
-  at d=128; inductor's float rounding differs from eager, so a near-tied token can differ).
+  with dynamic shapes, compiled once for every context length (20-35 s on a CPU; docs/generation.md; inductor's
+  float rounding differs from eager, so a near-tied token can differ).
 
-Both give the same tokens: in the two-stream EBT a candidate row reads the context at and before its position and
-itself only, so the last row thinks the same in a window pass as alone against the cache; the initial candidates of
-the new position are drawn the same way in both (``best_of`` draws of one row; the windowed path starts the other
-rows of its window from zeros, which do not reach the last one). Thinking with Langevin noise (``langevin_std > 0``)
-draws that noise for the window in one path and for one row in the other, so the two then differ by the draws
+Both give the same tokens, up to float rounding (the cached path attends with one row where the windowed one runs
+a causal pass; the tokens were bitwise equal in the float64 tests and in the benchmark's float32 runs). In the
+two-stream EBT a candidate row reads the context at and before its position and itself only, so the last row thinks
+the same in a window pass as alone against the cache; the initial candidates of the new position are drawn the same
+way in both (``best_of`` draws of one row; the windowed path starts the other rows of its window from zeros, which do
+not reach the last one). Thinking with Langevin noise (``langevin_std > 0``) draws that noise for the window in one
+path and for one row in the other, so the two then differ by the draws
 (tests hold the equality for deterministic thinking, the default ``eval_langevin_std=0``).
 
 When the window is full (``task.max_len`` tokens) a new token cannot be appended; ``slide`` says what happens:
@@ -34,7 +36,6 @@ When the window is full (``task.max_len`` tokens) a new token cannot be appended
 from dataclasses import dataclass
 
 import torch
-from torch.utils._pytree import tree_map
 
 from ebt.objectives.base import Objective
 from ebt.objectives.energy import BatchEnergy
@@ -172,9 +173,18 @@ class CachedDecoder(Decoder):
         prefill = self.cache is None
         self.cache = ebt.context_stream(ebt.encode({"input_ids": new_ids}), self.cache)
         if prefill:  # contiguous like every extended cache (concatenated): one compiled graph for both
-            self.cache = tree_map(lambda t: t.contiguous() if isinstance(t, torch.Tensor) else t, self.cache)
+            self.cache = contiguous(self.cache)
         energy = BatchEnergy.of_stream(ebt, self.cache, compiled=self.thinking.compile)
         return self.think({}, self.initial_candidates(), energy)
+
+
+def contiguous(cache):
+    """A cache (tensors in nested lists / tuples) with every tensor contiguous."""
+    if isinstance(cache, torch.Tensor):
+        return cache.contiguous()
+    if isinstance(cache, list | tuple):
+        return type(cache)(contiguous(c) for c in cache)
+    return cache
 
 
 def make_decoder(objective: Objective, window_len: int, thinking: Thinking, cache: bool, slide: str = "token"

@@ -11,8 +11,9 @@ Autoregressive sampling over a sliding context window of the model's length (``t
 How the logits are computed (:mod:`ebt.analysis.tools.decoding`): with ``cache=true`` (default) from a key/value
 cache of the context (one new row per token; the EBT thinks on the new position only), for mixers that cannot cache
 (Hyena, pooling) or with ``cache=false`` by running the whole window again for every token; both give the same
-tokens. ``slide`` says what the cache does once the window is full (``token``: rebuilt at every token, exact;
-``half``: rebuilt from the last half of the window every ``max_len / 2`` tokens, faster, other tokens).
+tokens (the same computation up to float rounding). ``slide`` says what the cache does once the window is full
+(``token``: rebuilt at every token, exact; ``half``: rebuilt from the last half of the window every ``max_len / 2``
+tokens, faster, other tokens).
 
 Sampling: ``softmax(logits / temperature)`` restricted to the ``top_k`` largest logits; ``temperature=0`` is greedy
 (argmax). Draws come from a ``torch.Generator`` seeded with ``seed``, and the EBT's initial noise from the global
@@ -229,9 +230,9 @@ def generate(cfg: DictConfig, stream: TextIO | None = None) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(cfg.seed)
     err = stream or sys.stderr
     decoder, refusal = make_decoder(run.objective, run.task.max_len or len(prompt) + max_new, thinking, cache, slide)
+    _check_compile(run.objective, thinking, decoder)
     if refusal is not None:
         print(f"generate: {refusal}; every token re-runs the whole window (no key/value cache)", file=err, flush=True)
-    _check_compile(run.objective, thinking, decoder)
     on_token = _verbose_printer(run.task, err) if cfg.get("verbose") else None
     started = time.perf_counter()
     tokens = generate_ids(decoder, prompt, max_new, sampling, generator, on_token)
