@@ -32,6 +32,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ebt.analysis.plotting import markdown_table, write_text
+from ebt.analysis.scaling.report import fits_table
 from ebt.analysis.thinking import ood_curve
 from ebt.analysis.tools import collect
 from ebt.errors import ConfigError, DataError
@@ -226,6 +227,11 @@ def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
 SPLITS = ("val", "ood", "ood_balls")
 
 
+def scaling_fits(fits_rows: Rows) -> str:
+    """``scripts/scaling.py``'s table (its ``table.md`` without the header line) from its ``fits.csv``."""
+    return fits_table(fits_rows)
+
+
 GENERATION_PATHS = ("cached", "compiled", "windowed")
 
 
@@ -357,6 +363,8 @@ WM = "docs/world_model"
 REASONING = "docs/reasoning"
 REGISTRY: tuple[DocTable, ...] = (
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
+    *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), scaling_fits)
+      for x in ("params", "tokens", "flops")),
     DocTable("docs/thinking_text.md", "ood_curve", ("docs/thinking_text/ood_curve.csv",),
              functools.partial(ood_curve_table, metric="bpb", trained=2)),
     DocTable("docs/thinking_text.md", "curve", ("docs/thinking_text/seeds.csv",),

@@ -113,6 +113,22 @@ def fit_rows(fitted: dict[str, Fitted], ratio: tuple[str, str] | None) -> list[d
     return rows
 
 
+NUMBERS = ("b", "b_low", "b_high", "a", "c", "c_low", "c_high")
+
+
+def fits_table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table of :func:`fit_rows`' rows, or of the same rows read back from ``fits.csv`` (strings)."""
+    parsed = [{k: _as_float(v) if k in NUMBERS else v for k, v in r.items() if v != ""} for r in rows]
+    return markdown_table([_shown(r) for r in parsed], list(_shown(parsed[0])))
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
     interval_text = f"[{cell(row['b_low'])}, {cell(row['b_high'])}]" if math.isfinite(row["b_low"]) else "n/a"
     c = row.get("c", math.nan)
@@ -209,7 +225,7 @@ def main(cfg: DictConfig) -> int:
     rows = fit_rows(fitted, ratio)
     header = (f"{opts.metric} against {xlabel} (x={opts.x}): {len(runs)} finished jobs; 95 % bootstrap intervals "
               f"over seeds ({opts.draws} draws, boot_seed={opts.boot_seed}); seeds = most seeds at one size")
-    table = header + "\n\n" + markdown_table([_shown(r) for r in rows], list(_shown(rows[0])))
+    table = header + "\n\n" + fits_table(rows)
     print(table)
     points = [{"objective": name, "size": s.label, "seed": seed, "step": k, "x": s.x[k], "value": v}
               for name, sizes in series.items() for s in sizes for seed, values in sorted(s.values.items())
