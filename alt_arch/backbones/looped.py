@@ -55,7 +55,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from alt_arch.backbones.stack import init_linear, run_block
+from alt_arch.backbones.stack import context_pass, init_linear, run_block
 from alt_arch.block import MetaFormerBlock, blocks_extend_context
 from alt_arch.errors import PartOptionError
 from alt_arch.linears.dense import dense
@@ -221,15 +221,6 @@ class Looped(nn.Module):
         return self.norm(self._run(self.post, h, ckpt))
 
     # ----- two-stream autoregressive EBT (see alt_arch/mixers/attention.py) --------------------------------------
-    @staticmethod
-    def _context(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False, past: list | None = None
-                 ) -> tuple[torch.Tensor, list]:
-        caches = []
-        for block, cached in zip(blocks, past or [None] * len(blocks), strict=True):
-            x, cache = run_block(block, block.forward_context, x, cached, checkpoint=checkpoint)
-            caches.append(cache)
-        return x, caches
-
     @property
     def extends_context(self) -> bool:
         """Whether :meth:`forward_context` takes a cache of earlier positions (every mixer has ``extends_context``)."""
@@ -251,13 +242,13 @@ class Looped(nn.Module):
         if len(past_loops) != loops:
             raise ValueError(f"the cache holds {len(past_loops)} loop iterations, the backbone runs {loops}; "
                              "build the cache again")
-        p, pre_caches = self._context(self.pre, x, ckpt, past_pre)
+        p, pre_caches = context_pass(self.pre, x, ckpt, past_pre)
         h, loop_caches = torch.zeros_like(p), []
         for t in range(loops):
             with torch.no_grad() if t < n_frozen else nullcontext():
-                h, caches = self._context(self.loop, h + p, ckpt and t >= n_frozen, past_loops[t])
+                h, caches = context_pass(self.loop, h + p, ckpt and t >= n_frozen, past_loops[t])
             loop_caches.append(caches)
-        out, post_caches = self._context(self.post, h, ckpt, past_post)
+        out, post_caches = context_pass(self.post, h, ckpt, past_post)
         return self.norm(out), (pre_caches, loop_caches, post_caches, n_frozen)
 
     def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:

@@ -89,6 +89,17 @@ def run_block(block: nn.Module, fn, *args, checkpoint: bool):
                             context_fn=lambda: (nullcontext(), _Recomputation(block)))
 
 
+def context_pass(blocks: nn.ModuleList, x: torch.Tensor, checkpoint: bool = False, past: list | None = None
+                 ) -> tuple[torch.Tensor, list]:
+    """``blocks``' context stream over ``x`` (after the per-block caches ``past``, None: none): the output and one
+    cache per block."""
+    caches = []
+    for block, cached in zip(blocks, past or [None] * len(blocks), strict=True):
+        x, cache = run_block(block, block.forward_context, x, cached, checkpoint=checkpoint)
+        caches.append(cache)
+    return x, caches
+
+
 class Stack(nn.Module):
     def __init__(
         self,
@@ -145,10 +156,7 @@ class Stack(nn.Module):
     def forward_context(self, x: torch.Tensor, past: list | None = None):
         """Context stream of the two-stream AR EBT (and of cached generation): output and one key/value cache per
         layer. ``past``: the caches of earlier positions (:attr:`extends_context`); ``x`` holds the rows after them."""
-        caches, ckpt = [], self.checkpointing()
-        for block, cached in zip(self.blocks, past or [None] * len(self.blocks), strict=True):
-            x, cache = run_block(block, block.forward_context, x, cached, checkpoint=ckpt)
-            caches.append(cache)
+        x, caches = context_pass(self.blocks, x, self.checkpointing(), past)
         return self.norm(x), caches
 
     def forward_candidates(self, y: torch.Tensor, caches) -> torch.Tensor:

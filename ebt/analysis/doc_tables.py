@@ -227,11 +227,6 @@ def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
 SPLITS = ("val", "ood", "ood_balls")
 
 
-def scaling_fits(fits_rows: Rows) -> str:
-    """``scripts/scaling.py``'s table (its ``table.md`` without the header line) from its ``fits.csv``."""
-    return fits_table(fits_rows)
-
-
 GENERATION_PATHS = ("cached", "compiled", "windowed")
 
 
@@ -363,7 +358,7 @@ WM = "docs/world_model"
 REASONING = "docs/reasoning"
 REGISTRY: tuple[DocTable, ...] = (
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
-    *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), scaling_fits)
+    *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), fits_table)
       for x in ("params", "tokens", "flops")),
     DocTable("docs/thinking_text.md", "ood_curve", ("docs/thinking_text/ood_curve.csv",),
              functools.partial(ood_curve_table, metric="bpb", trained=2)),

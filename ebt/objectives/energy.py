@@ -148,7 +148,7 @@ class EnergyModel(Objective):
     def extends_context(self) -> bool:
         """Whether :meth:`context_stream` can extend a cached stream by new positions: a two-stream model whose
         backbone caches (attention, MoH) and whose input encoding is per position."""
-        return self.autoregressive and caches_context(self.task, self.encoder, self.backbone)
+        return caches_context(self.task, self.encoder, self.backbone)
 
     def energy_function(self, batch: dict[str, torch.Tensor], *, first_order: bool = False) -> "BatchEnergy":
         """``energy(y, step)`` for this batch: (B, T) per position (autoregressive) or (B,) per sample."""

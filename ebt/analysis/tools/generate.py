@@ -144,16 +144,13 @@ def _options(cfg: DictConfig) -> tuple[int, Sampling, Thinking]:
         raise ConfigError(f"langevin_std={langevin} must be >= 0 (or null: the checkpoint's eval_langevin_std)")
     thinking = Thinking(integer(cfg, "steps", 1, allow_none=True), integer(cfg, "best_of", 1),
                         None if tol is None else float(tol), None if langevin is None else float(langevin),
-                        cfg.get("compile", False) is True)
+                        _flag(cfg, "compile"))
     integer(cfg, "seed", 0)
     return max_new, Sampling(float(temperature), integer(cfg, "top_k", 1, allow_none=True)), thinking
 
 
 def _cache_options(cfg: DictConfig) -> tuple[bool, str]:
-    cache, slide = cfg.get("cache", True), cfg.get("slide", "token")
-    for key, value in (("cache", cache), ("compile", cfg.get("compile", False))):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value} must be true or false")
+    cache, slide = _flag(cfg, "cache", True), cfg.get("slide", "token")
     if slide not in SLIDES:
         raise ConfigError(f"slide={slide} is not one of {', '.join(SLIDES)} (token: exact, the cache is rebuilt at "
                           "every token once the window is full; half: rebuilt every max_len / 2 tokens)")
@@ -170,6 +167,13 @@ def _check_compile(ebt: Objective, thinking: Thinking, decoder: Decoder) -> None
     if ebt.config.candidate.sparse:
         raise ConfigError("compile=true cannot compile candidate=topk thinking (its read changes inside a call); "
                           "set compile=false")
+
+
+def _flag(cfg: DictConfig, key: str, default: bool = False) -> bool:
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value} must be true or false")
+    return value
 
 
 def _prompt_text(cfg: DictConfig) -> str:
