@@ -239,9 +239,12 @@ def test_a_real_tiny_grid_trains_and_fits(tmp_path):
     assert (grid / "scaling" / "flops" / "frontier.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("name, size_key, sizes", [("scaling_params", "model.dim", 5),
-                                                   ("scaling_depth", "model.backbone.n_layers", 4)])
-def test_the_scaling_grids_sweep_sizes_objectives_and_seeds_and_log_a_val_curve(name, size_key, sizes):
+@pytest.mark.parametrize("name, size_key, sizes, task", [
+    ("scaling_params", "model.dim", 5, "ebt.tasks.text.Text"),
+    ("scaling_depth", "model.backbone.n_layers", 4, "ebt.tasks.text.Text"),
+    ("scaling_params_bpe", "model.dim", 5, "ebt.tasks.tokenized_text.TokenizedText"),
+])
+def test_the_scaling_grids_sweep_sizes_objectives_and_seeds_and_log_a_val_curve(name, size_key, sizes, task):
     from omegaconf import OmegaConf
 
     from ebt.training.config import CONFIG_DIR, compose_train
@@ -252,5 +255,5 @@ def test_the_scaling_grids_sweep_sizes_objectives_and_seeds_and_log_a_val_curve(
     assert len(str(params.seed).split(",")) >= 3
     for value in (values[0], values[-1]):
         cfg = compose_train([f"+sweep={name}", "model/objective=ebt", f"{size_key}={value}"])
-        assert cfg.data.task._target_ == "ebt.tasks.text.Text"
+        assert cfg.data.task._target_ == task
         assert cfg.trainer.max_steps // cfg.trainer.val_check_interval >= 5  # x=tokens|flops: >= 5 points a run

@@ -145,7 +145,7 @@ class Fitted:
     max_seeds: int  # most seeds at one size: 1 means no interval
 
 
-def _draws(objectives: dict[str, list[Series]], draws: int, seed: int) -> list[dict[str, dict[str, list[int]]]]:
+def paired_draws(objectives: dict[str, list[Series]], draws: int, seed: int) -> list[dict[str, dict[str, list[int]]]]:
     """Per draw and objective, ``{size label: seeds}`` resampled with replacement; labels shared by objectives draw
     the same seed labels (paired), an objective lacking every drawn seed resamples its own."""
     rng = np.random.default_rng(seed)
@@ -172,7 +172,7 @@ def fit_objectives(objectives: dict[str, list[Series]], points: dict[str, list[t
     fits in each bootstrap draw (fixed ``seed``: reproducible)."""
     fitted = {name: Fitted(points[name], power_law(points[name]), saturating_law(points[name]), [], [],
                            max(len(s.values) for s in sizes)) for name, sizes in objectives.items()}
-    for draw in _draws(objectives, draws, seed):
+    for draw in paired_draws(objectives, draws, seed):
         for name, sizes in objectives.items():
             points = fit_points(sizes, draw[name], pooled=pooled, x_range=x_range)
             enough = distinct_x(points) >= MIN_POINTS

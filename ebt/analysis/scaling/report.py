@@ -17,7 +17,11 @@ ratio of two objectives' exponents, tables and plots.
 * ``draws`` (bootstrap draws, default 1000), ``boot_seed`` (their random seed, default 0): the intervals are
   reproducible;
 * ``x_min`` / ``x_max``: fit only points with X in this range (all are plotted), e.g. to leave out warmup steps;
-* ``out``: the output folder (default ``<first dir>/scaling/<x>``).
+* ``out``: the output folder (default ``<first dir>/scaling/<x>``, with ``thinking=true``
+  ``<first dir>/scaling/thinking_<x>``);
+* ``thinking``: ``true`` fits no loss: it reports the val-chosen thinking gain of each size's EBTs and its trend with
+  size, from the ``thinking/`` folder ``scripts/think.py`` wrote into each EBT job (x=params|depth;
+  :mod:`ebt.analysis.scaling.thinking`); ``select_on``: the split that chooses the setting (default ``val``).
 
 Writes into ``out`` (each file atomically): ``points.csv`` (every seed's point: objective, size, seed, step, X, L),
 ``fits.csv`` and ``table.md`` (per objective the power law ``L = a X^-b`` and, with >= 4 distinct X, ``L = a X^-b + c``,
@@ -38,13 +42,15 @@ from omegaconf import DictConfig
 
 from ebt.analysis.plotting import cell, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.scaling import fit as fits
+from ebt.analysis.scaling import thinking
 from ebt.analysis.scaling.fit import Fit, Fitted, fit_points
 from ebt.analysis.scaling.runs import CURVE_AXES, SIZE_AXES, build_series, load_runs
 from ebt.errors import ConfigError, DataError
 from ebt.options import path_list, plain_options
 
 DEFAULTS = {"dirs": None, "x": "params", "metric": "val/loss", "params": "non_embedding", "ratio": "ebt/predict",
-            "draws": 1000, "boot_seed": 0, "x_min": None, "x_max": None, "out": None}
+            "draws": 1000, "boot_seed": 0, "x_min": None, "x_max": None, "out": None, "thinking": False,
+            "select_on": "val"}
 AXIS_LABELS = {"params": {"non_embedding": "non-embedding parameters", "all": "parameters"}, "depth": "layers",
                "tokens": "tokens seen", "flops": "training FLOPs (measured)"}
 FORMS = {"power": "L = a X^-b", "saturating": "L = a X^-b + c"}
@@ -207,12 +213,18 @@ def main(cfg: DictConfig) -> int:
     """The ``scripts/scaling.py`` command (options: the module docstring): 0 when the fits were written."""
     dirs = path_list(cfg, "dirs", "grid folders")
     opts = plain_options(cfg, choices={"x": (*SIZE_AXES, *CURVE_AXES), "params": ("non_embedding", "all")},
-                         positive=["draws"])
+                         positive=["draws"], flags=["thinking"])
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         raise ConfigError(f"not a folder: {', '.join(missing)}")
     x_range = (_number(opts.x_min, "x_min"), _number(opts.x_max, "x_max"))
     runs = load_runs(dirs)
+    xlabel = AXIS_LABELS[opts.x][opts.params] if opts.x == "params" else AXIS_LABELS[opts.x]
+    if opts.thinking:
+        if opts.x not in SIZE_AXES:
+            raise ConfigError(f"thinking=true reads one gain per job: x=params or x=depth, not x={opts.x}")
+        out = Path(str(opts.out)) if opts.out else dirs[0] / "scaling" / f"thinking_{opts.x}"
+        return thinking.main(runs, opts, out, xlabel)
     series = build_series(runs, opts.x, opts.metric, opts.params)
     ratio = _ratio(opts.ratio, sorted(series))
     pooled = opts.x in CURVE_AXES
@@ -221,7 +233,6 @@ def main(cfg: DictConfig) -> int:
     fitted = fits.fit_objectives(series, points, pooled=pooled, x_range=x_range, draws=opts.draws,
                             seed=int(opts.boot_seed))
     out = Path(str(opts.out)) if opts.out else dirs[0] / "scaling" / opts.x
-    xlabel = AXIS_LABELS[opts.x][opts.params] if opts.x == "params" else AXIS_LABELS[opts.x]
     rows = fit_rows(fitted, ratio)
     header = (f"{opts.metric} against {xlabel} (x={opts.x}): {len(runs)} finished jobs; 95 % bootstrap intervals "
               f"over seeds ({opts.draws} draws, boot_seed={opts.boot_seed}); seeds = most seeds at one size")
