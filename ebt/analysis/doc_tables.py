@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from ebt.analysis.plotting import markdown_table, write_text
 from ebt.analysis.scaling.report import fits_table
+from ebt.analysis.scaling.thinking import thinking_tables
 from ebt.analysis.thinking import ood_curve
 from ebt.analysis.tools import collect
 from ebt.errors import ConfigError, DataError
@@ -360,6 +361,9 @@ REGISTRY: tuple[DocTable, ...] = (
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
     *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), fits_table)
       for x in ("params", "tokens", "flops")),
+    DocTable("docs/scaling.md", "scaling_thinking", ("docs/scaling/thinking_params/thinking.csv",
+                                                     "docs/scaling/thinking_params/thinking_trend.csv"),
+             thinking_tables),
     DocTable("docs/thinking_text.md", "ood_curve", ("docs/thinking_text/ood_curve.csv",),
              functools.partial(ood_curve_table, metric="bpb", trained=2)),
     DocTable("docs/thinking_text.md", "curve", ("docs/thinking_text/seeds.csv",),

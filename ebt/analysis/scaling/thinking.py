@@ -147,6 +147,9 @@ def thinking_tables(rows: list[dict[str, Any]], trends: list[dict[str, Any]]) ->
 
 
 def plot(rows: list[dict], xlabel: str, metric: str, path: Path) -> None:
+    """The gain of each size per split, with its interval (held-out splits solid, the selection split dotted)."""
+    from matplotlib.ticker import NullFormatter
+
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for i, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
@@ -161,6 +164,7 @@ def plot(rows: list[dict], xlabel: str, metric: str, path: Path) -> None:
                     label=split + ("" if held_out else " (in-sample)"))
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set(xscale="log", xlabel=xlabel, ylabel=f"thinking gain, % of {metric} (+ = better)")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title("val-chosen setting vs trained setting; mean and 95 % CI over seeds", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
