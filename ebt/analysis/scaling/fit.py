@@ -57,9 +57,11 @@ class Fit:
         return self.a * np.power(x, -self.b) + (self.c or 0.0)
 
 
-def seed_means(series: Series, seeds: Sequence[int] | None = None) -> list[tuple[float, float]]:
+def seed_means(series: Series, seeds: Sequence[int] | None = None, *,
+               positive: bool = True) -> list[tuple[float, float]]:
     """``(X, mean over seeds)`` at every key all seeds logged; ``seeds``: a bootstrap draw (a seed may come twice),
-    whose mean's deviation from the mean of all ``n`` seeds is scaled by ``sqrt(n / (n - 1))`` (module docstring)."""
+    whose mean's deviation from the mean of all ``n`` seeds is scaled by ``sqrt(n / (n - 1))`` (module docstring).
+    ``positive`` (a loss): a scaled mean that falls to 0 or below keeps the unscaled one, so a log stays defined."""
     every = sorted(series.values)
     drawn = every if seeds is None else list(seeds)
     keys = sorted(set.intersection(*(set(series.values[s]) for s in every)))
@@ -69,7 +71,7 @@ def seed_means(series: Series, seeds: Sequence[int] | None = None) -> list[tuple
         full = float(np.mean([series.values[s][k] for s in every]))
         mean = float(np.mean([series.values[s][k] for s in drawn]))
         value = full + inflate * (mean - full)
-        points.append((series.x[k], value if value > 0 else mean))
+        points.append((series.x[k], value if value > 0 or not positive else mean))
     return points
 
 

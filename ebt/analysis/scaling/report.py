@@ -21,7 +21,8 @@ ratio of two objectives' exponents, tables and plots.
   ``<first dir>/scaling/thinking_<x>``);
 * ``thinking``: ``true`` fits no loss: it reports the val-chosen thinking gain of each size's EBTs and its trend with
   size, from the ``thinking/`` folder ``scripts/think.py`` wrote into each EBT job (x=params|depth;
-  :mod:`ebt.analysis.scaling.thinking`); ``select_on``: the split that chooses the setting (default ``val``).
+  :mod:`ebt.analysis.scaling.thinking`); ``select_on``: the split that chooses the setting (default ``val``). The
+  metric is the one think.py scored; ``metric``, ``ratio``, ``x_min`` and ``x_max`` are not used.
 
 Writes into ``out`` (each file atomically): ``points.csv`` (every seed's point: objective, size, seed, step, X, L),
 ``fits.csv`` and ``table.md`` (per objective the power law ``L = a X^-b`` and, with >= 4 distinct X, ``L = a X^-b + c``,

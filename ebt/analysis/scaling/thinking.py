@@ -10,11 +10,14 @@ in-sample (>= 0 by construction); on every other split it is held out, so only t
 Reported per split and size: the mean gain over seeds with its 95 % t-interval (:func:`ebt.analysis.stats.
 mean_interval`), the seeds' chosen settings; per split the **trend**, the least-squares slope of the gain (in
 percentage points) against ``log10 X`` over the size means, with a 95 % bootstrap interval over seeds (each draw
-resamples every size's seeds with replacement, the same seed labels for every split: :mod:`ebt.analysis.scaling.fit`,
-whose variance correction it shares). "Thinking helps more at scale" is a positive trend whose interval excludes 0.
+resamples every size's seeds with replacement: the draws and variance correction of :mod:`ebt.analysis.scaling.fit`,
+without its floor at 0, since a gain may be negative). "Thinking helps more at scale" is a positive trend whose
+interval excludes 0.
 
 Jobs without a ``thinking/`` folder (predictors, EBTs not evaluated yet) are left out: the EBT ones with one stderr
-line naming the command that evaluates them.
+line naming the command that evaluates them. A job whose gain on a split is undefined (that split lacks the chosen
+setting, or its trained value is 0) is left out of that split, also with one stderr line, so the means, seed counts,
+trends and draws of a split all use the same jobs.
 """
 
 import math
@@ -29,7 +32,7 @@ from ebt.analysis.scaling import fit as fits
 from ebt.analysis.scaling.fit import Series, seed_means
 from ebt.analysis.scaling.runs import Run, size_x
 from ebt.analysis.stats import mean_interval
-from ebt.analysis.thinking.selection import thinking_improvement
+from ebt.analysis.thinking.selection import thinking_improvement, trained_row
 from ebt.analysis.thinking.think_seeds import load_seed
 from ebt.errors import DataError
 
@@ -55,47 +58,51 @@ def thinking_runs(runs: list[Run]) -> list[Run]:
     return evaluated
 
 
-def gains(runs: list[Run], axis: str, params: str, select_on: str) -> tuple[str, dict[str, list[Series]], dict]:
-    """``(metric, {split: one Series per size of the gain}, {(split, size): [chosen settings]})``."""
+Settings = dict[tuple[str, str], list[str]]  # (split, size) -> the setting each seed chose
+
+
+def gains(runs: list[Run], axis: str, params: str, select_on: str) -> tuple[str, dict[str, list[Series]], Settings]:
+    """``(metric, {split: one Series per size of the gain in %}, chosen settings)``."""
     per_split: dict[str, dict[str, Series]] = {}
-    settings: dict[tuple[str, str], list[str]] = {}
-    metric = None
+    settings: Settings = {}
+    metric: str | None = None
+    undefined = []
     for run in sorted(runs, key=lambda r: (r.size, r.seed)):
+        folder = run.job.path / "thinking"
         meta, rows = load_seed(run.job.path)
         if metric not in (None, meta["metric"]):
-            raise DataError(f"{run.job.path}: its thinking table scores {meta['metric']}, another job's {metric}; "
-                            "pass one grid of one task")
-        metric = meta["metric"]
-        found = thinking_improvement(rows, "value", meta["metric_mode"], meta["trained_steps"], select_on=select_on)
-        if select_on not in found:
-            raise DataError(f"{run.job.path / 'thinking'}: no {select_on} split to choose the setting on; "
-                            "evaluate it with scripts/think.py (splits=null: every split)")
+            raise DataError(f"{folder}: its thinking table scores {meta['metric']}, another job's {metric}; pass one "
+                            "grid of one task")
+        metric, trained = meta["metric"], meta["trained_steps"]
+        if trained_row(rows, select_on, trained) is None:
+            raise DataError(f"{folder}: no {select_on} row at the trained setting (best-of-1, {trained} steps); rerun "
+                            f"scripts/think.py on {select_on} with {trained} among steps=")
+        found = thinking_improvement(rows, "value", meta["metric_mode"], trained, select_on=select_on)
         for split, entry in found.items():
-            series = per_split.setdefault(split, {}).setdefault(run.size, Series(run.size, {0: size_x(run, axis,
-                                                                                                       params)}))
+            if not math.isfinite(entry["improvement"]):
+                undefined.append(f"{run.job.path.name} on {split}")
+                continue
+            x = {0: size_x(run, axis, params)}
+            series = per_split.setdefault(split, {}).setdefault(run.size, Series(run.size, x))
             if run.seed in series.values:
                 raise DataError(f"two evaluated jobs of {run.size} seed {run.seed}: pass one grid")
             series.values[run.seed] = {0: 100.0 * entry["improvement"]}
             settings.setdefault((split, run.size), []).append(entry["setting"])
+    if undefined:
+        print(f"left out: no gain (the chosen setting missing, or a trained value of 0) for {', '.join(undefined)}",
+              file=sys.stderr, flush=True)
     return str(metric), {split: list(sizes.values()) for split, sizes in per_split.items()}, settings
 
 
-def trend(points: list[tuple[float, float]]) -> float:
-    """The least-squares slope of the gain against ``log10 X`` (percentage points per decade)."""
+def trend(sizes: list[Series], draw: dict[str, list[int]] | None = None) -> float:
+    """The least-squares slope of the mean gain against ``log10 X`` (percentage points per decade) over ``sizes``
+    (``draw[label]``: the seeds to average, a bootstrap draw; default all); NaN with fewer than 2 sizes."""
+    points = [p for s in sizes for p in seed_means(s, draw[s.label] if draw else None, positive=False)]
     x, y = np.array(points, dtype=float).T
     return float(np.polyfit(np.log10(x), y, 1)[0]) if len(set(x.tolist())) >= 2 else math.nan
 
 
-def _trend_draws(series: dict[str, list[Series]], draws: int, seed: int) -> dict[str, list[float]]:
-    """Every split's trend in each paired bootstrap draw (the draws of :mod:`ebt.analysis.scaling.fit`)."""
-    out: dict[str, list[float]] = {split: [] for split in series}
-    for draw in fits.paired_draws(series, draws, seed):
-        for split, sizes in series.items():
-            out[split].append(trend([p for s in sizes for p in seed_means(s, draw[split][s.label])]))
-    return out
-
-
-def summarise(series: dict[str, list[Series]], settings: dict, select_on: str, draws: int,
+def summarise(series: dict[str, list[Series]], settings: Settings, select_on: str, draws: int,
               seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(per split and size rows, per split trend rows)``."""
     rows = []
@@ -106,13 +113,15 @@ def summarise(series: dict[str, list[Series]], settings: dict, select_on: str, d
             rows.append({"split": split, "held_out": split != select_on, "size": s.label, "x": s.x[0],
                          "seeds": len(values), "gain_pct": mean, "gain_low": mean - half, "gain_high": mean + half,
                          "settings": "; ".join(dict.fromkeys(settings[(split, s.label)]))})
-    drawn = _trend_draws(series, draws, seed)
+    drawn: dict[str, list[float]] = {split: [] for split in series}
+    for draw in fits.paired_draws(series, draws, seed):
+        for split, sizes in series.items():
+            drawn[split].append(trend(sizes, draw[split]))
     trends = []
     for split, sizes in series.items():
         low, high = fits.interval(drawn[split]) if max(len(s.values) for s in sizes) > 1 else (math.nan, math.nan)
         trends.append({"split": split, "held_out": split != select_on, "sizes": len(sizes),
-                       "trend_pp_per_decade": trend([p for s in sizes for p in seed_means(s)]),
-                       "trend_low": low, "trend_high": high})
+                       "trend_pp_per_decade": trend(sizes), "trend_low": low, "trend_high": high})
     return rows, trends
 
 
@@ -128,8 +137,13 @@ def _shown(row: dict[str, Any], keys: tuple[str, str, str]) -> str:
     return f"{value:+.3g} [{low:+.3g}, {high:+.3g}]" if math.isfinite(low) else f"{value:+.3g}"
 
 
+def _held_out(row: dict[str, Any]) -> bool:
+    """A row's ``held_out`` (a bool, or its CSV string)."""
+    return str(row["held_out"]) == "True"
+
+
 def _split_label(row: dict[str, Any]) -> str:
-    return row["split"] + ("" if str(row["held_out"]) == "True" else " (in-sample)")
+    return row["split"] + ("" if _held_out(row) else " (in-sample)")
 
 
 def thinking_tables(rows: list[dict[str, Any]], trends: list[dict[str, Any]]) -> str:
@@ -146,22 +160,21 @@ def thinking_tables(rows: list[dict[str, Any]], trends: list[dict[str, Any]]) ->
             + markdown_table(trend_rows, list(trend_rows[0])))
 
 
-def plot(rows: list[dict], xlabel: str, metric: str, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], xlabel: str, metric: str, path: Path) -> None:
     """The gain of each size per split, with its interval (held-out splits solid, the selection split dotted)."""
     from matplotlib.ticker import NullFormatter
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for i, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
-        mine = [{k: _float(r[k]) for k in ("x", "gain_pct", "gain_low", "gain_high")} for r in rows
-                if r["split"] == split]
-        held_out = next(str(r["held_out"]) == "True" for r in rows if r["split"] == split)
+        of_split = [r for r in rows if r["split"] == split]
+        mine = [{k: _float(r[k]) for k in ("x", "gain_pct", "gain_low", "gain_high")} for r in of_split]
         x = np.array([r["x"] for r in mine]) * (1 + 0.02 * i)  # a small offset keeps the error bars apart
         y = np.array([r["gain_pct"] for r in mine])
         err = np.nan_to_num(np.array([[r["gain_pct"] - r["gain_low"], r["gain_high"] - r["gain_pct"]]
                                       for r in mine]).T)
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle="-" if held_out else ":",
-                    label=split + ("" if held_out else " (in-sample)"))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle="-" if _held_out(of_split[0]) else ":",
+                    label=_split_label(of_split[0]))
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set(xscale="log", xlabel=xlabel, ylabel=f"thinking gain, % of {metric} (+ = better)")
     ax.xaxis.set_minor_formatter(NullFormatter())
