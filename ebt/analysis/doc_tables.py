@@ -360,7 +360,7 @@ REASONING = "docs/reasoning"
 REGISTRY: tuple[DocTable, ...] = (
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
     *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), fits_table)
-      for x in ("params", "tokens", "flops", "depth")),
+      for x in ("params", "tokens", "flops", "depth", "bpe_params", "bpe_flops")),
     DocTable("docs/scaling.md", "scaling_thinking", ("docs/scaling/thinking_params/thinking.csv",
                                                      "docs/scaling/thinking_params/thinking_trend.csv"),
              thinking_tables),
