@@ -31,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ebt.analysis.plotting import markdown_table, write_text
+from ebt.analysis.plotting import cell_float, markdown_table, write_text
 from ebt.analysis.scaling.report import fits_table
 from ebt.analysis.scaling.thinking import thinking_tables
 from ebt.analysis.thinking import ood_curve
@@ -130,13 +130,6 @@ def read_rows(path: Path) -> Rows:
 
 
 # ----- formatting -------------------------------------------------------------------------------------------------
-def _float(value: str | None) -> float:
-    try:
-        return float(value) if value not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
 def pm(mean: float, std: float, fmt: str = "{:.2f}", std_fmt: str | None = None) -> str:
     """``mean ± std`` (only the mean when the std is undefined; empty when the mean is)."""
     if math.isnan(mean):
@@ -197,7 +190,7 @@ def thinking_curve(seeds: Rows, *, fmt: str = "{:.3g}", std_fmt: str | None = No
     trained_note = f", trained with {trained}" if trained else ""
 
     def value(r: dict[str, str]) -> str:
-        return pm(_float(r[f"{metric}_mean"]), _float(r[f"{metric}_std"]), fmt, std_fmt)
+        return pm(cell_float(r[f"{metric}_mean"]), cell_float(r[f"{metric}_std"]), fmt, std_fmt)
 
     table = []
     for split in dict.fromkeys(r["split"] for r in seeds):
@@ -220,7 +213,7 @@ def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
     ``ood_curve.csv``."""
     text_columns = {"split", "selected_settings", "gap_from"}
     rows = [{k: (v if k in text_columns else v == "True" if k == "in_sample" else
-                 int(v) if k in ("runs", "longest_steps") else _float(v)) for k, v in r.items()} for r in summary]
+                 int(v) if k in ("runs", "longest_steps") else cell_float(v)) for k, v in r.items()} for r in summary]
     return ood_curve.markdown(rows, metric, trained)
 
 
@@ -239,10 +232,10 @@ def generation_speed(rows: Rows) -> str:
     table = []
     for (model, prompt), by_path in _pairs(rows, ("model", "prompt"), "path").items():
         present = [p for p in ("cached", "compiled", "windowed") if p in by_path]
-        base = _float(by_path["windowed"]["tokens_per_s"])
+        base = cell_float(by_path["windowed"]["tokens_per_s"])
         row = {"model": model, "prompt": prompt}
         row |= {f"tokens/s {p}": by_path[p]["tokens_per_s"] if p in by_path else "" for p in GENERATION_PATHS}
-        row |= {f"speedup {p}": f"**{_float(by_path[p]['tokens_per_s']) / base:.1f}x**" if p in by_path else ""
+        row |= {f"speedup {p}": f"**{cell_float(by_path[p]['tokens_per_s']) / base:.1f}x**" if p in by_path else ""
                 for p in GENERATION_PATHS[:2]}
         row |= {f"ms/token {p}": by_path[p]["token_ms"] if p in by_path else "" for p in GENERATION_PATHS}
         row["first token ms (" + " / ".join(GENERATION_PATHS) + ")"] = " / ".join(
@@ -268,13 +261,13 @@ def world_model_tuning(tuning: Rows) -> str:
     families = {"EBT": [r for r in tuning if r["objective"] != "predict"],
                 "predictor": [r for r in tuning if r["objective"] == "predict"]}
     for family, rows in families.items():
-        best = max((_float(r["val_psnr"]) for r in rows), default=math.nan)
+        best = max((cell_float(r["val_psnr"]) for r in rows), default=math.nan)
         for r in rows:
-            val = f"{_float(r['val_psnr']):.2f}"
+            val = f"{cell_float(r['val_psnr']):.2f}"
             table.append({"model": family if family == "predictor" else f"EBT `{r['objective']}`",
                           "setting": r["setting"], "steps": r["steps"],
-                          "val PSNR": f"**{val}**" if _float(r["val_psnr"]) == best else val,
-                          **{f"{s} PSNR": f"{_float(r[f'{s}_psnr']):.2f}" for s in SPLITS[1:]}})
+                          "val PSNR": f"**{val}**" if cell_float(r["val_psnr"]) == best else val,
+                          **{f"{s} PSNR": f"{cell_float(r[f'{s}_psnr']):.2f}" for s in SPLITS[1:]}})
     return markdown_table(table, list(table[0]))
 
 
@@ -296,14 +289,14 @@ def world_model_next_frame(next_frame: Rows, seeds: Rows, headline: Rows, *, tra
     table = []
     for split in dict.fromkeys(r["split"] for r in next_frame):
         def values(method: str, column: str = "psnr", split: str = split) -> list[float]:
-            return [_float(r[column]) for r in next_frame if r["method"] == method and r["split"] == split]
+            return [cell_float(r[column]) for r in next_frame if r["method"] == method and r["split"] == split]
 
         stats = {"copy last frame": mean_std(values("EBT", "copy_last_psnr")),
                  "predictor": mean_std(values("predictor")),
                  f"EBT, {trained} steps (trained)": mean_std(values("EBT"))}
         row = next((r for r in seeds if r["split"] == split and r["mode"] == "fixed" and r["best_of"] == best_of
                     and r["steps"] == steps), None)
-        stats[chosen] = (_float(row["psnr_mean"]), _float(row["psnr_std"])) if row else (math.nan, math.nan)
+        stats[chosen] = (cell_float(row["psnr_mean"]), cell_float(row["psnr_std"])) if row else (math.nan, math.nan)
         cells = bold_best({k: pm(*v) for k, v in stats.items()}, {k: v[0] for k, v in stats.items()})
         seeds_n = len(values("EBT"))
         table.append({"split": split, "seeds": seeds_n, **cells})
@@ -324,8 +317,8 @@ def world_model_rollouts(rollouts: Rows) -> str:
         cells = {m: {} for m in methods}
         for h in horizons:
             at = {r["method"]: r for r in mine if int(r["horizon"]) == h}
-            shown = bold_best({m: pm(_float(r["psnr_mean"]), _float(r["psnr_std"])) for m, r in at.items()},
-                              {m: _float(r["psnr_mean"]) for m, r in at.items()})
+            shown = bold_best({m: pm(cell_float(r["psnr_mean"]), cell_float(r["psnr_std"])) for m, r in at.items()},
+                              {m: cell_float(r["psnr_mean"]) for m, r in at.items()})
             for m, c in shown.items():
                 cells[m][f"+{h}"] = c
         seeds = {m: next(r["seeds"] for r in mine if r["method"] == m) for m in methods}
@@ -342,7 +335,7 @@ def world_model_rollout_settings(rollouts: Rows) -> str:
         for setting in dict.fromkeys(r["ebt_thinking"] for r in rollouts):
             at = {int(r["horizon"]): r for r in rollouts if r["split"] == split and r["ebt_thinking"] == setting}
             table.append({"split": split, "EBT thinking per frame": setting,
-                          **{f"+{h}": f"{_float(at[h]['psnr']):.2f}" for h in horizons if h in at}})
+                          **{f"+{h}": f"{cell_float(at[h]['psnr']):.2f}" for h in horizons if h in at}})
     return markdown_table(table, ["split", "EBT thinking per frame", *(f"+{h}" for h in horizons)])
 
 
@@ -350,7 +343,7 @@ def world_model_longer(longer: Rows) -> str:
     """Seed 0 trained 3000 steps (``longer_training_seed0.csv``): PSNR per split at each evaluation."""
     table = [{"model": r["model"], "training step": r["step"], "evaluated by": r["source"],
               "thinking steps": r["steps_thinking"],
-              **{f"{s} PSNR": f"{_float(r[f'{s}_psnr']):.2f}" for s in SPLITS}} for r in longer]
+              **{f"{s} PSNR": f"{cell_float(r[f'{s}_psnr']):.2f}" for s in SPLITS}} for r in longer]
     return markdown_table(table, list(table[0]))
 
 

@@ -77,6 +77,14 @@ def cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def cell_float(value: Any) -> float:
+    """A table cell read back as a float (what :func:`cell` wrote, or a number): empty or not a number is NaN."""
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A markdown table of ``columns`` (a missing cell is empty; ``|`` in a cell is escaped)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

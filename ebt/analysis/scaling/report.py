@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from ebt.analysis.plotting import cell, markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.plotting import cell, cell_float, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.scaling import fit as fits
 from ebt.analysis.scaling import thinking
 from ebt.analysis.scaling.fit import Fit, Fitted, fit_points
@@ -125,15 +125,8 @@ NUMBERS = ("b", "b_low", "b_high", "a", "c", "c_low", "c_high")
 
 def fits_table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of :func:`fit_rows`' rows, or of the same rows read back from ``fits.csv`` (strings)."""
-    parsed = [{k: _as_float(v) if k in NUMBERS else v for k, v in r.items() if v != ""} for r in rows]
+    parsed = [{k: cell_float(v) if k in NUMBERS else v for k, v in r.items() if v != ""} for r in rows]
     return markdown_table([_shown(r) for r in parsed], list(_shown(parsed[0])))
-
-
-def _as_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ebt.analysis.plotting import cell, markdown_table, pyplot, save_figure, write_csv, write_text
+from ebt.analysis.plotting import cell, cell_float, markdown_table, pyplot, save_figure, write_csv, write_text
 from ebt.analysis.scaling import fit as fits
 from ebt.analysis.scaling.fit import Series, seed_means
 from ebt.analysis.scaling.runs import Run, size_x
@@ -78,12 +78,12 @@ def gains(runs: list[Run], axis: str, params: str, select_on: str) -> tuple[str,
             raise DataError(f"{folder}: no {select_on} row at the trained setting (best-of-1, {trained} steps); rerun "
                             f"scripts/think.py on {select_on} with {trained} among steps=")
         found = thinking_improvement(rows, "value", meta["metric_mode"], trained, select_on=select_on)
+        x = size_x(run, axis, params)
         for split, entry in found.items():
             if not math.isfinite(entry["improvement"]):
                 undefined.append(f"{run.job.path.name} on {split}")
                 continue
-            x = {0: size_x(run, axis, params)}
-            series = per_split.setdefault(split, {}).setdefault(run.size, Series(run.size, x))
+            series = per_split.setdefault(split, {}).setdefault(run.size, Series(run.size, {0: x}))
             if run.seed in series.values:
                 raise DataError(f"two evaluated jobs of {run.size} seed {run.seed}: pass one grid")
             series.values[run.seed] = {0: 100.0 * entry["improvement"]}
@@ -125,15 +125,8 @@ def summarise(series: dict[str, list[Series]], settings: Settings, select_on: st
     return rows, trends
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _shown(row: dict[str, Any], keys: tuple[str, str, str]) -> str:
-    value, low, high = (_float(row[k]) for k in keys)
+    value, low, high = (cell_float(row[k]) for k in keys)
     return f"{value:+.3g} [{low:+.3g}, {high:+.3g}]" if math.isfinite(low) else f"{value:+.3g}"
 
 
@@ -149,7 +142,7 @@ def _split_label(row: dict[str, Any]) -> str:
 def thinking_tables(rows: list[dict[str, Any]], trends: list[dict[str, Any]]) -> str:
     """The gain and trend tables of :func:`summarise`'s rows, or of the same rows read back from ``thinking.csv`` and
     ``thinking_trend.csv`` (strings)."""
-    gain_rows = [{"split": _split_label(r), "size": r["size"], "X": cell(_float(r["x"])), "seeds": r["seeds"],
+    gain_rows = [{"split": _split_label(r), "size": r["size"], "X": cell(cell_float(r["x"])), "seeds": r["seeds"],
                   "gain % [95 % CI]": _shown(r, ("gain_pct", "gain_low", "gain_high")),
                   "chosen settings": r["settings"]} for r in rows]
     trend_rows = [{"split": _split_label(r), "sizes": r["sizes"],
@@ -168,7 +161,7 @@ def plot(rows: list[dict[str, Any]], xlabel: str, metric: str, path: Path) -> No
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for i, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
         of_split = [r for r in rows if r["split"] == split]
-        mine = [{k: _float(r[k]) for k in ("x", "gain_pct", "gain_low", "gain_high")} for r in of_split]
+        mine = [{k: cell_float(r[k]) for k in ("x", "gain_pct", "gain_low", "gain_high")} for r in of_split]
         x = np.array([r["x"] for r in mine]) * (1 + 0.02 * i)  # a small offset keeps the error bars apart
         y = np.array([r["gain_pct"] for r in mine])
         err = np.nan_to_num(np.array([[r["gain_pct"] - r["gain_low"], r["gain_high"] - r["gain_pct"]]
