@@ -194,7 +194,10 @@ def test_metrics_score_the_nearer_free_mode_and_are_ratios_of_sums():
 
 
 @pytest.mark.parametrize(("options", "match"), [({"horizon": 0}, "horizon"), ({"horizon": 4, "execute": 5}, "execute"),
-                                                ({"radius": 0.0}, "radius"), ({"max_steps": 0}, "max_steps")])
+                                                ({"radius": 0.0}, "radius"), ({"max_steps": 0}, "max_steps"),
+                                                ({"ood_radius": 0.0}, "ood_radius"),
+                                                ({"ood_radius": -0.45}, "ood_radius"),
+                                                ({"ood_radius": float("nan")}, "ood_radius")])
 def test_bad_options_are_config_errors(options, match):
     with pytest.raises(ConfigError, match=match):
         Nav2D(**options)
@@ -208,3 +211,68 @@ def test_ood_starts_are_off_the_demonstrated_paths():
     gap = (ood.agent - ood.obstacle).norm(dim=-1) - task.world.radius
     assert gap.min() > 0.0  # never inside the obstacle
     assert np.isclose(float((ood.agent[:, 1] > 0).double().mean()), 0.5, atol=0.1)
+
+
+def test_the_default_ood_split_is_unchanged():
+    """Without ood_radius the ood batches are those from before the option (sums pinned from that code)."""
+    task = Nav2D(seed=0)
+    assert task.world_for("ood") is task.world
+    assert task.describe() == ("nav2d: reach the goal past an obstacle (radius 0.3), bimodal demonstrations, action "
+                               "chunks of 8 (execute 4)")
+    batch = task.make_batch("ood", 0, 64)
+    sums = {k: float(v.double().sum()) for k, v in batch.items()}
+    assert sums["inputs"] == pytest.approx(1219.6985365998698, rel=1e-6)
+    assert sums["targets"] == pytest.approx(279.125870667398, rel=1e-6)
+    assert sums["modes"] == pytest.approx(495.8439531738404, rel=1e-6)
+    assert (sums["mode_free"], sums["bimodal"], sums["side"]) == (110.0, 4.0, 12.0)
+    same = Nav2D(seed=0, ood_radius=0.3).make_batch("ood", 0, 64)  # the training radius, given: the same split
+    assert all(torch.equal(batch[k], same[k]) for k in batch)
+
+
+def test_ood_radius_enlarges_the_ood_obstacle_only():
+    task, default = Nav2D(seed=0, ood_radius=0.45), Nav2D(seed=0)
+    ood = task.world_for("ood")
+    assert ood.radius == 0.45 and ood.margin == task.world.margin and ood.max_step == task.world.max_step
+    assert all(task.world_for(split) is task.world and task.world.radius == 0.3 for split in ("train", "val", "test"))
+    assert "ood obstacle radius 0.45" in task.describe()
+    for split in ("train", "val", "test"):  # the other splits' batches and rollout starts are unchanged
+        a, b = task.make_batch(split, 0, 64), default.make_batch(split, 0, 64)
+        assert all(torch.equal(a[k], b[k]) for k in a), split
+        assert torch.equal(task.scenes(split, 0, 64).agent, default.scenes(split, 0, 64).agent)
+    assert not torch.equal(task.make_batch("ood", 0, 64)["inputs"], default.make_batch("ood", 0, 64)["inputs"])
+    with pytest.raises(ValueError, match="unknown split"):
+        task.world_for("dev")
+
+
+def test_ood_radius_demonstrations_and_modes_go_round_the_larger_obstacle():
+    task = Nav2D(seed=0, ood_radius=0.45)
+    w = task.world_for("ood")
+    for index in range(2):  # demonstrations: collision-free against the larger obstacle, every one reaches the goal
+        rng = task.rng("ood", index)
+        demos = demonstrate(rng, sample_scenes(rng, 250, "ood", w), w, random_side=False)
+        for t in range(demos.actions.shape[0]):
+            hit = step(Scene(demos.agent[t], demos.scene.goal, demos.scene.obstacle), demos.actions[t], w).collided
+            assert not bool((hit & (t < demos.length)).any()), f"batch {index}: a demonstration collides at step {t}"
+        assert bool((demos.length < w.max_steps).all())
+    batch = task.make_batch("ood", 0, 256)
+    obs = batch["inputs"][:, 0, :8].double()
+    scene = Scene(obs[:, :2], obs[:, :2] + obs[:, 2:4], obs[:, :2] + obs[:, 4:6], obs[:, 6:8] * w.max_step)
+    assert bool(((scene.agent - scene.obstacle).norm(dim=-1) > 0.45).all())
+    assert not bool(_collides(scene, batch["targets"].double() * w.max_step, w).any())  # no demonstrated chunk
+    collides = torch.stack([_collides(scene, batch["modes"][:, k].double() * w.max_step, w) for k in range(2)], 1)
+    assert torch.equal(batch["mode_free"], ~collides)  # mode_free is against the larger obstacle ...
+    assert bool(batch["mode_free"].any(dim=1).all())  # ... with a collision-free mode in every sample
+    small = torch.stack([_collides(scene, batch["modes"][:, k].double() * w.max_step, task.world) for k in range(2)], 1)
+    assert bool((collides & ~small).any())  # some modes miss the training obstacle but not the larger one
+
+
+def test_ood_radius_rollout_starts_face_the_larger_obstacle():
+    task = Nav2D(seed=0, ood_radius=0.45)
+    w = task.world_for("ood")
+    ood = task.scenes("ood", 0, 2000)
+    gap = (ood.agent - ood.obstacle).norm(dim=-1) - 0.45  # the documented 0.12-0.3 from the larger obstacle's edge
+    assert 0.12 - 1e-9 <= gap.min() < 0.125 and 0.295 < gap.max() <= 0.3 + 1e-9
+    nearer = _expert_policy(task, lambda s: expert_chunk(s, side_of(s.agent, s.goal, s.obstacle), task.horizon, w))
+    out = rollout(task.scenes("ood", 0, 1024), nearer, w, execute=1)
+    # the noise-free expert clips the larger obstacle from the closest starts only (module docstring: about 7 %)
+    assert 0.03 < out["collision"].float().mean() < 0.12 and not bool(out["timeout"].any())

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import ebt.analysis.task_eval.policy_eval as policy_eval_module
 from ebt.analysis.doc_tables import fill_doc
 from ebt.analysis.plotting import write_csv
 from ebt.analysis.task_eval.policy_eval import (
@@ -67,6 +68,20 @@ def test_rollouts_count_passes_and_are_deterministic(tmp_path, objective, settin
                                  zip(first.values(), again.values(), strict=True))
     assert first["passes"] == pytest.approx(passes)
     assert first["success"] + first["collision"] + first["timeout"] == pytest.approx(1.0)
+
+
+def test_rollouts_run_in_the_world_of_their_split(tmp_path, monkeypatch):
+    policy, task = _policy(tmp_path, "predict", "data.task.ood_radius=0.45")
+    radii, original = [], policy_eval_module.rollout
+
+    def record(scene, planner, world, **kwargs):
+        radii.append(world.radius)
+        return original(scene, planner, world, **kwargs)
+
+    monkeypatch.setattr(policy_eval_module, "rollout", record)
+    for split in ("val", "ood"):
+        run_episodes(policy, task, Setting("predict", "predictor"), split, 2)
+    assert radii == [0.3, 0.45]
 
 
 def test_ebt_evaluation_has_energy_scores_and_gated_rows(tmp_path):

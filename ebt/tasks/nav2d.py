@@ -22,6 +22,13 @@ side's chunk drives through it and is no mode at all), ``bimodal`` (B,) bool (bo
 different: the choice of side is still open) and ``side`` (B,) (+-1, the demonstration's side). A step from which
 neither mode is collision-free (about 0.1 % of ``ood`` samples) is drawn again from the same demonstration.
 
+A harder ``ood`` split (``ood_radius``, default ``None``: the training ``radius``): the ``ood`` split's world
+(:meth:`Nav2D.world_for`: its batches, rollout starts, modes and collisions) has an obstacle of radius ``ood_radius``,
+unseen in training (the observation does not hold the radius); train / val / test keep ``radius``. Its starts lie the
+same 0.12-0.3 from that obstacle's edge, and the demonstrator keeps its ``margin`` beyond it. With a larger radius
+its noise-free straight path to the waypoint clips the obstacle from the closest starts (about 7 % of them at 0.45):
+demonstrations still never collide (their noise is drawn again) and ``mode_free`` marks those modes.
+
 Metrics (offline; success in closed loop is measured by rollouts, :mod:`ebt.analysis.task_eval.policy_eval`):
 ``mode_mse`` (headline, lower is better: per sample the MSE to the *nearer collision-free* noise-free mode chunk; an
 average of the modes is far from both, and a chunk through the obstacle scores against the mode that goes round it),
@@ -34,6 +41,7 @@ per plan) is read by the evaluation.
 """
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -66,7 +74,7 @@ class Nav2D(Task):
 
     def __init__(self, *, horizon: int = 8, execute: int = 4, radius: float = 0.3, max_step: float = 0.1,
                  goal_tol: float = 0.1, max_steps: int = 40, margin: float = 0.2, start_jitter: float = 0.05,
-                 demo_noise: float = 0.3, seed: int = 0) -> None:
+                 demo_noise: float = 0.3, ood_radius: float | None = None, seed: int = 0) -> None:
         super().__init__(seed=seed)
         if horizon < 1:
             raise ConfigError(f"data.task.horizon must be >= 1 (actions per chunk), got {horizon}")
@@ -75,6 +83,11 @@ class Nav2D(Task):
                               "per plan)")
         self.world = World(radius=radius, max_step=max_step, goal_tol=goal_tol, max_steps=max_steps, margin=margin,
                            start_jitter=start_jitter, demo_noise=demo_noise)
+        if ood_radius is not None and not ood_radius > 0:
+            raise ConfigError(f"data.task.ood_radius must be > 0 (the ood split's obstacle radius; null: the training "
+                              f"radius), got {ood_radius}")
+        self.ood_radius = ood_radius
+        self.ood_world = self.world if ood_radius is None else replace(self.world, radius=float(ood_radius))
         self.horizon, self.execute = horizon, execute
         self.input_dim, self.output_dim, self.max_len = OBS_DIM + horizon, 2, horizon
 
@@ -82,6 +95,11 @@ class Nav2D(Task):
         if split not in SPLIT_STARTS:
             raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_STARTS)}")
         return SPLIT_STARTS[split]
+
+    def world_for(self, split: str) -> World:
+        """The world of ``split``: ``ood`` has the obstacle radius ``ood_radius`` when set, every split else
+        ``radius``."""
+        return self.ood_world if self.starts(split) == "ood" else self.world
 
     def tokens(self, obs: torch.Tensor) -> torch.Tensor:
         """Model inputs (B, H, 8 + H) from observations (B, 8): the observation and a one-hot step index per token."""
@@ -93,23 +111,22 @@ class Nav2D(Task):
 
     def scenes(self, split: str, index: int, n: int) -> Scene:
         """``n`` evaluation starts of ``split`` for rollouts (fixed for the seed)."""
-        return sample_scenes(self.rng(split, ROLLOUT_OFFSET + index), n, self.starts(split), self.world)
+        return sample_scenes(self.rng(split, ROLLOUT_OFFSET + index), n, self.starts(split), self.world_for(split))
 
     def make_batch(self, split: str, index: int, batch_size: int) -> dict[str, torch.Tensor]:
         rng = self.rng(split, index)
-        starts = self.starts(split)
-        demos = demonstrate(rng, sample_scenes(rng, batch_size, starts, self.world), self.world,
-                            random_side=starts == "demo")
+        starts, world = self.starts(split), self.world_for(split)
+        demos = demonstrate(rng, sample_scenes(rng, batch_size, starts, world), world, random_side=starts == "demo")
         rows = torch.arange(batch_size)
         t = torch.from_numpy(rng.integers(0, 2**62, batch_size)) % demos.length.clamp_min(1)  # a step before the goal
-        modes, free = self._modes(demos, t, rows)
+        modes, free = self._modes(demos, t, rows, world)
         for _ in range(MAX_STEP_REDRAWS):  # a state from which both sides collide is no sample of a choice of mode
             stuck = ~free.any(dim=1)
             if not bool(stuck.any()):
                 break
             redraw = torch.from_numpy(rng.integers(0, 2**62, int(stuck.sum()))) % demos.length[stuck].clamp_min(1)
             t[stuck] = redraw
-            modes[stuck], free[stuck] = self._modes(demos, t[stuck], rows[stuck])
+            modes[stuck], free[stuck] = self._modes(demos, t[stuck], rows[stuck], world)
         if not bool(free.any(dim=1).all()):
             raise RuntimeError("nav2d: a demonstration has no step with a collision-free mode")
         scene = self._state(demos, t, rows)
@@ -117,8 +134,8 @@ class Nav2D(Task):
         steps = t[None, :] + torch.arange(self.horizon)[:, None]  # (H, B)
         chunk = padded[steps, rows[None, :]].transpose(0, 1)  # (B, H, 2)
         front = offsets(scene.agent, scene.goal, scene.obstacle)[0] < 0
-        scale = self.world.max_step
-        return {"inputs": self.tokens(observe(scene, self.world)).float(), "targets": (chunk / scale).float(),
+        scale = world.max_step
+        return {"inputs": self.tokens(observe(scene, world)).float(), "targets": (chunk / scale).float(),
                 "modes": (modes / scale).float(), "mode_free": free, "bimodal": front & free.all(dim=1),
                 "side": demos.side.float()}
 
@@ -127,13 +144,14 @@ class Nav2D(Task):
         return Scene(demos.agent[t, rows], demos.scene.goal[rows], demos.scene.obstacle[rows],
                      demos.prev_action[t, rows])
 
-    def _modes(self, demos: Demonstrations, t: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _modes(self, demos: Demonstrations, t: torch.Tensor, rows: torch.Tensor,
+               world: World) -> tuple[torch.Tensor, torch.Tensor]:
         """The noise-free chunks (B, 2, H, 2) of both sides (+1, -1) from step ``t`` of demonstrations ``rows`` and
-        which are collision-free (B, 2)."""
+        which are collision-free (B, 2) in ``world``."""
         scene = self._state(demos, t, rows)
-        modes = torch.stack([expert_chunk(scene, torch.full((len(rows),), s), self.horizon, self.world)
+        modes = torch.stack([expert_chunk(scene, torch.full((len(rows),), s), self.horizon, world)
                              for s in (1.0, -1.0)], dim=1)
-        free = torch.stack([~chunk_collides(scene, modes[:, k], self.world) for k in range(2)], dim=1)
+        free = torch.stack([~chunk_collides(scene, modes[:, k], world) for k in range(2)], dim=1)
         return modes, free
 
     # ----- metrics --------------------------------------------------------------------------------------------
@@ -163,5 +181,6 @@ class Nav2D(Task):
 
     def describe(self) -> str:
         w = self.world
+        ood = "" if self.ood_radius is None else f"; ood obstacle radius {self.ood_radius:g}"
         return (f"nav2d: reach the goal past an obstacle (radius {w.radius:g}), bimodal demonstrations, action "
-                f"chunks of {self.horizon} (execute {self.execute})")
+                f"chunks of {self.horizon} (execute {self.execute}){ood}")

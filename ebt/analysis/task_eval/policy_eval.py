@@ -179,7 +179,8 @@ def run_episodes(objective: Objective, task: Nav2D, setting: Setting, split: str
     planner = Planner(objective, task, setting, threshold)
     torch.manual_seed(seed)
     with frozen(objective):
-        out = rollout(task.scenes(split, 0, episodes), planner, task.world, execute=execute, on_plan=planner.on_plan)
+        out = rollout(task.scenes(split, 0, episodes), planner, task.world_for(split), execute=execute,
+                      on_plan=planner.on_plan)
     success = out["success"]
     wins = int(success.sum())
     return {"success": float(success.double().mean()), "collision": float(out["collision"].double().mean()),
@@ -203,7 +204,7 @@ def energy_scores(ebt: Objective, task: Nav2D, episodes: int, steps: Sequence[in
     """Energy AUROC (val negative, ood positive) after each of ``steps`` thinking steps, on rollout start states
     (``auroc_starts_<S>``) and on offline demonstration states (``auroc_demos_<S>``), and the mean energies."""
     torch.manual_seed(seed)
-    inputs = {"starts": {split: task.tokens(observe(task.scenes(split, 0, episodes), task.world).float())
+    inputs = {"starts": {split: task.tokens(observe(task.scenes(split, 0, episodes), task.world_for(split)).float())
                          for split in ("val", "ood")},
               "demos": {split: task.make_batch(split, 0, episodes)["inputs"] for split in ("val", "ood")}}
     out: dict[str, Any] = {"mean_energy": {}}
@@ -232,7 +233,7 @@ def plan_energies(ebt: Objective, task: Nav2D, steps: int, episodes: int, *, spl
 
     torch.manual_seed(seed)
     with frozen(ebt):
-        rollout(task.scenes(split, 0, episodes), policy, task.world, execute=task.execute,
+        rollout(task.scenes(split, 0, episodes), policy, task.world_for(split), execute=task.execute,
                 on_plan=lambda call, active: state.__setitem__("active", active))
     return torch.cat(recorded)
 
