@@ -360,8 +360,25 @@ def test_landscape_schedule_anneals_from_the_smoothest_and_stays_on_the_sharpest
     assert [ladder.sigma(k) for k in range(3)] == [0.5, 1.0, 1.5]
     geometric = Landscapes(count=3, noise=2.0, schedule="geometric", min_noise=0.01)
     assert [geometric.sigma(k) for k in range(3)] == pytest.approx([0.02, 0.2, 2.0])  # down to 1 % of the noise
-    with pytest.raises(ConfigError, match="landscape_schedule='cosine' is not one of linear, geometric"):
+    with pytest.raises(ConfigError, match="landscape_schedule='cosine' is not one of linear, geometric, loguniform"):
         Landscapes(schedule="cosine")
+
+
+def test_loguniform_noise_draws_each_samples_scale_from_the_whole_range():
+    from ebt.objectives.landscapes import Landscapes
+
+    torch.manual_seed(0)
+    noise = Landscapes(noise=2.0, schedule="loguniform", min_noise=0.01).noise_like(0, torch.zeros(4000, 16, 3))
+    scale = noise.flatten(1).std(dim=1)  # one sigma per sample, shared by its entries
+    assert scale.min() < 0.03 and scale.max() > 1.7  # from about 0.02 to 2.0
+    log_scale = scale.log()  # log-uniform: uniform in [log 0.02, log 2]
+    quartiles = torch.quantile(log_scale, torch.tensor([0.25, 0.5, 0.75]))
+    expected = math.log(0.02) + torch.tensor([0.25, 0.5, 0.75]) * (math.log(2.0) - math.log(0.02))
+    torch.testing.assert_close(quartiles, expected, atol=0.15, rtol=0)
+    fixed = Landscapes(noise=2.0).noise_like(0, torch.zeros(4000, 16, 3))
+    assert abs(float(fixed.std()) - 2.0) < 0.05  # the other schedules: one sigma for the batch
+    with pytest.raises(ConfigError, match="loguniform draws each sample's noise .* landscapes=2"):
+        Landscapes(count=2, schedule="loguniform")
 
 
 def test_each_thinking_step_reads_its_landscape_and_long_trajectories_extend_short_ones(tmp_path):

@@ -263,3 +263,20 @@ def test_baseline_must_be_a_predictor_and_ckpt_is_required(ebt_ckpt):
     with (initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)),
           pytest.raises(ConfigError, match="ckpt= is required")):
         think(compose("think"))
+
+
+def test_backtracking_is_switched_on_for_the_evaluation_of_a_checkpoint_trained_without_it(ebt_ckpt, tmp_path):
+    overshooting = write_checkpoint(tmp_path, "big_steps", "data=linear_solve", "data.task.n=4", "model/objective=ebt",
+                                    "model.objective.energy_form=squared", "model.objective.alpha=1e8")  # overshoots
+
+    def energies(*overrides):
+        rows = think(think_config(overshooting, "steps=[1,2,4,8]", "best_of=[1]", "splits=[val]", f"out_dir={tmp_path}",
+                                  *overrides))
+        return [r["energy"] for r in rows if r["mode"] == "fixed"]
+
+    plain, undone = energies(), energies("backtrack=true")
+    assert energies("backtrack=false") == plain  # the run's own setting (off)
+    assert all(later <= earlier + 1e-6 for earlier, later in zip(undone, undone[1:], strict=False))
+    assert any(later > earlier for earlier, later in zip(plain, plain[1:], strict=False))  # plain steps overshoot
+    with pytest.raises(ConfigError, match="backtrack='sometimes' must be true, false or null"):
+        think(think_config(ebt_ckpt, "backtrack=sometimes"))

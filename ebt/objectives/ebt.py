@@ -188,7 +188,7 @@ class EBT(EnergyModel):
         landscapes = self.config.landscapes
         k = int(torch.randint(0, landscapes.count, ()))
         target = positive_candidate(self.task, batch, final, self.config.contrastive)
-        noisy = target + landscapes.sigma(k) * torch.randn_like(target)
+        noisy = target + landscapes.noise_like(k, target)
         thought = self.think(batch, steps=1, training=True, init=noisy, start=landscapes.first_step(k))
         return prediction_loss(self.task, thought.candidates[-1], batch, self.continuous_loss)
 

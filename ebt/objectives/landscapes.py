@@ -22,7 +22,12 @@ Here, in the EBT's own terms:
   place of the squared error on the gradient. The noise ladder (``landscape_schedule``): ``linear``,
   ``sigma_k = landscape_noise * (k + 1) / K`` (the sharpest landscape still sees ``landscape_noise / K``), or
   ``geometric``, ``sigma_k = landscape_noise * r^((K - 1 - k) / (K - 1))`` with ``r = landscape_min_noise`` (IRED's
-  levels reach down to about 1 % of the largest: the sharpest landscape learns to stay put near the answer).
+  levels reach down to about 1 % of the largest: the sharpest landscape learns to stay put near the answer), or
+  ``loguniform`` (one landscape only): each sample draws its own ``sigma = landscape_noise * r^u``, ``u ~ U[0, 1]``,
+  so one energy learns to undo every noise scale from ``landscape_noise`` down to ``r`` times it. A step from a
+  candidate near the answer must then stay near it: the answer is a fixed point of the step map, and extra steps
+  stay put (Equilibrium Matching's target gradient, arXiv 2510.02300, section 3, vanishes on the data for the same
+  reason).
 
 Deviations from IRED: a linear or geometric noise ladder instead of a cosine diffusion schedule; no
 accept-if-the-energy-fell test in the optimisation steps (``backtrack`` is the evaluation-time analogue); noised
@@ -31,7 +36,11 @@ candidates are not rescaled by ``sqrt(alpha_bar)``.
 
 from dataclasses import dataclass
 
+import torch
+
 from ebt.errors import ConfigError
+
+SCHEDULES = ("linear", "geometric", "loguniform")
 
 
 @dataclass
@@ -42,7 +51,7 @@ class Landscapes:
     steps: int = 1  # m: thinking steps on each landscape before moving to a sharper one
     noise: float = 1.0  # sigma of the smoothest landscape's denoising supervision
     weight: float = 0.0  # weight of the denoising supervision; 0: off
-    schedule: str = "linear"  # the noise ladder: linear | geometric
+    schedule: str = "linear"  # the noise ladder: linear | geometric | loguniform (per-sample sigma, K = 1)
     min_noise: float = 0.01  # geometric: the sharpest landscape's noise as a fraction of the smoothest's
 
     def __post_init__(self) -> None:
@@ -54,8 +63,13 @@ class Landscapes:
             raise ConfigError(f"model.objective.landscape_noise must be > 0, got {self.noise}")
         if not self.weight >= 0:
             raise ConfigError(f"model.objective.landscape_weight must be >= 0 (0: off), got {self.weight}")
-        if self.schedule not in ("linear", "geometric"):
-            raise ConfigError(f"model.objective.landscape_schedule={self.schedule!r} is not one of linear, geometric")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"model.objective.landscape_schedule={self.schedule!r} is not one of "
+                              f"{', '.join(SCHEDULES)}")
+        if self.schedule == "loguniform" and self.count != 1:
+            raise ConfigError(f"model.objective.landscape_schedule=loguniform draws each sample's noise from the whole "
+                              f"range for one energy, but model.objective.landscapes={self.count}; use landscapes=1, "
+                              "or landscape_schedule=geometric for a ladder of landscapes")
         if not 0 < self.min_noise <= 1:
             raise ConfigError(f"model.objective.landscape_min_noise must be in (0, 1], got {self.min_noise}")
 
@@ -72,3 +86,12 @@ class Landscapes:
         if self.schedule == "geometric" and self.count > 1:
             return self.noise * self.min_noise ** ((self.count - 1 - landscape) / (self.count - 1))
         return self.noise * (landscape + 1) / self.count
+
+    def noise_like(self, landscape: int, target: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise for ``landscape``'s denoising supervision, shaped like ``target`` (B, ...): of scale
+        :meth:`sigma`, or with ``loguniform`` of a scale drawn per sample."""
+        noise = torch.randn_like(target)
+        if self.schedule != "loguniform":
+            return self.sigma(landscape) * noise
+        u = torch.rand((target.shape[0],) + (1,) * (target.dim() - 1), device=target.device, dtype=target.dtype)
+        return self.noise * self.min_noise ** u * noise

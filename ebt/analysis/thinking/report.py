@@ -100,6 +100,10 @@ def think(cfg: DictConfig) -> list[dict[str, Any]]:
         raise ConfigError(f"energy_tol={cfg.energy_tol} must be > 0 (or null to skip the adaptive rule)")
     ckpt, data_overrides = opts.checkpoint_option(cfg, "ckpt"), opts.data_overrides(cfg)
     run = _load_ebt(ckpt, data_overrides)
+    if cfg.get("backtrack") is not None:  # an evaluation-only safeguard: ablated on the same checkpoint
+        if not isinstance(cfg.backtrack, bool):
+            raise ConfigError(f"backtrack={cfg.backtrack!r} must be true, false or null (the run's setting)")
+        run.objective.config.step_rule.backtrack = cfg.backtrack
     baseline = None
     if cfg.baseline_ckpt:
         baseline = _load_baseline(opts.checkpoint_option(cfg, "baseline_ckpt"), run, data_overrides)

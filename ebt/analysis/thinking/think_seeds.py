@@ -193,19 +193,23 @@ def plot_seeds(per_setting: list[dict[str, Any]], metric: str, path: Path) -> No
     save_figure(fig, path)
 
 
+def metric_option(cfg: DictConfig) -> tuple[str, str] | None:
+    """``(metric, metric_mode)`` from the options ``metric=`` / ``metric_mode=`` (None: the task's own metric)."""
+    if cfg.metric is None and cfg.metric_mode is None:
+        return None
+    if cfg.metric is None or cfg.metric_mode not in ("max", "min"):
+        raise ConfigError("metric= and metric_mode= go together: a column of thinking.csv and its direction, "
+                          "max or min (e.g. metric=cell_acc metric_mode=max)")
+    return str(cfg.metric), str(cfg.metric_mode)
+
+
 def main(cfg: DictConfig) -> int:
     """The ``scripts/think_seeds.py`` command (options: the module docstring): 0 when written."""
     runs = path_list(cfg, "runs", "think.py output folders (or the run folders above them), one per seed")
     if not cfg.out:
         raise ConfigError("out= is required: the folder for the tables and the plot")
-    metric = None
-    if cfg.metric is not None or cfg.metric_mode is not None:
-        if cfg.metric is None or cfg.metric_mode not in ("max", "min"):
-            raise ConfigError("metric= and metric_mode= go together: a column of thinking.csv and its direction, "
-                              "max or min (e.g. metric=cell_acc metric_mode=max)")
-        metric = (str(cfg.metric), str(cfg.metric_mode))
     out = Path(str(cfg.out))
-    meta, per_setting, headline, text = summarise(runs, str(cfg.select_on), metric)
+    meta, per_setting, headline, text = summarise(runs, str(cfg.select_on), metric_option(cfg))
     print(text)
     write_csv(per_setting, out / "seeds.csv")
     write_csv(headline, out / "headline.csv")
