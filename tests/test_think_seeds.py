@@ -91,3 +91,19 @@ def test_mixed_experiments_missing_outputs_and_unknown_splits_are_refused(tmp_pa
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "run scripts/think.py" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_mean_final_energy_is_kept_beside_the_metric(tmp_path):
+    def with_energy(energies):
+        return [{**r, "energy": energies.get((r["split"], r["steps"]), "")} for r in rows(0.6, 0.7, 0.3, 0.2)]
+
+    FIELDS.append("energy")
+    try:
+        a = write_seed(tmp_path / "a", with_energy({("val", 2): 1.0, ("val", 8): 0.5}))
+        b = write_seed(tmp_path / "b", with_energy({("val", 2): 3.0, ("val", 8): 0.7}))
+    finally:
+        FIELDS.remove("energy")
+    _, per_setting, _, _ = summarise([a, b])
+    at = {(r["split"], r["mode"], r["steps"]): r for r in per_setting}
+    assert at["val", "fixed", 2]["energy_mean"] == 2.0 and at["val", "fixed", 8]["energy_mean"] == 0.6
+    assert math.isnan(at["val", "predictor", 0]["energy_mean"])  # no energy: not a number, not 0

@@ -96,3 +96,15 @@ def test_the_command_writes_goal_csv_and_refuses_bad_options(tmp_path):
         main(read_options([f"runs=[{runs[0]}]"], DEFAULTS))
     with pytest.raises(ConfigError, match="level=1.5"):
         main(read_options([f"runs=[{runs[0]}]", "out=x", "level=1.5"], DEFAULTS))
+
+
+def test_tables_read_the_csv_strings_back(tmp_path):
+    from ebt.analysis.thinking.goal import ablation_table, goal_table
+
+    row = {"split": "ood", "test": "chosen_steps", "mean": "0.271", "low": "0.22", "high": "0.319", "seeds": "5",
+           "met": "yes", "detail": "best-of-1, 8 steps vs 2 steps"}
+    one_seed = {**row, "test": "longest", "low": "nan", "high": "nan", "met": "n/a"}
+    assert "| ood | chosen_steps | +27.1% [+22.0%, +31.9%] | 5 | yes |" in goal_table([row])
+    table = ablation_table([row, one_seed], [row], labels=("recipe", "without replay"))
+    assert "| recipe | +27.1% (n/a) | +27.1% [+22.0%, +31.9%] (yes) |" in table  # one seed: no interval
+    assert "| without replay |  | +27.1% [+22.0%, +31.9%] (yes) |" in table

@@ -208,6 +208,22 @@ def thinking_curve(seeds: Rows, *, fmt: str = "{:.3g}", std_fmt: str | None = No
     return markdown_table(table, ["split", "model", *(f"k={k}" for k in ks), "one pass"])
 
 
+def thinking_energy(seeds: Rows, *, fmt: str = "{:.3g}") -> str:
+    """The EBT's metric and mean final energy against thinking steps, best-of-1, per split (mean ± std over seeds),
+    from ``think_seeds.py``'s ``seeds.csv``."""
+    metric = next(c.removesuffix("_mean") for c in seeds[0] if c.endswith("_mean"))
+    plain = [r for r in seeds if r["mode"] == "fixed" and int(r["best_of"]) == 1]
+    ks = sorted({int(r["steps"]) for r in plain})
+    table = []
+    for split in dict.fromkeys(r["split"] for r in plain):
+        at = {int(r["steps"]): r for r in plain if r["split"] == split}
+        for name in (metric, "energy"):
+            table.append({"split": split, "quantity": name, **{
+                f"k={k}": pm(cell_float(at[k][f"{name}_mean"]), cell_float(at[k][f"{name}_std"]), fmt, "{:.2g}")
+                for k in ks}})
+    return markdown_table(table, ["split", "quantity", *(f"k={k}" for k in ks)])
+
+
 def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
     """``scripts/ood_curve.py``'s table and correlation line (:func:`ebt.analysis.thinking.ood_curve.markdown`) from its
     ``ood_curve.csv``."""

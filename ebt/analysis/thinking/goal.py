@@ -138,12 +138,40 @@ def goal_rows(paths: list[Path], *, select_on: str = "val", metric: tuple[str, s
     return meta, out
 
 
+def change_cell(mean: float, low: float, high: float) -> str:
+    """``+27.1% [+22.0%, +31.9%]`` (the interval left out where undefined; empty without a mean)."""
+    if math.isnan(mean):
+        return ""
+    interval = f" [{100 * low:+.1f}%, {100 * high:+.1f}%]" if not math.isnan(low) else ""
+    return f"{100 * mean:+.1f}%{interval}"
+
+
+def _change(row: dict[str, Any]) -> str:
+    return change_cell(*(float(row[k]) for k in ("mean", "low", "high")))
+
+
+def goal_table(rows: list[dict[str, Any]]) -> str:
+    """The goal rows as a markdown table (values as floats or as the CSV's strings)."""
+    shown = [{"split": r["split"], "test": r["test"], "change": _change(r), "seeds": r["seeds"], "met": r["met"],
+              "detail": r["detail"]} for r in rows]
+    return markdown_table(shown, ["split", "test", "change", "seeds", "met", "detail"])
+
+
+def ablation_table(*goals: list[dict[str, Any]], labels: tuple[str, ...], split: str = "ood") -> str:
+    """One row per variant (``labels``, in the order of ``goals``: the goal rows of each), one column per test on
+    ``split``: the change with its interval and whether it is met."""
+    table = []
+    for label, rows in zip(labels, goals, strict=True):
+        found = {r["test"]: r for r in rows if r["split"] == split}
+        table.append({"variant": label, **{t: f"{_change(found[t])} ({found[t]['met']})" if t in found else ""
+                                           for t in TESTS}})
+    return markdown_table(table, ["variant", *TESTS])
+
+
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], level: float, select_on: str) -> str:
-    shown = [{**r, **{k: f"{100 * r[k]:+.1f}%" if not math.isnan(r[k]) else "" for k in ("mean", "low", "high")}}
-             for r in rows]
     return (f"{meta['task']}: {meta['metric']} ({meta['metric_mode']}imise), EBT trained with {meta['trained_steps']} "
-            f"steps; relative change per seed (positive = better), mean and {100 * level:g} % bootstrap interval over "
-            f"seeds; settings chosen on {select_on}\n\n" + markdown_table(shown, COLUMNS))
+            f"steps; relative change per seed (positive = better), mean [{100 * level:g} % bootstrap interval] over "
+            f"seeds; settings chosen on {select_on}\n\n" + goal_table(rows))
 
 
 def main(cfg: DictConfig) -> int:

@@ -22,8 +22,9 @@ and ``ood_curve.py`` use too): the EBT's best setting (best_of, steps; the adapt
 * ``predictor`` (one forward pass) and ``looped`` (at the loops chosen on the selection split) when the think.py runs
   included ``baseline_ckpt=`` / ``looped_ckpt=``.
 
-Writes ``seeds.csv`` (every setting: mean, std, n), ``headline.csv`` / ``headline.md`` and ``thinking_seeds.png``
-(metric vs forward passes, mean ± std) into ``out``.
+Writes ``seeds.csv`` (every setting: mean, std, n, and the mean final energy with its std where ``think.py``
+recorded one), ``headline.csv`` / ``headline.md`` and ``thinking_seeds.png`` (metric vs forward passes, mean ± std)
+into ``out``.
 """
 
 import csv
@@ -70,7 +71,8 @@ def load_seed(path: Path, metric: tuple[str, str] | None = None) -> tuple[dict[s
         for r in reader:
             rows.append({"split": r["split"], "mode": r["mode"], "best_of": _int(r.get("best_of"), 1),
                          "steps": _int(r.get("steps"), 0), "loops": _int(r.get("loops"), 0),
-                         "forward_passes": _float(r.get("forward_passes")), "value": _float(r.get(meta["metric"]))})
+                         "forward_passes": _float(r.get("forward_passes")), "value": _float(r.get(meta["metric"])),
+                         "energy": _float(r.get("energy"))})
     return meta, rows
 
 
@@ -141,8 +143,10 @@ def summarise(paths: list[Path], select_on: str = "val",
     per_setting = []
     for key, rows in settings.items():
         mean, std, n = _mean_std([r["value"] for r in rows])
+        energy, energy_std, _ = _mean_std([r["energy"] for r in rows])
         per_setting.append({**dict(zip(KEY, key, strict=True)), "forward_passes": rows[0]["forward_passes"],
-                            f"{meta['metric']}_mean": mean, f"{meta['metric']}_std": std, "seeds": n})
+                            f"{meta['metric']}_mean": mean, f"{meta['metric']}_std": std, "seeds": n,
+                            "energy_mean": energy, "energy_std": energy_std})
     heads = [seed_headline(m, rows, select_on) for m, rows in seeds]
     headline = []
     for split in dict.fromkeys(h["split"] for seed in heads for h in seed):
