@@ -35,6 +35,7 @@ from ebt.analysis.plotting import cell_float, markdown_table, write_text
 from ebt.analysis.scaling.report import fits_table
 from ebt.analysis.scaling.thinking import thinking_tables
 from ebt.analysis.thinking import ood_curve
+from ebt.analysis.thinking.goal import ablation_table, goal_table
 from ebt.analysis.tools import collect
 from ebt.errors import ConfigError, DataError
 
@@ -366,7 +367,22 @@ def world_model_longer(longer: Rows) -> str:
 # ----- every generated table ---------------------------------------------------------------------------------------
 WM = "docs/world_model"
 REASONING = "docs/reasoning"
+LS = "docs/thinking_converges/linear_solve"
+ABLATION = ("recipe (seeds 0-2)", "without own outputs (1)", "without energy shape (2)", "without backtracking (3)",
+            "without contrastive (4)")
 REGISTRY: tuple[DocTable, ...] = (
+    DocTable("docs/thinking_converges.md", "linear_solve_grids", (f"{LS}/grids/jobs.csv", f"{LS}/grids/groups.csv"),
+             collect_jobs),
+    *(DocTable("docs/thinking_converges.md", f"linear_solve_{name}_goal", (f"{LS}/{name}/goal.csv",), goal_table)
+      for name in ("ebt_converge", "ebt")),
+    *(DocTable("docs/thinking_converges.md", f"linear_solve_{name}_curve", (f"{LS}/{name}/seeds.csv",),
+               functools.partial(thinking_curve, fmt="{:.4g}", std_fmt="{:.2g}", trained=2))
+      for name in ("ebt_converge", "ebt")),
+    DocTable("docs/thinking_converges.md", "linear_solve_energy", (f"{LS}/ebt_converge/seeds.csv",), thinking_energy),
+    DocTable("docs/thinking_converges.md", "linear_solve_ablation",
+             tuple(f"{LS}/ablation/{v}/goal.csv" for v in ("recipe", "no_own_outputs", "no_energy_shape",
+                                                          "no_backtrack", "no_contrastive")),
+             functools.partial(ablation_table, labels=ABLATION)),
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
     *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), fits_table)
       for x in ("params", "tokens", "flops", "depth", "bpe_params", "bpe_flops")),

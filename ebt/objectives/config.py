@@ -231,7 +231,9 @@ class EBTConfig:
     energy_form: str = "linear"  # a token's energy: linear (w . h, the paper's) or squared (||W h||^2 / D, IRED's
     # E = ||f(x, y)||^2: bounded below by 0, so an answer can be an exact minimum where the gradient vanishes)
     energy_reduce: str = "mean"  # whole-target tasks: a sample's energy is the mean (the paper's) or the sum of its
-    # tokens' energies; the mean divides each token's dE/dy by N (81 on Sudoku), the sum does not
+    # tokens' energies; the mean divides each token's dE/dy by N (81 on Sudoku), the sum does not. Causal tasks keep
+    # one energy per position, each with its own gradient: there both choices are the same model (so a recipe that
+    # sets sum, model/objective=ebt_converge, runs on every task)
     step_rule: StepRule = field(default_factory=StepRule)
     randomisation: Randomisation = field(default_factory=Randomisation)
     backprop: Backprop = field(default_factory=Backprop)
@@ -264,10 +266,6 @@ class EBTConfig:
         if self.step_rule.clamp_candidates and task.valid_range is None:
             raise ConfigError(f"model.objective.clamp_candidates=true needs a task with a valid range of values "
                               f"(a continuous task that declares valid_range); {task.describe()} has none")
-        if self.energy_reduce != "mean" and task.causal:
-            raise ConfigError(f"model.objective.energy_reduce={self.energy_reduce} reduces a whole-target energy; "
-                              f"{task.describe()} is causal, so its energies are per position already (each one's "
-                              "gradient is its own): leave energy_reduce=mean")
         if self.tie_candidate_projection and task.kind != "tokens":
             raise ConfigError("model.objective.tie_candidate_projection=true needs a tokens task")
         self.candidate.check(task, output_size)
