@@ -209,7 +209,7 @@ def thinking_curve(seeds: Rows, *, fmt: str = "{:.3g}", std_fmt: str | None = No
     return markdown_table(table, ["split", "model", *(f"k={k}" for k in ks), "one pass"])
 
 
-def thinking_energy(seeds: Rows, *, fmt: str = "{:.3g}") -> str:
+def thinking_energy(seeds: Rows, *, fmt: str = "{:.5g}") -> str:
     """The EBT's metric and mean final energy against thinking steps, best-of-1, per split (mean ± std over seeds),
     from ``think_seeds.py``'s ``seeds.csv``."""
     metric = next(c.removesuffix("_mean") for c in seeds[0] if c.endswith("_mean"))
@@ -379,6 +379,8 @@ REGISTRY: tuple[DocTable, ...] = (
                functools.partial(thinking_curve, fmt="{:.4g}", std_fmt="{:.2g}", trained=2))
       for name in ("ebt_converge", "ebt")),
     DocTable("docs/thinking_converges.md", "linear_solve_energy", (f"{LS}/ebt_converge/seeds.csv",), thinking_energy),
+    DocTable("docs/thinking_converges.md", "linear_solve_ablation_jobs",
+             (f"{LS}/ablation/jobs/jobs.csv", f"{LS}/ablation/jobs/groups.csv"), collect_jobs),
     DocTable("docs/thinking_converges.md", "linear_solve_ablation",
              tuple(f"{LS}/ablation/{v}/goal.csv" for v in ("recipe", "no_own_outputs", "no_energy_shape",
                                                           "no_backtrack", "no_contrastive")),

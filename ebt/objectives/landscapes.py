@@ -52,7 +52,7 @@ class Landscapes:
     noise: float = 1.0  # sigma of the smoothest landscape's denoising supervision
     weight: float = 0.0  # weight of the denoising supervision; 0: off
     schedule: str = "linear"  # the noise ladder: linear | geometric | loguniform (per-sample sigma, K = 1)
-    min_noise: float = 0.01  # geometric: the sharpest landscape's noise as a fraction of the smoothest's
+    min_noise: float = 0.01  # geometric / loguniform: the smallest noise as a fraction of the largest
 
     def __post_init__(self) -> None:
         if self.count < 1:

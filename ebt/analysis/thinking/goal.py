@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 
 from ebt.analysis.plotting import markdown_table, write_csv, write_text
 from ebt.analysis.thinking.selection import lookup, relative_change, select, setting_label, trained_row
-from ebt.analysis.thinking.think_seeds import load_seed, metric_option
+from ebt.analysis.thinking.think_seeds import load_seeds, metric_option
 from ebt.errors import ConfigError, DataError
 from ebt.options import path_list
 
@@ -114,13 +114,8 @@ def met(test: str, mean: float, low: float, high: float, min_gain: float) -> str
 def goal_rows(paths: list[Path], *, select_on: str = "val", metric: tuple[str, str] | None = None, draws: int = 10000,
               level: float = 0.95, min_gain: float = 0.10, seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
     """``(meta, rows of goal.csv)`` over the seeds in ``paths``."""
-    seeds = [load_seed(p, metric) for p in paths]
+    seeds = load_seeds(paths, select_on, metric)
     meta = seeds[0][0]
-    for path, (other, _) in zip(paths[1:], seeds[1:], strict=True):
-        if (other["task"], other["metric"], other["trained_steps"]) != (meta["task"], meta["metric"],
-                                                                         meta["trained_steps"]):
-            raise DataError(f"{path} is another experiment ({other['task']}) than {paths[0]} ({meta['task']}); pass "
-                            "seeds of one")
     changes = [seed_changes(m, rows, select_on) for m, rows in seeds]
     keys = sorted({k for c in changes for k in c}, key=lambda k: (k[0] != select_on, k[0], TESTS.index(k[1])))
     out = []

@@ -123,10 +123,9 @@ def _pm(values: list[float], percent: bool = False) -> str:
     return f"{scale * mean:+.3g}{unit}{spread}" if percent else f"{mean:.4g}{spread}"
 
 
-def summarise(paths: list[Path], select_on: str = "val",
-              metric: tuple[str, str] | None = None) -> tuple[dict[str, Any], list[dict], list[dict], str]:
-    """``(meta, per-setting rows, headline rows, markdown)`` over the seeds in ``paths`` (``metric``: another column
-    than the task's headline metric, with its direction, e.g. ``("cell_acc", "max")``)."""
+def load_seeds(paths: list[Path], select_on: str = "val",
+               metric: tuple[str, str] | None = None) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """:func:`load_seed` of each path, checked to be seeds of one experiment that evaluated ``select_on``."""
     seeds = [load_seed(p, metric) for p in paths]
     meta = seeds[0][0]
     for path, (other, _) in zip(paths[1:], seeds[1:], strict=True):
@@ -136,6 +135,15 @@ def summarise(paths: list[Path], select_on: str = "val",
                             f"{paths[0]} ({meta['task']}, {meta['trained_steps']} steps); pass seeds of one")
     if not any(r["split"] == select_on for _, rows in seeds for r in rows):
         raise DataError(f"select_on={select_on}: no such split in the thinking tables; pass one they evaluated")
+    return seeds
+
+
+def summarise(paths: list[Path], select_on: str = "val",
+              metric: tuple[str, str] | None = None) -> tuple[dict[str, Any], list[dict], list[dict], str]:
+    """``(meta, per-setting rows, headline rows, markdown)`` over the seeds in ``paths`` (``metric``: another column
+    than the task's headline metric, with its direction, e.g. ``("cell_acc", "max")``)."""
+    seeds = load_seeds(paths, select_on, metric)
+    meta = seeds[0][0]
     settings: dict[tuple, list[dict[str, Any]]] = {}
     for _, rows in seeds:
         for r in rows:
