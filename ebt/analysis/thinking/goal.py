@@ -36,7 +36,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ebt.analysis.plotting import markdown_table, write_csv, write_text
-from ebt.analysis.thinking.selection import lookup, relative_change, select, setting_label, trained_row
+from ebt.analysis.thinking.selection import (
+    fixed_step_change,
+    lookup,
+    relative_change,
+    select,
+    setting_label,
+    thinking_improvement,
+)
 from ebt.analysis.thinking.think_seeds import load_seeds, metric_option
 from ebt.errors import ConfigError, DataError
 from ebt.options import path_list
@@ -53,7 +60,8 @@ def _value(row: dict[str, Any] | None) -> float:
 
 
 def seed_changes(meta: dict[str, Any], rows: list[dict[str, Any]], select_on: str) -> dict[tuple[str, str], tuple]:
-    """One seed's ``(change, detail)`` per ``(split, test)``."""
+    """One seed's ``(change, detail)`` per ``(split, test)``; ``longest`` and ``chosen_steps`` are
+    :func:`~ebt.analysis.thinking.selection.fixed_step_change` and ``thinking_improvement`` over best-of-1."""
     mode, trained_steps = meta["metric_mode"], meta["trained_steps"]
     fixed = [r for r in rows if r["mode"] == "fixed"]
     if not fixed:
@@ -61,20 +69,20 @@ def seed_changes(meta: dict[str, Any], rows: list[dict[str, Any]], select_on: st
     longest = max(int(r["steps"]) for r in fixed)
     widest = max(int(r["best_of"]) for r in fixed)
     steps_chosen = select(rows, "value", mode, select_on=select_on, modes=("fixed",), keep=lambda r: r["best_of"] == 1)
+    improvement = thinking_improvement(rows, "value", mode, trained_steps, select_on=select_on,
+                                       keep=lambda r: r["mode"] == "fixed" and r["best_of"] == 1)
     chosen = select(rows, "value", mode, select_on=select_on)
     passes = float(chosen["forward_passes"]) if chosen is not None else math.nan
     loops = select(rows, "value", mode, select_on=select_on, modes=("loops",),  # at most the EBT's compute
                    keep=lambda r: float(r["forward_passes"]) <= passes)
     out: dict[tuple[str, str], tuple] = {}
+    for split, change in fixed_step_change(rows, "value", mode, trained_steps, longest).items():
+        out[split, "longest"] = (change, f"{longest} vs {trained_steps} steps")
+    for split, found in improvement.items():
+        out[split, "chosen_steps"] = (found["improvement"], f"{found['setting']} vs {trained_steps} steps")
     for split in dict.fromkeys(r["split"] for r in fixed):
-        trained = _value(trained_row(rows, split, trained_steps))
-        at = {"mode": "fixed", "best_of": 1, "steps": longest}
-        out[split, "longest"] = (relative_change(trained, _value(lookup(rows, split, at)), mode),
-                                 f"{longest} vs {trained_steps} steps")
-        base = lookup(rows, split, steps_chosen)
-        out[split, "chosen_steps"] = (relative_change(trained, _value(base), mode),
-                                      f"{setting_label(steps_chosen)} vs {trained_steps} steps")
         if steps_chosen is not None and widest > 1:
+            base = lookup(rows, split, steps_chosen)
             wide = lookup(rows, split, {"mode": "fixed", "best_of": widest, "steps": steps_chosen["steps"]})
             out[split, "best_of"] = (relative_change(_value(base), _value(wide), mode),
                                      f"best-of-{widest} vs best-of-1 at {steps_chosen['steps']} steps")
