@@ -225,6 +225,20 @@ def thinking_energy(seeds: Rows, *, fmt: str = "{:.5g}") -> str:
     return markdown_table(table, ["split", "quantity", *(f"k={k}" for k in ks)])
 
 
+def variant_curves(*seeds: Rows, labels: tuple[str, ...], split: str = "ood", fmt: str = "{:.4g}") -> str:
+    """One row per variant (``labels``, in the order of its ``think_seeds.py`` ``seeds.csv``): the EBT's metric on
+    ``split`` against thinking steps, best-of-1, mean ± std over seeds."""
+    table = []
+    for label, rows in zip(labels, seeds, strict=True):
+        metric = next(c.removesuffix("_mean") for c in rows[0] if c.endswith("_mean"))
+        plain = {int(r["steps"]): r for r in rows if r["split"] == split and r["mode"] == "fixed"
+                 and int(r["best_of"]) == 1}
+        table.append({"variant": label, **{f"k={k}": pm(cell_float(r[f"{metric}_mean"]), cell_float(r[f"{metric}_std"]),
+                                                        fmt, "{:.2g}") for k, r in sorted(plain.items())}})
+    ks = sorted({c for row in table for c in row if c.startswith("k=")}, key=lambda c: int(c[2:]))
+    return markdown_table(table, ["variant", *ks])
+
+
 def ood_curve_table(summary: Rows, *, metric: str, trained: int) -> str:
     """``scripts/ood_curve.py``'s table and correlation line (:func:`ebt.analysis.thinking.ood_curve.markdown`) from its
     ``ood_curve.csv``."""
@@ -368,6 +382,7 @@ def world_model_longer(longer: Rows) -> str:
 WM = "docs/world_model"
 REASONING = "docs/reasoning"
 LS = "docs/thinking_converges/linear_solve"
+ABLATION_DIRS = ("recipe", "no_own_outputs", "no_energy_shape", "no_backtrack", "no_contrastive")
 ABLATION = ("recipe (seeds 0-2)", "without own outputs (1)", "without energy shape (2)", "without backtracking (3)",
             "without contrastive (4)")
 REGISTRY: tuple[DocTable, ...] = (
@@ -379,11 +394,13 @@ REGISTRY: tuple[DocTable, ...] = (
                functools.partial(thinking_curve, fmt="{:.4g}", std_fmt="{:.2g}", trained=2))
       for name in ("ebt_converge", "ebt")),
     DocTable("docs/thinking_converges.md", "linear_solve_energy", (f"{LS}/ebt_converge/seeds.csv",), thinking_energy),
+    DocTable("docs/thinking_converges.md", "linear_solve_ablation_curves",
+             tuple(f"{LS}/ablation/{v}/seeds.csv" for v in ABLATION_DIRS),
+             functools.partial(variant_curves, labels=ABLATION)),
     DocTable("docs/thinking_converges.md", "linear_solve_ablation_jobs",
              (f"{LS}/ablation/jobs/jobs.csv", f"{LS}/ablation/jobs/groups.csv"), collect_jobs),
     DocTable("docs/thinking_converges.md", "linear_solve_ablation",
-             tuple(f"{LS}/ablation/{v}/goal.csv" for v in ("recipe", "no_own_outputs", "no_energy_shape",
-                                                          "no_backtrack", "no_contrastive")),
+             tuple(f"{LS}/ablation/{v}/goal.csv" for v in ABLATION_DIRS),
              functools.partial(ablation_table, labels=ABLATION)),
     DocTable("docs/generation.md", "speed", ("docs/generation/generation.csv",), generation_speed),
     *(DocTable("docs/scaling.md", f"scaling_{x}", (f"docs/scaling/{x}/fits.csv",), fits_table)
